@@ -1,0 +1,1 @@
+"""taskgate's domain and services. Knows nothing of Lambda or Starlette."""

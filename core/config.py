@@ -1,0 +1,75 @@
+"""Settings, read once from the environment. Every knob is listed in the README."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Requests per minute per principal; 0 turns a limit off."""
+
+    default: int = 100
+    task_create: int = 50
+    server_register: int = 10
+    service: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    jwt_secret: str = ""
+    max_attempts: int = 3
+    queue_timeout_ms: int = HOUR_MS
+    task_timeout_ms: int = HOUR_MS
+    heartbeat_timeout_ms: int = 90_000
+    task_ttl_days: int = 7
+    sync_wait_ms: int = 25_000
+    max_body_bytes: int = 256 * 1024
+    sweep_interval_ms: int = 5_000
+    health_check_interval_ms: int = 30_000
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    # Where backends send callbacks: the public base URL of this deployment.
+    public_url: str = "http://127.0.0.1:8787"
+    # Loopback and private backends are normal for a GPU fleet; metadata addresses never are.
+    allow_private_endpoints: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "jwt_secret": env.get("JWT_SECRET", ""),
+            "max_attempts": _int(env, "MAX_ATTEMPTS", 3),
+            "queue_timeout_ms": _int(env, "QUEUE_TIMEOUT_MS", HOUR_MS),
+            "task_timeout_ms": _int(env, "TASK_TIMEOUT_MS", HOUR_MS),
+            "heartbeat_timeout_ms": _int(env, "HEARTBEAT_TIMEOUT_MS", 90_000),
+            "task_ttl_days": _int(env, "TASK_TTL_DAYS", 7),
+            "sweep_interval_ms": _int(env, "SWEEP_INTERVAL_MS", 5_000),
+            "health_check_interval_ms": _int(env, "HEALTH_CHECK_INTERVAL_MS", 30_000),
+            "rate_limits": RateLimits(
+                default=_int(env, "RATE_LIMIT_DEFAULT", 100),
+                task_create=_int(env, "RATE_LIMIT_TASK_CREATE", 50),
+                server_register=_int(env, "RATE_LIMIT_SERVER_REGISTER", 10),
+                service=_int(env, "RATE_LIMIT_SERVICE", 1000),
+            ),
+            "public_url": env.get("PUBLIC_URL", "http://127.0.0.1:8787").rstrip("/"),
+        }
+        values.update(overrides)
+        config = cls(**values)  # type: ignore[arg-type]
+        if config.max_attempts < 1:
+            raise ValueError("MAX_ATTEMPTS must be at least 1")
+        return config

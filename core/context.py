@@ -1,0 +1,26 @@
+"""What every service function is given: the store, the queue, the settings and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.config import Config
+from core.ids import now_ms
+from core.queue import TaskQueue
+from core.storage import Store
+
+
+@dataclass
+class Context:
+    store: Store
+    queue: TaskQueue
+    config: Config
+    clock: Callable[[], int] = field(default=now_ms)
+
+    def now(self) -> int:
+        return self.clock()
+
+    def expiry_s(self, now: int) -> int:
+        """When a task finished at `now` (ms) may be dropped, in epoch seconds."""
+        return now // 1000 + self.config.task_ttl_days * 86_400

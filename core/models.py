@@ -1,0 +1,168 @@
+"""Tasks and servers as the core sees them, and their public (API) shapes."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (TaskStatus.PENDING, TaskStatus.PROCESSING)
+
+
+class ServerStatus(enum.StrEnum):
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+    MAINTENANCE = "maintenance"
+
+
+class Task(msgspec.Struct, kw_only=True):
+    id: str
+    owner: str
+    type: str
+    priority: int
+    payload: dict[str, Any]
+    capabilities: list[str] = []
+    is_async: bool = True
+    timeout_ms: int | None = None
+    webhook: str | None = None
+    status: TaskStatus = TaskStatus.PENDING
+    progress: int = 0
+    message: str | None = None
+    server_id: str | None = None
+    result: Any = None
+    error: Any = None
+    # Times the task was sent to a backend, ever; dispatch stops when it reaches attempt_limit.
+    attempts: int = 0
+    attempt_limit: int = 3
+    retries: int = 0
+    created_at: int
+    updated_at: int
+    # When the task last entered PENDING: FIFO order within a priority, and queue timeout.
+    queued_at: int
+    # Not dispatched before this time (backoff after a failed attempt).
+    not_before: int = 0
+    started_at: int | None = None
+    completed_at: int | None = None
+    # PROCESSING only: when the execution timeout fires.
+    deadline: int | None = None
+    # Finished tasks only: epoch seconds after which the store may drop the task (TTL).
+    expires_at: int | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "priority": self.priority,
+            "status": self.status.value,
+            "progress": self.progress,
+            "serverId": self.server_id,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        }
+        if self.message is not None:
+            body["message"] = self.message
+        if self.started_at is not None:
+            body["startedAt"] = self.started_at
+        if self.completed_at is not None:
+            body["completedAt"] = self.completed_at
+        return body
+
+
+class Endpoints(msgspec.Struct, kw_only=True, omit_defaults=True):
+    predict: str
+    health: str
+    metrics: str | None = None
+    cancel: str | None = None
+
+
+class Server(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    endpoints: Endpoints
+    api_key: str | None = None
+    max_concurrent: int = 10
+    capabilities: list[str] = []
+    groups: list[str] = []
+    priority: int = 1
+    status: ServerStatus = ServerStatus.ONLINE
+    maintenance_reason: str | None = None
+    registered_at: int
+    # Health, fed by heartbeats (push) and active checks (pull).
+    health_status: str | None = None
+    last_heartbeat: int | None = None
+    last_check_at: int | None = None
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    reported: dict[str, Any] = {}
+    # Slots in use; changed only together with a task entering or leaving PROCESSING here.
+    active_tasks: int = 0
+    # Lifetime counters, bumped in the same write that frees the slot.
+    tasks_processed: int = 0
+    success_count: int = 0
+    failure_count: int = 0
+    processing_ms_total: int = 0
+    # Optimistic lock for read-modify-write of health and settings (never for slots).
+    version: int = 0
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.max_concurrent - self.active_tasks)
+
+    def to_api(self, now: int) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "registeredAt": self.registered_at,
+            "lastHeartbeat": self.last_heartbeat,
+            "uptime": max(0, now - self.registered_at),
+            "timeSinceLastHeartbeat": (
+                None if self.last_heartbeat is None else max(0, now - self.last_heartbeat)
+            ),
+            "groups": list(self.groups),
+            "priority": self.priority,
+            "capabilities": list(self.capabilities),
+            "maxConcurrent": self.max_concurrent,
+            "activeTasks": self.active_tasks,
+            "endpoints": msgspec.to_builtins(self.endpoints),
+            "maintenanceReason": self.maintenance_reason,
+            "health": {
+                "status": self.health_status,
+                "lastHeartbeat": self.last_heartbeat,
+                "lastCheckAt": self.last_check_at,
+                "consecutiveFailures": self.consecutive_failures,
+            },
+        }
+
+    def metrics_api(self, now: int) -> dict[str, Any]:
+        finished = self.success_count + self.failure_count
+        return {
+            "serverId": self.id,
+            "metrics": {
+                "uptime": max(0, now - self.registered_at),
+                "tasksProcessed": self.tasks_processed,
+                "successCount": self.success_count,
+                "failureCount": self.failure_count,
+                "averageProcessingTime": (round(self.processing_ms_total / finished) if finished else 0),
+                "currentLoad": round(self.active_tasks / self.max_concurrent, 4),
+                "activeTasks": self.active_tasks,
+                "maxConcurrent": self.max_concurrent,
+                "reported": self.reported,
+            },
+        }

@@ -1,0 +1,164 @@
+"""The storage interface the services need, and nothing more.
+
+Two adapters implement it and pass one contract suite (`tests/contract`):
+`core.storage.sqlite.SqliteStore` (one machine) and `core.storage.dynamodb.DynamoStore` (AWS).
+
+Rules every adapter keeps:
+- Every task transition is a compare-and-set on the task's status (and, where given, its
+  attempt number and server); a caller that loses gets StaleWriteError, never a silent win.
+- A task enters or leaves PROCESSING in the same atomic write that takes or frees its slot
+  on the server, so `Server.active_tasks` always equals the tasks PROCESSING there.
+- No request-path method reads the whole table; every list comes from an index.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core.models import Server, Task, TaskStatus
+
+__all__ = ["IdempotencyRecord", "Store"]
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    key: str
+    body_hash: str
+    task_id: str
+    expires_at: int  # epoch seconds
+
+
+class Store(ABC):
+    # -- tasks ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def put_task(self, task: Task) -> None:
+        """Store a new task. StaleWriteError if the id is taken."""
+
+    @abstractmethod
+    def get_task(self, task_id: str) -> Task | None: ...
+
+    @abstractmethod
+    def update_task(
+        self,
+        task_id: str,
+        changes: Mapping[str, Any],
+        *,
+        from_status: Collection[TaskStatus],
+        attempts: int | None = None,
+        server_id: str | None = None,
+    ) -> Task:
+        """Apply `changes` (Task field -> value) if the task is in one of `from_status` (and
+        has that attempt count and server, when given). Returns the task as written.
+
+        Must not be used to enter or leave PROCESSING: see claim_task and release_task.
+        StaleWriteError(current) if the condition fails; current is None if no such task.
+        """
+
+    @abstractmethod
+    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
+        """PENDING -> PROCESSING on `changes["server_id"]`, taking one of that server's slots,
+        atomically. The write is conditional on the task still being PENDING with
+        `task.attempts`; returns `task` with `changes` applied.
+
+        NoCapacityError if the server is gone, not online or full (the task is unchanged);
+        StaleWriteError(current) if the task moved on (no slot is taken).
+        `changes` must set status PROCESSING and server_id.
+        """
+
+    @abstractmethod
+    def release_task(
+        self,
+        task: Task,
+        changes: Mapping[str, Any],
+        *,
+        server_counters: Mapping[str, int] | None = None,
+    ) -> Task:
+        """Move `task` out of PROCESSING and free its slot on `task.server_id`, atomically.
+
+        Conditional on the task still being PROCESSING on that server with `task.attempts`;
+        `server_counters` (Server field -> increment) are added in the same write (skipped,
+        with the slot, if the server was unregistered). Returns `task` with `changes`
+        applied. StaleWriteError(current) if the task moved on (nothing is written).
+        """
+
+    @abstractmethod
+    def tasks_by_owner(self, owner: str, limit: int = 50) -> list[Task]:
+        """Newest first."""
+
+    @abstractmethod
+    def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
+        """PENDING tasks, highest priority first, then oldest `queued_at` first."""
+
+    @abstractmethod
+    def processing_due(self, before: int, limit: int) -> list[Task]:
+        """PROCESSING tasks whose deadline is at or before `before`, earliest first."""
+
+    @abstractmethod
+    def processing_on_server(self, server_id: str, limit: int = 1000) -> list[Task]: ...
+
+    # -- servers -------------------------------------------------------------------------
+
+    @abstractmethod
+    def put_server(self, server: Server) -> None:
+        """Register a server. StaleWriteError if the id is taken."""
+
+    @abstractmethod
+    def get_server(self, server_id: str) -> Server | None: ...
+
+    @abstractmethod
+    def list_servers(self) -> list[Server]:
+        """Every registered server (a fleet: tens to a few thousand), ordered by id."""
+
+    @abstractmethod
+    def update_server(self, server_id: str, changes: Mapping[str, Any], *, version: int) -> Server:
+        """Apply `changes` if the server's version is `version`; bumps the version.
+        Never touches the slot count. StaleWriteError(current) otherwise."""
+
+    @abstractmethod
+    def delete_server(self, server_id: str) -> Server | None:
+        """Remove and return the server (None if it was not there)."""
+
+    @abstractmethod
+    def set_active_tasks(self, server_id: str, value: int, *, expected: int) -> bool:
+        """Reconciliation only: set the slot count if it is still `expected`."""
+
+    # -- settings, counters, rate windows, idempotency -----------------------------------
+
+    @abstractmethod
+    def get_setting(self, name: str) -> Any | None: ...
+
+    @abstractmethod
+    def put_setting(self, name: str, value: Any) -> None: ...
+
+    @abstractmethod
+    def next_in_sequence(self, name: str) -> int:
+        """Atomically increment and return a shared counter (1, 2, 3, ...)."""
+
+    @abstractmethod
+    def add_counters(self, key: str, increments: Mapping[str, int], *, expires_at: int) -> None:
+        """Atomically add to named counters under `key` (statistics buckets)."""
+
+    @abstractmethod
+    def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:
+        """key -> {name: value} for the keys that exist."""
+
+    @abstractmethod
+    def hit_rate_window(self, key: str, *, expires_at: int) -> int:
+        """Count one request in the window `key`; return the count including this one."""
+
+    @abstractmethod
+    def put_idempotency(self, record: IdempotencyRecord, *, now_s: int) -> IdempotencyRecord | None:
+        """Store `record` unless a record with its key that expires after `now_s` exists;
+        return that record if so (and store nothing)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def purge_expired(self, now_s: int) -> int:
+        """Drop finished tasks and windows past their expiry; stores with native TTL
+        (DynamoDB) leave it to the store and return 0."""
+        return 0

@@ -1,0 +1,182 @@
+"""What every route group shares: the app factory, auth, body limits, JSON, and the one
+place where domain errors become HTTP statuses."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from core import auth, errors
+from core.context import Context
+from core.ids import check_path_id
+
+log = logging.getLogger("taskgate.http")
+
+STATUS: dict[type[errors.TaskgateError], tuple[int, str]] = {
+    errors.ValidationError: (400, "Invalid request"),
+    errors.UnauthorizedError: (401, "Unauthorized"),
+    errors.ForbiddenError: (403, "Forbidden"),
+    errors.NotFoundError: (404, "Not found"),
+    errors.ConflictError: (409, "Conflict"),
+    errors.PayloadTooLargeError: (413, "Payload too large"),
+    errors.RateLimitedError: (429, "Too many requests"),
+    errors.UnavailableError: (503, "Service unavailable"),
+}
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ContextSource = Context | Callable[[], Context]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
+
+
+def error_response(status: int, error: str, details: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": error, "details": details}, status, headers)
+
+
+def context(request: Request) -> Context:
+    """The app's Context, built on first use (so a Lambda's import stays cheap)."""
+    state = request.app.state
+    ctx: Context | None = getattr(state, "context", None)
+    if ctx is None:
+        ctx = state.context = state.context_source()
+    return ctx
+
+
+def principal(request: Request) -> auth.Principal:
+    found: auth.Principal = request.state.principal
+    return found
+
+
+def path_id(request: Request, name: str, kind: str) -> str:
+    return check_path_id(request.path_params[name], kind)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 past the limit without reading it all into memory."""
+    limit = context(request).config.max_body_bytes
+    too_large = errors.PayloadTooLargeError(f"Request body is over {limit // 1024} KiB")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def authenticated(endpoint: Endpoint) -> Endpoint:
+    """Verify the bearer token before the endpoint runs; the principal is on request.state."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        ctx = context(request)
+        request.state.principal = auth.verify(ctx.config.jwt_secret, request.headers.get("authorization"))
+        return await endpoint(request)
+
+    return wrapper
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.TaskgateError)
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            status, title = STATUS[kind]  # type: ignore[index]
+            break
+    else:
+        return await _unexpected(request, exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.RateLimitedError | errors.UnavailableError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="taskgate"'
+    return error_response(status, title, exc.details, headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(404, "Not found", f"No route for {request.method} {request.url.path}")
+    if exc.status_code == 405:
+        return error_response(
+            405,
+            "Method not allowed",
+            f"{request.method} is not allowed on {request.url.path}",
+            dict(exc.headers or {}),
+        )
+    return error_response(exc.status_code, "HTTP error", str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    log.error(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"request_id": request_id},
+    )
+    return error_response(
+        500, "Internal server error", "An unexpected error occurred", {"X-Request-Id": request_id}
+    )
+
+
+class CatchAll:
+    """Turns any exception a route did not map into the documented 500 body, logged with a
+    request id (Starlette's own server-error handler would re-raise it into Mangum)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            response = await _unexpected(Request(scope), exc)
+            await response(scope, receive, send)
+
+
+def create_app(routes: Sequence[BaseRoute], context_source: ContextSource) -> Starlette:
+    """A Starlette app for `routes`, whose endpoints get their Context from `context_source`
+    (a Context, or a factory called once on the first request)."""
+    app = Starlette(
+        routes=list(routes),
+        exception_handlers={errors.TaskgateError: _domain_error, HTTPException: _http_error},
+        middleware=[Middleware(CatchAll)],
+    )
+    if isinstance(context_source, Context):
+        app.state.context = context_source
+    else:
+        app.state.context = None
+        app.state.context_source = context_source
+    return app

@@ -1,0 +1,88 @@
+"""The `taskgate` command: serve, dev, token."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from core import auth
+
+
+def _serve(args: argparse.Namespace, *, dev: bool) -> int:
+    import uvicorn
+
+    from handlers.local import build_app, build_context
+
+    overrides: dict[str, object] = {"public_url": f"http://{args.host}:{args.port}"}
+    if dev:
+        overrides["sweep_interval_ms"] = 2_000
+    ctx = build_context(args.db, **overrides)
+    app = build_app(ctx)
+    if dev:
+        token = auth.mint(ctx.config.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
+        base = ctx.config.public_url
+        print(f"taskgate dev: {base}  (database {args.db})")
+        print(f"  health:  {base}/health")
+        print(f"  admin token (7 days): {token}")
+        print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if dev else "warning")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from handlers.local import secret_for
+
+    roles = [r for value in args.role for r in value.split(",") if r]
+    if auth.SERVICE in roles and not args.server_id:
+        print("taskgate token: a service token needs --server-id", file=sys.stderr)
+        return 2
+    try:
+        token = auth.mint(
+            secret_for(args.db),
+            sub=args.sub,
+            roles=roles,
+            ttl_s=auth.parse_ttl(args.ttl),
+            server_id=args.server_id,
+        )
+    except ValueError as exc:
+        print(f"taskgate token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="taskgate", description="A task gateway for backend inference servers."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    for name, db, help_text in (
+        ("serve", "taskgate.db", "run every route, the dispatcher and the sweeper on SQLite"),
+        ("dev", "taskgate.db", "serve with development defaults; prints an admin token"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--db", default=db, help=f"SQLite database file (default {db})")
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8787)
+    token = commands.add_parser("token", help="mint a JWT (secret: JWT_SECRET, else the one beside --db)")
+    token.add_argument("--role", action="append", default=[], help="admin, user or service (repeatable)")
+    token.add_argument("--sub", required=True, help="the principal (task owner)")
+    token.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
+    token.add_argument("--server-id", help="for service tokens: the server it speaks for")
+    token.add_argument("--db", default="taskgate.db", help="database whose secret to use")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "token":
+        if not args.role:
+            args.role = [auth.USER]
+        return _token(args)
+    return _serve(args, dev=args.command == "dev")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

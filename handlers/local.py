@@ -1,0 +1,52 @@
+"""The one-machine deployment: every route group in one Starlette app on SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from core.config import Config
+from core.context import Context
+from core.queue import CallbackQueue
+from core.storage.sqlite import SqliteStore
+from handlers import servers, system, tasks
+from handlers._http import create_app
+
+ROUTES = [*tasks.routes, *servers.routes, *system.routes]
+
+
+def secret_for(db_path: str) -> str:
+    """JWT_SECRET if set; else a secret kept beside the database, made on first run, so
+    tokens minted by `taskgate token --db` stay valid across restarts."""
+    if os.environ.get("JWT_SECRET"):
+        return os.environ["JWT_SECRET"]
+    path = Path(f"{db_path}.secret")
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def build_context(db_path: str, **overrides: object) -> Context:
+    config = Config.from_env(jwt_secret=secret_for(db_path), **overrides)
+    return Context(store=SqliteStore(db_path), queue=CallbackQueue(), config=config)
+
+
+def build_app(ctx: Context) -> Starlette:
+    app = create_app(ROUTES, ctx)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ctx.store.close()
+
+    app.router.lifespan_context = lifespan
+    return app

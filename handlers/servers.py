@@ -1,0 +1,83 @@
+"""Server routes: register, list, heartbeat, unregister, maintenance, metrics."""
+
+from __future__ import annotations
+
+from mangum import Mangum
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from core import servers
+from core.aws import build_context
+from core.schemas import Heartbeat, Maintenance, RegisterServer, decode
+from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
+
+
+@authenticated
+async def register_server(request: Request) -> Response:
+    body = decode(await read_body(request), RegisterServer)
+    server, token = servers.register_server(context(request), principal(request), body)
+    return json_response({"serverId": server.id, "message": "Server registered successfully", "token": token})
+
+
+@authenticated
+async def list_servers(request: Request) -> Response:
+    ctx = context(request)
+    found = servers.list_servers(
+        ctx,
+        principal(request),
+        status=request.query_params.get("status"),
+        group=request.query_params.get("group"),
+    )
+    now = ctx.now()
+    return json_response({"servers": [server.to_api(now) for server in found]})
+
+
+@authenticated
+async def heartbeat(request: Request) -> Response:
+    server_id = path_id(request, "id", "server")
+    body = decode(await read_body(request) or b"{}", Heartbeat)
+    server = servers.heartbeat(context(request), principal(request), server_id, body)
+    return json_response(
+        {"message": "Heartbeat received", "serverId": server.id, "status": server.status.value}
+    )
+
+
+@authenticated
+async def unregister_server(request: Request) -> Response:
+    server = servers.unregister_server(context(request), principal(request), path_id(request, "id", "server"))
+    return json_response({"message": "Server unregistered", "serverId": server.id})
+
+
+@authenticated
+async def set_maintenance(request: Request) -> Response:
+    server_id = path_id(request, "id", "server")
+    body = decode(await read_body(request), Maintenance)
+    server = servers.set_maintenance(context(request), principal(request), server_id, body)
+    return json_response(
+        {
+            "message": "Maintenance mode enabled" if body.maintenance else "Maintenance mode disabled",
+            "serverId": server.id,
+            "status": server.status.value,
+            "maintenanceReason": server.maintenance_reason,
+        }
+    )
+
+
+@authenticated
+async def server_metrics(request: Request) -> Response:
+    ctx = context(request)
+    return json_response(servers.server_metrics(ctx, principal(request), path_id(request, "id", "server")))
+
+
+routes = [
+    Route("/api/servers", register_server, methods=["POST"]),
+    Route("/api/servers", list_servers, methods=["GET"]),
+    Route("/api/servers/{id}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/api/servers/{id}", unregister_server, methods=["DELETE"]),
+    Route("/api/servers/{id}/maintenance", set_maintenance, methods=["POST"]),
+    Route("/api/servers/{id}/metrics", server_metrics, methods=["GET"]),
+]
+
+app = create_app(routes, build_context)
+handler = Mangum(app, lifespan="off")

@@ -1,0 +1,23 @@
+"""taskgate's own health: public, no token."""
+
+from __future__ import annotations
+
+from mangum import Mangum
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from core import system
+from core.aws import build_context
+from handlers._http import context, create_app, json_response
+
+
+async def health(request: Request) -> Response:
+    report = system.health(context(request))
+    return json_response(report, 200 if report["status"] == "healthy" else 503)
+
+
+routes = [Route("/health", health, methods=["GET"])]
+
+app = create_app(routes, build_context)
+handler = Mangum(app, lifespan="off")

@@ -1,0 +1,65 @@
+"""Task routes: create, read, report (backend callback), retry, cancel."""
+
+from __future__ import annotations
+
+from mangum import Mangum
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from core import tasks
+from core.aws import build_context
+from core.schemas import CreateTask, UpdateTask, decode
+from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
+
+
+@authenticated
+async def create_task(request: Request) -> Response:
+    body = decode(await read_body(request), CreateTask)
+    task = tasks.create_task(context(request), principal(request), body)
+    return json_response(
+        {
+            "id": task.id,
+            "status": task.status.value,
+            "createdAt": task.created_at,
+            "updatedAt": task.updated_at,
+        }
+    )
+
+
+@authenticated
+async def get_task(request: Request) -> Response:
+    task = tasks.get_task(context(request), principal(request), path_id(request, "id", "task"))
+    return json_response(task.to_api())
+
+
+@authenticated
+async def update_task(request: Request) -> Response:
+    task_id = path_id(request, "id", "task")
+    body = decode(await read_body(request), UpdateTask)
+    task = tasks.report(context(request), principal(request), task_id, body)
+    return json_response(task.to_api())
+
+
+@authenticated
+async def retry_task(request: Request) -> Response:
+    task = tasks.retry_task(context(request), principal(request), path_id(request, "id", "task"))
+    return json_response({"message": "Task queued for retry", "taskId": task.id})
+
+
+@authenticated
+async def cancel_task(request: Request) -> Response:
+    task = tasks.cancel_task(context(request), principal(request), path_id(request, "id", "task"))
+    return json_response({"message": "Task cancelled", "taskId": task.id})
+
+
+routes = [
+    Route("/api/task", create_task, methods=["POST"]),
+    Route("/api/task/{id}", get_task, methods=["GET"]),
+    Route("/api/task/{id}", update_task, methods=["PUT"]),
+    Route("/api/task/{id}/retry", retry_task, methods=["POST"]),
+    Route("/api/task/{id}/cancel", cancel_task, methods=["POST"]),
+]
+
+app = create_app(routes, build_context)
+handler = Mangum(app, lifespan="off")
