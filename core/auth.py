@@ -15,7 +15,7 @@ from core.models import Server, Task
 ADMIN, USER, SERVICE = "admin", "user", "service"
 ROLES = frozenset({ADMIN, USER, SERVICE})
 # Every token carries an expiry; verification refuses anything else than HS256.
-_DECODE_OPTIONS: dict[str, Any] = {"require": ["exp", "sub"], "verify_aud": False}
+_DECODE_OPTIONS: jwt.types.Options = {"require": ["exp", "sub"], "verify_aud": False}
 
 
 @dataclass(frozen=True)

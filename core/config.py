@@ -1,4 +1,6 @@
-"""Settings, read once from the environment. Every knob is listed in the README."""
+"""Settings, read once from the environment (durations in milliseconds, as in the API).
+
+Every knob is listed in the README's configuration table."""
 
 from __future__ import annotations
 
@@ -49,17 +51,17 @@ class Config:
     allow_private_endpoints: bool = True
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
+    def from_env(cls, env: Mapping[str, str] | None = None, /, **overrides: object) -> Config:
         env = os.environ if env is None else env
         values: dict[str, object] = {
             "jwt_secret": env.get("JWT_SECRET", ""),
             "max_attempts": _int(env, "MAX_ATTEMPTS", 3),
-            "queue_timeout_ms": _int(env, "QUEUE_TIMEOUT_MS", HOUR_MS),
-            "task_timeout_ms": _int(env, "TASK_TIMEOUT_MS", HOUR_MS),
-            "heartbeat_timeout_ms": _int(env, "HEARTBEAT_TIMEOUT_MS", 90_000),
+            "queue_timeout_ms": _int(env, "QUEUE_TIMEOUT", HOUR_MS),
+            "task_timeout_ms": _int(env, "TASK_TIMEOUT", HOUR_MS),
+            "heartbeat_timeout_ms": _int(env, "HEARTBEAT_TIMEOUT", 90_000),
             "task_ttl_days": _int(env, "TASK_TTL_DAYS", 7),
-            "sweep_interval_ms": _int(env, "SWEEP_INTERVAL_MS", 5_000),
-            "health_check_interval_ms": _int(env, "HEALTH_CHECK_INTERVAL_MS", 30_000),
+            "sweep_interval_ms": _int(env, "SWEEP_INTERVAL", 5_000),
+            "health_check_interval_ms": _int(env, "HEALTH_CHECK_INTERVAL", 30_000),
             "rate_limits": RateLimits(
                 default=_int(env, "RATE_LIMIT_DEFAULT", 100),
                 task_create=_int(env, "RATE_LIMIT_TASK_CREATE", 50),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import unicodedata
 from urllib.parse import urlsplit
 
 from core.errors import ValidationError
@@ -29,6 +30,15 @@ METADATA_NETWORKS = (
     ipaddress.ip_network("fd00:ec2::/32"),  # AWS IMDS over IPv6
     ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud
 )
+
+
+# Dots that IDNA-aware resolvers treat as '.' (ideographic, fullwidth, halfwidth).
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+def normalize_host(host: str) -> str:
+    """The host as a resolver would read it: NFKC (fullwidth digits), IDNA dots, no final dot."""
+    return unicodedata.normalize("NFKC", host).translate(_DOTS).rstrip(".").lower()
 
 
 def _as_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -65,7 +75,7 @@ def check_url(url: str, field: str) -> str:
         raise ValidationError(f"Invalid field {field}: only http and https URLs are allowed")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise ValidationError(f"Invalid field {field}: credentials are not allowed in the URL")
-    host = (parts.hostname or "").rstrip(".").lower()
+    host = normalize_host(parts.hostname or "")
     if not host:
         raise ValidationError(f"Invalid field {field}: the URL has no host")
     if port == 0:

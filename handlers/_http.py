@@ -98,7 +98,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.TaskgateError)
     for kind in type(exc).__mro__:
         if kind in STATUS:
-            status, title = STATUS[kind]  # type: ignore[index]
+            status, title = STATUS[kind]
             break
     else:
         return await _unexpected(request, exc)

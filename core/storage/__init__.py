@@ -20,7 +20,19 @@ from typing import Any
 
 from core.models import Server, Task, TaskStatus
 
-__all__ = ["IdempotencyRecord", "Store"]
+__all__ = ["IdempotencyRecord", "Store", "update_sources"]
+
+
+def update_sources(from_status: Collection[TaskStatus], changes: Mapping[str, Any]) -> frozenset[TaskStatus]:
+    """The states update_task may really write from: it never moves a task into or out of
+    PROCESSING (that takes or frees a slot: claim_task and release_task do it)."""
+    sources = frozenset(TaskStatus(s) for s in from_status)
+    target = changes.get("status")
+    if target is None:
+        return sources
+    if TaskStatus(target) is TaskStatus.PROCESSING:
+        return sources & {TaskStatus.PROCESSING}
+    return sources - {TaskStatus.PROCESSING}
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,9 @@ class Store(ABC):
         """Apply `changes` (Task field -> value) if the task is in one of `from_status` (and
         has that attempt count and server, when given). Returns the task as written.
 
-        Must not be used to enter or leave PROCESSING: see claim_task and release_task.
+        Never moves a task into or out of PROCESSING (see claim_task and release_task): a
+        task found PROCESSING when `changes` set another status, or not PROCESSING when they
+        set PROCESSING, fails the condition like any other state (see update_sources).
         StaleWriteError(current) if the condition fails; current is None if no such task.
         """
 

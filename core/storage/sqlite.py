@@ -21,7 +21,7 @@ import msgspec
 
 from core.errors import NoCapacityError, StaleWriteError
 from core.models import Server, ServerStatus, Task, TaskStatus
-from core.storage import IdempotencyRecord, Store
+from core.storage import IdempotencyRecord, Store, update_sources
 
 S = TypeVar("S", Task, Server)
 
@@ -107,7 +107,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 # Fields stored as JSON text; the rest are plain columns.
-_JSON_FIELDS = {
+_JSON_FIELDS: dict[type, frozenset[str]] = {
     Task: frozenset({"payload", "capabilities", "result", "error"}),
     Server: frozenset({"endpoints", "capabilities", "groups", "reported"}),
 }
@@ -213,7 +213,9 @@ class SqliteStore(Store):
         server_id: str | None = None,
     ) -> Task:
         clause, params = _set_clause(Task, changes)
-        statuses = [s.value for s in from_status]
+        statuses = [s.value for s in update_sources(from_status, changes)]
+        if not statuses:
+            raise StaleWriteError(self.get_task(task_id))
         where = f"id = ? AND status IN ({', '.join('?' * len(statuses))})"
         params += [task_id, *statuses]
         if attempts is not None:
@@ -230,6 +232,13 @@ class SqliteStore(Store):
     def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
         server_id = changes["server_id"]
         clause, params = _set_clause(Task, changes)
+        try:
+            self._claim(task, server_id, clause, params)
+        except StaleWriteError:
+            raise StaleWriteError(self.get_task(task.id)) from None
+        return msgspec.structs.replace(task, **changes)
+
+    def _claim(self, task: Task, server_id: str, clause: str, params: list[Any]) -> None:
         with self._transaction() as conn:
             taken = conn.execute(
                 "UPDATE servers SET active_tasks = active_tasks + 1"
@@ -244,7 +253,6 @@ class SqliteStore(Store):
             ).rowcount
             if not claimed:
                 raise StaleWriteError(None)
-        return msgspec.structs.replace(task, **changes)
 
     def release_task(
         self,
@@ -269,7 +277,8 @@ class SqliteStore(Store):
                 if not released:
                     raise StaleWriteError(None)
                 conn.execute(
-                    f"UPDATE servers SET active_tasks = active_tasks - 1{bumps} WHERE id = ?",
+                    f"UPDATE servers SET active_tasks = active_tasks - 1{bumps}"
+                    " WHERE id = ? AND active_tasks > 0",
                     [*counters.values(), task.server_id],
                 )
         except StaleWriteError:

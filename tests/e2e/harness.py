@@ -1,0 +1,353 @@
+"""What the e2e tests share: the two deployments, a client for either, the reference's
+example bodies, and the error-shape check every error reply goes through."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from core import auth
+from core.ids import now_ms
+from core.models import Task, TaskStatus
+from core.storage import Store
+
+SECRET = "e2e-test-secret-" + "x" * 48
+RATE_LIMITS_OFF = {
+    "RATE_LIMIT_DEFAULT": "0",
+    "RATE_LIMIT_TASK_CREATE": "0",
+    "RATE_LIMIT_SERVER_REGISTER": "0",
+    "RATE_LIMIT_SERVICE": "0",
+}
+# Set before any boto3 client exists, so nothing can reach a real account.
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+HOUR_MS = 3_600_000
+
+# The reference's bodies, verbatim.
+EXAMPLE_TASK: dict[str, Any] = {
+    "type": "video-processing",
+    "priority": 1,
+    "payload": {
+        "mimeType": "video/mp4",
+        "model": "standard",
+        "video_quality": "1080p",
+        "video_url": "https://example.com/video.mp4",
+        "enable_upscale": False,
+    },
+    "capabilities": ["video"],
+    "async": True,
+}
+EXAMPLE_SERVER: dict[str, Any] = {
+    "name": "gpu-server-01",
+    "endpoints": {
+        "predict": "https://server1.example.com/predict",
+        "health": "https://server1.example.com/health",
+        "metrics": "https://server1.example.com/metrics",
+    },
+    "apiKey": "server-api-key",
+    "maxConcurrent": 10,
+    "capabilities": ["video", "image"],
+    "groups": ["production"],
+    "priority": 1,
+}
+EXAMPLE_COMPLETED: dict[str, Any] = {
+    "status": "COMPLETED",
+    "result": {"output_url": "https://example.com/processed.mp4", "duration": 120},
+}
+EXAMPLE_HEARTBEAT: dict[str, Any] = {
+    "status": "healthy",
+    "activeTasks": 3,
+    "metrics": {"cpu": 45, "memory": 60, "gpu": 80},
+}
+
+_NOTHING: Any = object()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class Reply:
+    """An HTTP response, with the checks every test makes on it."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.text = response.text
+        if self.status_code >= 400:
+            self._check_error_shape()
+
+    def json(self) -> Any:
+        return self.response.json()
+
+    def ok(self) -> Any:
+        """The 200 body (the reference's success status for every route)."""
+        assert self.status_code == 200, f"expected 200, got {self.status_code}: {self.text}"
+        assert self.headers["content-type"].startswith("application/json")
+        return self.json()
+
+    def _check_error_shape(self) -> None:
+        assert self.headers.get("content-type", "").startswith("application/json"), self.text
+        body = self.json()
+        assert isinstance(body, dict) and set(body) == {"error", "details"}, body
+        assert isinstance(body["error"], str) and body["error"], body
+        assert isinstance(body["details"], str) and body["details"], body
+        assert "Traceback" not in self.text
+
+    def error(
+        self,
+        status: int,
+        error: str | None = None,
+        *,
+        details: str | None = None,
+        mentions: str | tuple[str, ...] = (),
+    ) -> str:
+        """Assert an error reply: its status, title, exact details or words they contain."""
+        assert self.status_code == status, f"expected {status}, got {self.status_code}: {self.text}"
+        body = self.json()
+        if error is not None:
+            assert body["error"] == error, body
+        if details is not None:
+            assert body["details"] == details, body
+        for word in (mentions,) if isinstance(mentions, str) else mentions:
+            assert word in body["details"], body
+        return str(body["details"])
+
+
+class Api:
+    """One deployment of the HTTP API, and the few shortcuts the tests share."""
+
+    def __init__(self, name: str, client: httpx.Client, store: Store, secret: str) -> None:
+        self.name = name
+        self.client = client
+        self.store = store
+        self.secret = secret
+        self.admin = self.token("admin", unique("admin"))
+        self.registered: list[str] = []
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        json: Any = _NOTHING,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        kwargs: dict[str, Any] = {"headers": sent}
+        if json is not _NOTHING:
+            kwargs["content"] = msgspec.json.encode(json)
+            sent.setdefault("Content-Type", "application/json")
+        elif content is not None:
+            kwargs["content"] = content
+        reply = Reply(self.client.request(method, path, **kwargs))
+        if (method, path, reply.status_code) == ("POST", "/api/servers", 200):
+            self.registered.append(reply.json()["serverId"])
+        return reply
+
+    def forget_servers(self) -> None:
+        """Drop the servers registered so far, so server lists stay short (moto reads every
+        item of a list, one by one)."""
+        while self.registered:
+            self.store.delete_server(self.registered.pop())
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Reply:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Reply:
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Reply:
+        return self.request("DELETE", path, **kwargs)
+
+    # -- principals --------------------------------------------------------------------
+
+    def token(self, role: str, sub: str | None = None, *, ttl_s: int = 3600, **claims: Any) -> str:
+        return auth.mint(self.secret, sub=sub or unique(role), roles=[role], ttl_s=ttl_s, **claims)
+
+    def user(self) -> str:
+        """A token for a new user, who owns nothing yet."""
+        return self.token("user", unique("user"))
+
+    def service(self, server_id: str) -> str:
+        return self.token("service", f"server:{server_id}", server_id=server_id)
+
+    def callback(self, server_id: str, task_id: str, attempt: int) -> str:
+        """The task-scoped token dispatch sends a backend as `callback_token`."""
+        return self.token(
+            "service", f"server:{server_id}", server_id=server_id, task_id=task_id, attempt=attempt
+        )
+
+    # -- shortcuts ---------------------------------------------------------------------
+
+    def create_task(self, token: str, **overrides: Any) -> str:
+        body = {**EXAMPLE_TASK, **overrides}
+        return str(self.post("/api/task", json=body, token=token).ok()["id"])
+
+    def register_server(self, **overrides: Any) -> dict[str, Any]:
+        """Registers a server under a fresh id; returns the registration reply."""
+        body = {**EXAMPLE_SERVER, "id": unique("srv"), **overrides}
+        reply: dict[str, Any] = self.post("/api/servers", json=body, token=self.admin).ok()
+        return reply
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.get(f"/api/task/{task_id}", token=self.admin).ok()
+        return body
+
+    def servers(self, query: str = "") -> dict[str, dict[str, Any]]:
+        found = self.get(f"/api/servers{query}", token=self.admin).ok()["servers"]
+        return {server["id"]: server for server in found}
+
+    def server(self, server_id: str) -> dict[str, Any]:
+        return self.servers()[server_id]
+
+    def metrics(self, server_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.get(f"/api/servers/{server_id}/metrics", token=self.admin).ok()
+        return body
+
+    def start_processing(self, task_id: str, server_id: str) -> Task:
+        """What dispatch will do: PENDING -> PROCESSING on the server, taking a slot."""
+        task = self.store.get_task(task_id)
+        assert task is not None and task.status is TaskStatus.PENDING, task
+        now = now_ms()
+        return self.store.claim_task(
+            task,
+            {
+                "status": TaskStatus.PROCESSING,
+                "server_id": server_id,
+                "attempts": task.attempts + 1,
+                "started_at": now,
+                "deadline": now + HOUR_MS,
+                "updated_at": now,
+            },
+        )
+
+    def end_attempt(self, task_id: str, status: TaskStatus = TaskStatus.PENDING) -> Task:
+        """What the sweeper will do: end a PROCESSING attempt (requeue, or TIMEOUT)."""
+        task = self.store.get_task(task_id)
+        assert task is not None and task.status is TaskStatus.PROCESSING, task
+        now = now_ms()
+        changes: dict[str, Any] = {"status": status, "updated_at": now, "deadline": None}
+        if status is TaskStatus.PENDING:
+            changes.update(server_id=None, queued_at=now, started_at=None, progress=0)
+        else:
+            changes.update(completed_at=now, error="Timed out")
+        return self.store.release_task(task, changes, server_counters={"failure_count": 1})
+
+    def processing_task(self, owner: str | None = None) -> tuple[str, str, str]:
+        """A task PROCESSING (attempt 1) on a fresh server: (task id, server id, owner token)."""
+        owner = owner or self.user()
+        server_id = self.register_server()["serverId"]
+        task_id = self.create_task(owner)
+        self.start_processing(task_id, server_id)
+        return task_id, server_id, owner
+
+
+# -- deployments ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(tmp: Path) -> Iterator[Api]:
+    db = tmp / "t.db"
+    port = _free_port()
+    env = {**os.environ, "JWT_SECRET": SECRET, **RATE_LIMITS_OFF}
+    log = (tmp / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "serve", "--db", str(db), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(proc, base, tmp / "serve.log")
+        # Another process on the same file, as WAL allows: the test's view of the store.
+        from core.storage.sqlite import SqliteStore
+
+        store = SqliteStore(str(db))
+        with httpx.Client(base_url=base, timeout=10.0) as client:
+            yield Api("serve", client, store, SECRET)
+        store.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"taskgate serve exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"taskgate serve did not answer /health within 20 s:\n{log.read_text()}")
+
+
+def dynamodb() -> Iterator[Api]:
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {**FAKE_AWS_ENV, **RATE_LIMITS_OFF}.items():
+            env.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"):
+            env.delenv(name, raising=False)
+        import boto3
+        from moto import mock_aws
+        from starlette.testclient import TestClient
+
+        from core.config import Config
+        from core.context import Context
+        from core.sqs import SqsQueue
+        from core.storage.dynamodb import DynamoStore
+        from handlers._http import create_app
+        from handlers.local import ROUTES
+        from tests.support.aws import create_table
+
+        with mock_aws():
+            dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            store = DynamoStore(create_table(dynamodb), client=dynamodb)
+            queue = SqsQueue(sqs.create_queue(QueueName=unique("tasks"))["QueueUrl"], sqs)
+            ctx = Context(store=store, queue=queue, config=Config.from_env(jwt_secret=SECRET))
+            app = create_app(ROUTES, ctx)
+            with TestClient(app, raise_server_exceptions=False) as client:
+                yield Api("dynamodb", client, store, SECRET)
+            store.close()

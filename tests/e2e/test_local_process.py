@@ -1,0 +1,145 @@
+"""`taskgate dev`, `taskgate token` and `taskgate serve` as a user runs them: real processes.
+
+The README's cURL example is run as written (only the port differs) with the token `taskgate
+dev` prints; a `kill -9` of `taskgate serve` loses nothing it acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .harness import EXAMPLE_TASK, _free_port, _wait_healthy
+
+README = Path(__file__).parents[2] / "README.md"
+CLI = [sys.executable, "-m", "handlers.cli"]
+
+
+def start(
+    command: str, db: Path, port: int, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    base_env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
+    proc = subprocess.Popen(
+        [*CLI, command, "--db", str(db), "--port", str(port)],
+        env={**base_env, **(env or {})},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    _wait_healthy(proc, f"http://127.0.0.1:{port}", log)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """`taskgate dev` on a fresh database: (base URL, the admin token it printed, db)."""
+    port, db, log = _free_port(), tmp_path / "taskgate.db", tmp_path / "dev.log"
+    proc = start("dev", db, port, log)
+    try:
+        printed = re.search(r"admin token \(7 days\): (\S+)", log.read_text())
+        assert printed, log.read_text()
+        yield f"http://127.0.0.1:{port}", printed.group(1), db
+    finally:
+        stop(proc)
+
+
+def readme_curl() -> str:
+    match = re.search(
+        r"```bash\n(curl -X POST http://localhost:8787/api/task.*?)\n```", README.read_text(), re.S
+    )
+    assert match, "README lost its cURL example"
+    return match.group(1)
+
+
+def test_readme_curl_example_works_with_the_printed_token(dev: tuple[str, str, Path]) -> None:
+    base, token, _ = dev
+    command = readme_curl().replace("http://localhost:8787", base)
+    done = subprocess.run(
+        ["bash", "-c", command],
+        env={**os.environ, "TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    created = httpx.Response(200, content=done.stdout).json()
+    assert created["status"] == "PENDING"
+    task = httpx.get(f"{base}/api/task/{created['id']}", headers={"Authorization": f"Bearer {token}"}).json()
+    assert (task["id"], task["type"], task["priority"]) == (created["id"], "video-processing", 1)
+
+
+def test_token_command_mints_with_the_secret_beside_the_database(dev: tuple[str, str, Path]) -> None:
+    base, _, db = dev
+    minted = subprocess.run(
+        [*CLI, "token", "--role", "user", "--sub", "alice", "--ttl", "15m", "--db", str(db)],
+        env={k: v for k, v in os.environ.items() if k != "JWT_SECRET"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    headers = {"Authorization": f"Bearer {minted}"}
+    created = httpx.post(f"{base}/api/task", json=EXAMPLE_TASK, headers=headers)
+    assert created.status_code == 200, created.text
+    # a user is not an admin
+    assert httpx.get(f"{base}/api/servers", headers=headers).status_code == 403
+
+
+def test_token_command_refuses_bad_input(tmp_path: Path) -> None:
+    for args in (
+        ["--role", "root", "--sub", "a"],
+        ["--role", "service", "--sub", "a"],
+        ["--sub", "a", "--ttl", "1y"],
+    ):
+        done = subprocess.run(
+            [*CLI, "token", "--db", str(tmp_path / "x.db"), *args], capture_output=True, text=True
+        )
+        assert done.returncode == 2, (args, done.stdout)
+        assert done.stderr.startswith("taskgate token:"), done.stderr
+
+
+def test_kill_9_loses_no_acknowledged_task(tmp_path: Path) -> None:
+    db, log = tmp_path / "taskgate.db", tmp_path / "serve.log"
+    env = {"JWT_SECRET": "durability-secret-" * 4, "RATE_LIMIT_TASK_CREATE": "0", "RATE_LIMIT_DEFAULT": "0"}
+    port = _free_port()
+    proc = start("serve", db, port, log, env)
+    from core import auth
+
+    headers = {
+        "Authorization": f"Bearer {auth.mint(env['JWT_SECRET'], sub='alice', roles=['user'], ttl_s=600)}"
+    }
+    acknowledged = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+            for i in range(300):
+                reply = client.post("/api/task", json={**EXAMPLE_TASK, "priority": i % 11})
+                assert reply.status_code == 200
+                acknowledged.append((reply.json()["id"], i % 11))
+    finally:
+        stop(proc, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+
+    port = _free_port()
+    proc = start("serve", db, port, log, env)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+            for task_id, priority in acknowledged:
+                task = client.get(f"/api/task/{task_id}").json()
+                assert (task["id"], task["priority"], task["status"]) == (task_id, priority, "PENDING")
+    finally:
+        stop(proc)

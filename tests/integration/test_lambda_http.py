@@ -1,0 +1,158 @@
+"""The HTTP Lambda entry points, fed the API Gateway (HTTP API v2) events in events/, on moto.
+
+GIVEN a table built from template.yaml and a queue, WHEN a handler is invoked with a real
+event shape, THEN it answers in API Gateway's response format with the reference's body.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from core import auth
+from tests.support.aws import create_table
+
+EVENTS = Path(__file__).parents[2] / "events"
+SECRET = "lambda-test-secret-" * 4
+
+
+def load_event(name: str, token: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    if token is not None:
+        event["headers"]["authorization"] = f"Bearer {token}"
+    return event
+
+
+def lambda_context() -> SimpleNamespace:
+    return SimpleNamespace(
+        function_name="taskgate-test",
+        function_version="$LATEST",
+        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:taskgate-test",
+        memory_limit_in_mb=512,
+        aws_request_id="8f6e3b1c-0000-4000-8000-000000000000",
+        log_group_name="/aws/lambda/taskgate-test",
+        log_stream_name="2024/01/06/[$LATEST]abc",
+        get_remaining_time_in_millis=lambda: 29_000,
+    )
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "JWT_SECRET": SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        table = create_table(boto3.client("dynamodb"))
+        sqs = boto3.client("sqs")
+        queue_url = sqs.create_queue(QueueName="taskgate-tasks")["QueueUrl"]
+        monkeypatch.setenv("TABLE_NAME", table)
+        monkeypatch.setenv("QUEUE_URL", queue_url)
+        yield SimpleNamespace(sqs=sqs, queue_url=queue_url, table=table)
+
+
+def handler_module(name: str) -> ModuleType:
+    module = importlib.import_module(f"handlers.{name}")
+    module.app.state.context = None  # each test has its own moto account: build anew
+    return module
+
+
+def invoke(module: ModuleType, event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    response = module.handler(event, lambda_context())
+    return response["statusCode"], json.loads(response["body"]), response["headers"]
+
+
+def admin() -> str:
+    return auth.mint(SECRET, sub="root", roles=["admin"], ttl_s=300)
+
+
+def user(sub: str = "alice") -> str:
+    return auth.mint(SECRET, sub=sub, roles=["user"], ttl_s=300)
+
+
+def test_create_task_event_stores_the_task_and_enqueues_it(aws: SimpleNamespace) -> None:
+    tasks = handler_module("tasks")
+    status, body, headers = invoke(tasks, load_event("api-create-task.json", user()))
+    assert status == 200, body
+    assert set(body) == {"id", "status", "createdAt", "updatedAt"}
+    assert body["status"] == "PENDING"
+    assert headers["content-type"] == "application/json"
+    messages = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"]) for m in messages] == [{"taskId": body["id"]}]
+
+    get = load_event("api-get-task.json", user())
+    get["rawPath"] = get["requestContext"]["http"]["path"] = f"/api/task/{body['id']}"
+    get["pathParameters"] = {"id": body["id"]}
+    status, task, _ = invoke(tasks, get)
+    assert status == 200
+    assert task["id"] == body["id"]
+    assert task["type"] == "video-processing"
+    assert task["attempts"] == 0
+
+
+def test_get_task_event_for_an_unknown_task_is_404(aws: SimpleNamespace) -> None:
+    status, body, _ = invoke(handler_module("tasks"), load_event("api-get-task.json", user()))
+    assert (status, body) == (404, {"error": "Not found", "details": "Task not found: task_abc123"})
+
+
+def test_placeholder_token_in_the_event_is_401(aws: SimpleNamespace) -> None:
+    status, body, headers = invoke(handler_module("tasks"), load_event("api-create-task.json"))
+    assert status == 401
+    assert body["error"] == "Unauthorized"
+    assert "www-authenticate" in {k.lower() for k in headers}
+
+
+def test_register_and_list_server_events(aws: SimpleNamespace) -> None:
+    servers = handler_module("servers")
+    status, body, _ = invoke(servers, load_event("api-register-server.json", admin()))
+    assert status == 200, body
+    assert body["message"] == "Server registered successfully"
+    assert body["serverId"].startswith("server_")
+    assert auth.verify(SECRET, f"Bearer {body['token']}").server_id == body["serverId"]
+
+    status, listed, _ = invoke(servers, load_event("api-list-servers.json", admin()))
+    assert status == 200
+    assert [s["id"] for s in listed["servers"]] == [body["serverId"]]
+    assert listed["servers"][0]["groups"] == ["production"]
+    assert "server-api-key" not in json.dumps(listed)
+
+
+def test_register_server_event_needs_admin(aws: SimpleNamespace) -> None:
+    status, body, _ = invoke(handler_module("servers"), load_event("api-register-server.json", user()))
+    assert (status, body) == (403, {"error": "Forbidden", "details": "Admin role required"})
+
+
+def test_health_event_is_public(aws: SimpleNamespace) -> None:
+    status, body, _ = invoke(handler_module("system"), load_event("api-health.json"))
+    assert status == 200
+    assert body["status"] == "healthy"
+
+
+def test_health_event_reports_an_unreachable_store(aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TABLE_NAME", "no-such-table")
+    status, body, _ = invoke(handler_module("system"), load_event("api-health.json"))
+    assert status == 503
+    assert body["status"] == "unhealthy"
+
+
+def test_unexpected_errors_are_a_generic_500_with_a_request_id(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = handler_module("tasks")
+    monkeypatch.setenv("TABLE_NAME", "no-such-table")
+    status, body, headers = invoke(tasks, load_event("api-get-task.json", user()))
+    assert status == 500
+    assert body == {"error": "Internal server error", "details": "An unexpected error occurred"}
+    assert headers.get("x-request-id")

@@ -1,0 +1,156 @@
+"""Tokens: HS256 only, exp required, roles checked; who may see and change what."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from core import auth
+from core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
+from core.models import Task, TaskStatus
+
+SECRET = "unit-test-secret-" * 4
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+def make_task(**overrides: object) -> Task:
+    fields: dict[str, object] = dict(
+        id="task_1", owner="alice", type="t", priority=1, payload={}, created_at=1, updated_at=1, queued_at=1
+    )
+    fields.update(overrides)
+    return Task(**fields)  # type: ignore[arg-type]
+
+
+def test_minted_token_verifies_with_its_claims() -> None:
+    token = auth.mint(SECRET, sub="alice", roles=["user"], ttl_s=60)
+    principal = auth.verify(SECRET, bearer(token))
+    assert principal.sub == "alice"
+    assert principal.roles == frozenset({"user"})
+    assert not principal.is_admin
+
+
+@pytest.mark.parametrize(
+    ("header", "details"),
+    [
+        (None, "Missing bearer token"),
+        ("", "Missing bearer token"),
+        ("Basic abc", "Authorization header must be 'Bearer <token>'"),
+        ("Bearer ", "Authorization header must be 'Bearer <token>'"),
+        ("Bearer not-a-jwt", "Invalid or expired token"),
+    ],
+)
+def test_malformed_headers_are_unauthorized(header: str | None, details: str) -> None:
+    with pytest.raises(UnauthorizedError) as caught:
+        auth.verify(SECRET, header)
+    assert caught.value.details == details
+
+
+def test_wrong_secret_is_unauthorized() -> None:
+    token = auth.mint("another-secret-another-secret-0123456", sub="a", roles=["user"], ttl_s=60)
+    with pytest.raises(UnauthorizedError):
+        auth.verify(SECRET, bearer(token))
+
+
+def test_expired_token_is_unauthorized() -> None:
+    token = auth.mint(SECRET, sub="a", roles=["user"], ttl_s=60, now_s=time.time() - 120)
+    with pytest.raises(UnauthorizedError, match="expired"):
+        auth.verify(SECRET, bearer(token))
+
+
+def test_token_without_exp_is_unauthorized() -> None:
+    token = jwt.encode({"sub": "a", "roles": ["admin"]}, SECRET, algorithm="HS256")
+    with pytest.raises(UnauthorizedError, match="exp"):
+        auth.verify(SECRET, bearer(token))
+
+
+def test_not_before_in_the_future_is_unauthorized() -> None:
+    now = int(time.time())
+    token = jwt.encode({"sub": "a", "roles": ["user"], "exp": now + 600, "nbf": now + 300}, SECRET, "HS256")
+    with pytest.raises(UnauthorizedError, match="not yet valid"):
+        auth.verify(SECRET, bearer(token))
+
+
+def _segment(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_alg_none_is_rejected() -> None:
+    claims = {"sub": "root", "roles": ["admin"], "exp": int(time.time()) + 600}
+    token = f"{_segment({'alg': 'none', 'typ': 'JWT'})}.{_segment(claims)}."
+    with pytest.raises(UnauthorizedError):
+        auth.verify(SECRET, bearer(token))
+
+
+def test_other_hmac_algorithms_are_rejected() -> None:
+    claims = {"sub": "root", "roles": ["admin"], "exp": int(time.time()) + 600}
+    token = jwt.encode(claims, SECRET, algorithm="HS512")
+    with pytest.raises(UnauthorizedError):
+        auth.verify(SECRET, bearer(token))
+
+
+@pytest.mark.parametrize("roles", [[], ["root"], "admin", None])
+def test_roles_must_be_a_list_of_known_roles(roles: object) -> None:
+    claims = {"sub": "a", "roles": roles, "exp": int(time.time()) + 600}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    with pytest.raises(UnauthorizedError, match="roles"):
+        auth.verify(SECRET, bearer(token))
+
+
+def test_service_token_needs_a_server_id() -> None:
+    token = jwt.encode({"sub": "s", "roles": ["service"], "exp": int(time.time()) + 60}, SECRET, "HS256")
+    with pytest.raises(UnauthorizedError, match="server_id"):
+        auth.verify(SECRET, bearer(token))
+
+
+def test_mint_refuses_unknown_roles_and_empty_secret() -> None:
+    with pytest.raises(ValueError, match="unknown roles"):
+        auth.mint(SECRET, sub="a", roles=["root"], ttl_s=60)
+    with pytest.raises(ValueError, match="empty"):
+        auth.mint("", sub="a", roles=["user"], ttl_s=60)
+
+
+def test_another_users_task_is_not_found() -> None:
+    task = make_task(owner="alice")
+    bob = auth.Principal(sub="bob", roles=frozenset({"user"}))
+    with pytest.raises(NotFoundError, match="Task not found: task_1"):
+        auth.visible_task(bob, task, task.id)
+    admin = auth.Principal(sub="root", roles=frozenset({"admin"}))
+    assert auth.visible_task(admin, task, task.id) is task
+
+
+def test_callback_rules() -> None:
+    task = make_task(status=TaskStatus.PROCESSING, server_id="s1", attempts=2)
+    own = auth.Principal(sub="server:s1", roles=frozenset({"service"}), server_id="s1")
+    scoped = auth.Principal(sub="x", roles=frozenset({"service"}), server_id="s1", task_id="task_1", attempt=2)
+    auth.check_callback(own, task)
+    auth.check_callback(scoped, task)
+    stale = auth.Principal(sub="x", roles=frozenset({"service"}), server_id="s1", task_id="task_1", attempt=1)
+    with pytest.raises(ConflictError, match="attempt 1"):
+        auth.check_callback(stale, task)
+    other = auth.Principal(sub="server:s2", roles=frozenset({"service"}), server_id="s2")
+    with pytest.raises(NotFoundError):
+        auth.check_callback(other, task)
+    owner = auth.Principal(sub="alice", roles=frozenset({"user"}))
+    with pytest.raises(ForbiddenError):
+        auth.check_callback(owner, task)
+    stranger = auth.Principal(sub="bob", roles=frozenset({"user"}))
+    with pytest.raises(NotFoundError):
+        auth.check_callback(stranger, task)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("42", 42)])
+def test_parse_ttl(text: str, seconds: int) -> None:
+    assert auth.parse_ttl(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "1y", "-5m", "0"])
+def test_parse_ttl_rejects_nonsense(text: str) -> None:
+    with pytest.raises(ValueError):
+        auth.parse_ttl(text)
