@@ -42,6 +42,8 @@ class Task(msgspec.Struct, kw_only=True):
     progress: int = 0
     message: str | None = None
     server_id: str | None = None
+    # The server of the last attempt that did not finish: the next attempt prefers another.
+    previous_server_id: str | None = None
     result: Any = None
     error: Any = None
     # Times the task was sent to a backend, ever; dispatch stops when it reaches attempt_limit.
@@ -112,6 +114,10 @@ class Server(msgspec.Struct, kw_only=True):
     reported: dict[str, Any] = {}
     # Slots in use; changed only together with a task entering or leaving PROCESSING here.
     active_tasks: int = 0
+    # When a task last took a slot here (reconciliation leaves recent claims alone).
+    last_claim_at: int | None = None
+    # Exponentially weighted moving average of processing time (response-time balancing).
+    latency_ewma_ms: int | None = None
     # Lifetime counters, bumped in the same write that frees the slot.
     tasks_processed: int = 0
     success_count: int = 0

@@ -78,6 +78,7 @@ class Store(ABC):
         atomically. The write is conditional on the task still being PENDING with
         `task.attempts`; returns `task` with `changes` applied.
 
+        The same write sets the server's `last_claim_at` to `changes["updated_at"]`.
         NoCapacityError if the server is gone, not online or full (the task is unchanged);
         StaleWriteError(current) if the task moved on (no slot is taken).
         `changes` must set status PROCESSING and server_id.
@@ -90,12 +91,14 @@ class Store(ABC):
         changes: Mapping[str, Any],
         *,
         server_counters: Mapping[str, int] | None = None,
+        server_values: Mapping[str, Any] | None = None,
     ) -> Task:
         """Move `task` out of PROCESSING and free its slot on `task.server_id`, atomically.
 
         Conditional on the task still being PROCESSING on that server with `task.attempts`;
-        `server_counters` (Server field -> increment) are added in the same write (skipped,
-        with the slot, if the server was unregistered). Returns `task` with `changes`
+        `server_counters` (Server field -> increment) are added and `server_values` (Server
+        field -> value) set in the same write (both skipped, with the slot, if the server was
+        unregistered). Returns `task` with `changes`
         applied. StaleWriteError(current) if the task moved on (nothing is written).
         """
 

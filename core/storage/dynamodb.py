@@ -277,6 +277,8 @@ class DynamoStore(Store):
         slot = Expression()
         active = slot.name("active_tasks")
         slot.set(f"{active} = {active} + {slot.value(1)}")
+        if "updated_at" in changes:
+            slot.assign("last_claim_at", changes["updated_at"])
         slot.condition("attribute_exists(PK)")
         slot.equals("status", ServerStatus.ONLINE.value)
         slot.condition(f"{active} < {slot.name('max_concurrent')}")
@@ -299,17 +301,21 @@ class DynamoStore(Store):
         changes: Mapping[str, Any],
         *,
         server_counters: Mapping[str, int] | None = None,
+        server_values: Mapping[str, Any] | None = None,
     ) -> Task:
         """Pattern 5: one transaction moves the task and frees the slot. If the server was
-        unregistered meanwhile (or has no slot taken: registered afresh), the task still moves,
-        alone, on the same condition."""
+        unregistered meanwhile (or registered afresh under the same id after the task
+        started), the task still moves, alone, on the same condition."""
         released = msgspec.structs.replace(task, **changes)
         if TaskStatus(released.status) is TaskStatus.PROCESSING or task.server_id is None:
             raise ValueError("a release moves a task that has a server out of PROCESSING")
         counters = dict(server_counters or {})
         check_fields(Server, counters)
-        if {"active_tasks", "version", "id"} & counters.keys():
-            raise ValueError(f"not server counters: {sorted(counters)}")
+        check_fields(Server, server_values or {})
+        if {"active_tasks", "version", "id"} & (counters.keys() | (server_values or {}).keys()):
+            raise ValueError(
+                f"not server counters or values: {sorted(counters)}, {sorted(server_values or {})}"
+            )
         values = field_values(changes)
         outcome: dict[str, Any] | None = None
         if outcome_size(values) > OUTCOME_INLINE_LIMIT:
@@ -329,8 +335,11 @@ class DynamoStore(Store):
         slot.set(f"{active} = {active} - {slot.value(1)}")
         for name, amount in counters.items():
             slot.add(name, amount)
-        # Never below zero: the server may be a fresh registration under the same id.
+        for name, value in field_values(server_values or {}).items():
+            slot.assign(name, value)
         slot.condition(f"attribute_exists(PK) AND {active} > {slot.value(0)}")
+        if task.started_at is not None:  # not a registration made after the task started
+            slot.condition(f"{slot.name('registered_at')} <= {slot.value(task.started_at)}")
         outcome_put = [] if outcome is None else [{"Put": {"TableName": self.table_name, "Item": outcome}}]
         task_reason, server_reason, *_ = self._transact(
             self._update(task_key(task.id), move, return_old=True),

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     progress INTEGER NOT NULL,
     message TEXT,
     server_id TEXT,
+    previous_server_id TEXT,
     result BLOB,
     error BLOB,
     attempts INTEGER NOT NULL,
@@ -82,6 +83,8 @@ CREATE TABLE IF NOT EXISTS servers (
     consecutive_successes INTEGER NOT NULL,
     reported BLOB NOT NULL,
     active_tasks INTEGER NOT NULL,
+    last_claim_at INTEGER,
+    latency_ewma_ms INTEGER,
     tasks_processed INTEGER NOT NULL,
     success_count INTEGER NOT NULL,
     failure_count INTEGER NOT NULL,
@@ -233,17 +236,19 @@ class SqliteStore(Store):
         server_id = changes["server_id"]
         clause, params = _set_clause(Task, changes)
         try:
-            self._claim(task, server_id, clause, params)
+            self._claim(task, server_id, changes.get("updated_at"), clause, params)
         except StaleWriteError:
             raise StaleWriteError(self.get_task(task.id)) from None
         return msgspec.structs.replace(task, **changes)
 
-    def _claim(self, task: Task, server_id: str, clause: str, params: list[Any]) -> None:
+    def _claim(
+        self, task: Task, server_id: str, claimed_at: int | None, clause: str, params: list[Any]
+    ) -> None:
         with self._transaction() as conn:
             taken = conn.execute(
-                "UPDATE servers SET active_tasks = active_tasks + 1"
+                "UPDATE servers SET active_tasks = active_tasks + 1, last_claim_at = ?"
                 " WHERE id = ? AND status = 'online' AND active_tasks < max_concurrent",
-                (server_id,),
+                (claimed_at, server_id),
             ).rowcount
             if not taken:
                 raise NoCapacityError(server_id)
@@ -260,13 +265,17 @@ class SqliteStore(Store):
         changes: Mapping[str, Any],
         *,
         server_counters: Mapping[str, int] | None = None,
+        server_values: Mapping[str, Any] | None = None,
     ) -> Task:
         clause, params = _set_clause(Task, changes)
         counters = dict(server_counters or {})
-        unknown = set(counters) - set(_SERVER_COLUMNS)
-        if unknown or "active_tasks" in counters:
-            raise ValueError(f"not server counters: {sorted(unknown | {'active_tasks'} & set(counters))}")
+        fixed = dict(server_values or {})
+        unknown = (set(counters) | set(fixed)) - set(_SERVER_COLUMNS)
+        if unknown or {"active_tasks", "version", "id"} & (counters.keys() | fixed.keys()):
+            raise ValueError(f"not server counters or values: {sorted(counters)}, {sorted(fixed)}")
         bumps = "".join(f", {name} = {name} + ?" for name in counters)
+        bumps += "".join(f", {name} = ?" for name in fixed)
+        fixed_values = [_column_value(Server, name, value) for name, value in fixed.items()]
         try:
             with self._transaction() as conn:
                 released = conn.execute(
@@ -276,10 +285,11 @@ class SqliteStore(Store):
                 ).rowcount
                 if not released:
                     raise StaleWriteError(None)
+                # Not a registration made under the same id after the task started.
                 conn.execute(
                     f"UPDATE servers SET active_tasks = active_tasks - 1{bumps}"
-                    " WHERE id = ? AND active_tasks > 0",
-                    [*counters.values(), task.server_id],
+                    " WHERE id = ? AND active_tasks > 0 AND registered_at <= ?",
+                    [*counters.values(), *fixed_values, task.server_id, task.started_at or 2**62],
                 )
         except StaleWriteError:
             raise StaleWriteError(self.get_task(task.id)) from None

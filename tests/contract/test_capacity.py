@@ -48,8 +48,9 @@ def test_claim_changes_only_the_slot_count_of_the_server(store: Store) -> None:
     # WHEN a task is claimed on it
     store.claim_task(task, claim_changes(task, server.id))
 
-    # THEN only active_tasks moved (not the version, which guards health and settings)
-    assert_same(store.get_server(server.id), applied(server, {"active_tasks": 1}))
+    # THEN only the slot count and the claim time moved (not the version, which guards
+    # health and settings)
+    assert_same(store.get_server(server.id), applied(server, {"active_tasks": 1, "last_claim_at": NOW + 10}))
 
 
 def test_claims_fill_a_server_up_to_max_concurrent_and_no_further(store: Store) -> None:
@@ -245,7 +246,7 @@ def test_release_without_counters_only_frees_the_slot(store: Store) -> None:
     store.release_task(claimed[0], {"status": TaskStatus.PENDING, "server_id": None, "queued_at": NOW + 9})
 
     # THEN one slot is freed and the counters are unchanged
-    assert_same(store.get_server(server.id), applied(server, {"active_tasks": 1}))
+    assert_same(store.get_server(server.id), applied(server, {"active_tasks": 1, "last_claim_at": NOW + 10}))
 
 
 def test_release_counters_accumulate_over_releases(store: Store) -> None:
@@ -288,7 +289,7 @@ def test_release_with_wrong_attempts_is_stale_and_writes_nothing(store: Store) -
     # THEN it loses with the current task, and the task, slot and counters are unchanged
     assert_same(caught.value.current, claimed)
     assert_same(store.get_task(task.id), claimed)
-    assert_same(store.get_server(server.id), applied(server, {"active_tasks": 1}))
+    assert_same(store.get_server(server.id), applied(server, {"active_tasks": 1, "last_claim_at": NOW + 10}))
 
 
 def test_release_of_a_task_no_longer_processing_is_stale_and_frees_nothing(
@@ -381,6 +382,47 @@ def test_release_after_the_server_was_deleted_and_registered_again(store: Store)
     got = store.get_task(task.id)
     assert got is not None and got.status is TaskStatus.COMPLETED
     assert active_tasks(store, fresh.id) >= 0
+
+
+def test_release_of_an_old_registrations_task_leaves_the_new_registrations_slots_alone(store: Store) -> None:
+    # GIVEN task A PROCESSING on a server that is then unregistered and registered afresh
+    # (after A started), and task B PROCESSING on the fresh registration
+    server = put_online_server(store)
+    old_task = put_pending(store)
+    old = store.claim_task(old_task, claim_changes(old_task, server.id))
+    store.delete_server(server.id)
+    fresh = put_online_server(store, id=server.id, registered_at=NOW + 20)
+    new_task = put_pending(store)
+    store.claim_task(new_task, claim_changes(new_task, fresh.id))
+
+    # WHEN the old registration's task finishes
+    store.release_task(old, completed_changes(), server_counters={"success_count": 1})
+
+    # THEN it is COMPLETED, and the fresh registration still counts B (and not A's success)
+    assert store.get_task(old_task.id).status is TaskStatus.COMPLETED  # type: ignore[union-attr]
+    got = store.get_server(fresh.id)
+    assert got is not None and (got.active_tasks, got.success_count) == (1, 0)
+    assert [t.id for t in store.processing_on_server(fresh.id)] == [new_task.id]
+
+
+def test_release_sets_server_values_in_the_same_write(store: Store) -> None:
+    server = put_online_server(store)
+    task = put_pending(store)
+    claimed = store.claim_task(task, claim_changes(task, server.id))
+
+    store.release_task(claimed, completed_changes(), server_values={"latency_ewma_ms": 42})
+
+    got = store.get_server(server.id)
+    assert got is not None and (got.active_tasks, got.latency_ewma_ms, got.version) == (0, 42, server.version)
+
+
+def test_release_refuses_to_set_the_slot_count_directly(store: Store) -> None:
+    server = put_online_server(store)
+    task = put_pending(store)
+    claimed = store.claim_task(task, claim_changes(task, server.id))
+    with pytest.raises(ValueError):
+        store.release_task(claimed, completed_changes(), server_values={"active_tasks": 0})
+    assert active_tasks(store, server.id) == 1
 
 
 def test_processing_count_and_slot_count_agree_through_a_lifecycle(store: Store) -> None:

@@ -50,14 +50,14 @@ def test_only_one_of_many_identical_transitions_wins(store: Store, stores_for: S
         task = put_pending(store)
 
         # WHEN they all cancel it at once, each with its own message
-        outcomes = run_concurrently(
-            n,
-            lambda i, task=task: stores[i].update_task(
+        def cancel(i: int, task: Task = task) -> Task:
+            return stores[i].update_task(
                 task.id,
                 {"status": TaskStatus.CANCELLED, "message": f"caller {i}"},
                 from_status={TaskStatus.PENDING},
-            ),
-        )
+            )
+
+        outcomes = run_concurrently(n, cancel)
 
         # THEN exactly one wins, the rest see the cancelled task, and the winner's write stands
         wins, stale = split(outcomes, StaleWriteError)

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 
 from core.errors import StaleWriteError
-from core.models import TaskStatus
+from core.models import Task, TaskStatus
 from core.storage import Store
 
 from .factories import (
     HOUR,
     NOW,
+    active_tasks,
     applied,
     assert_same,
     claim_changes,
@@ -356,10 +357,7 @@ def test_update_task_enforces_the_server_condition(store: Store) -> None:
     )
     assert_same(written, applied(claimed, {"progress": 50, "message": "halfway"}))
     assert_same(store.get_task(task.id), written)
-    assert [s.active_tasks for s in (store.get_server(server.id), store.get_server(other.id))] == [
-        1,
-        0,
-    ]
+    assert (active_tasks(store, server.id), active_tasks(store, other.id)) == (1, 0)
 
 
 def test_update_task_server_condition_fails_for_a_task_on_no_server(store: Store) -> None:
@@ -572,7 +570,8 @@ def test_processing_on_server_lists_only_that_servers_processing_tasks(store: St
     # GIVEN tasks PROCESSING on servers A and B, and one that finished on A
     a = put_online_server(store)
     b = put_online_server(store)
-    on_a, on_b = [], []
+    on_a: list[Task] = []
+    on_b: list[Task] = []
     for i in range(6):
         task = put_pending(store)
         target = a if i % 2 == 0 else b

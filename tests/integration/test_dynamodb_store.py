@@ -577,7 +577,9 @@ def test_a_large_result_next_to_a_large_payload_goes_to_the_outcome_item(
     got = store.get_task(task.id)
     assert calls == ["Query"]
     assert got is not None and got.result == result and got.payload == task.payload
-    outcome = client.get_item(TableName=table, Key={"PK": {"S": f"TASK#{task.id}"}, "SK": {"S": "OUTCOME"}})["Item"]
+    outcome = client.get_item(TableName=table, Key={"PK": {"S": f"TASK#{task.id}"}, "SK": {"S": "OUTCOME"}})[
+        "Item"
+    ]
     assert outcome["expiresAt"] == {"N": str(EXPIRES_S)}
     assert store.get_server(server.id).active_tasks == 0  # type: ignore[union-attr]
 
@@ -591,7 +593,9 @@ def test_a_large_result_next_to_a_large_payload_goes_to_the_outcome_item(
     assert again is not None and again.result is None
 
 
-def test_a_small_result_stays_on_the_task_item(store: DynamoStore, client: DynamoDBClient, table: str) -> None:
+def test_a_small_result_stays_on_the_task_item(
+    store: DynamoStore, client: DynamoDBClient, table: str
+) -> None:
     server = make_server()
     store.put_server(server)
     task = make_task()

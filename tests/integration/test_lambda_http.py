@@ -140,7 +140,9 @@ def test_health_event_is_public(aws: SimpleNamespace) -> None:
     assert body["status"] == "healthy"
 
 
-def test_health_event_reports_an_unreachable_store(aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_event_reports_an_unreachable_store(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TABLE_NAME", "no-such-table")
     status, body, _ = invoke(handler_module("system"), load_event("api-health.json"))
     assert status == 503

@@ -128,7 +128,9 @@ def test_another_users_task_is_not_found() -> None:
 def test_callback_rules() -> None:
     task = make_task(status=TaskStatus.PROCESSING, server_id="s1", attempts=2)
     own = auth.Principal(sub="server:s1", roles=frozenset({"service"}), server_id="s1")
-    scoped = auth.Principal(sub="x", roles=frozenset({"service"}), server_id="s1", task_id="task_1", attempt=2)
+    scoped = auth.Principal(
+        sub="x", roles=frozenset({"service"}), server_id="s1", task_id="task_1", attempt=2
+    )
     auth.check_callback(own, task)
     auth.check_callback(scoped, task)
     stale = auth.Principal(sub="x", roles=frozenset({"service"}), server_id="s1", task_id="task_1", attempt=1)
@@ -145,7 +147,9 @@ def test_callback_rules() -> None:
         auth.check_callback(stranger, task)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("42", 42)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("42", 42)]
+)
 def test_parse_ttl(text: str, seconds: int) -> None:
     assert auth.parse_ttl(text) == seconds
 

@@ -9,7 +9,9 @@ from core.models import Endpoints, Server, ServerStatus
 
 
 def server(**overrides: object) -> Server:
-    base = Server(id="s", name="n", endpoints=Endpoints(predict="http://p", health="http://h"), registered_at=0)
+    base = Server(
+        id="s", name="n", endpoints=Endpoints(predict="http://p", health="http://h"), registered_at=0
+    )
     return msgspec.structs.replace(base, **overrides)
 
 
@@ -22,7 +24,11 @@ def run(s: Server, observations: list[bool]) -> list[ServerStatus]:
 
 
 def test_failures_degrade_then_take_offline() -> None:
-    assert run(server(), [False, False, False]) == [ServerStatus.DEGRADED, ServerStatus.DEGRADED, ServerStatus.OFFLINE]
+    assert run(server(), [False, False, False]) == [
+        ServerStatus.DEGRADED,
+        ServerStatus.DEGRADED,
+        ServerStatus.OFFLINE,
+    ]
 
 
 def test_two_successes_bring_a_server_back_online() -> None:
@@ -35,7 +41,10 @@ def test_a_success_resets_the_failure_run() -> None:
 
 
 def test_maintenance_is_never_changed_by_observations() -> None:
-    assert run(server(status=ServerStatus.MAINTENANCE), [False] * 4 + [True] * 3) == [ServerStatus.MAINTENANCE] * 7
+    assert (
+        run(server(status=ServerStatus.MAINTENANCE), [False] * 4 + [True] * 3)
+        == [ServerStatus.MAINTENANCE] * 7
+    )
 
 
 def test_observation_records_its_source() -> None:

@@ -74,7 +74,9 @@ def test_nested_fields_are_named_with_their_path() -> None:
     assert caught.value.details == "Missing required field: endpoints.predict"
 
 
-@pytest.mark.parametrize(("field", "value"), [("maxConcurrent", 0), ("maxConcurrent", 1001), ("priority", 0), ("priority", 101)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("maxConcurrent", 0), ("maxConcurrent", 1001), ("priority", 0), ("priority", 101)]
+)
 def test_server_ranges(field: str, value: int) -> None:
     raw = json.dumps({"name": "n", "endpoints": {"predict": "http://p", "health": "http://h"}, field: value})
     with pytest.raises(ValidationError, match=f"Invalid field {field}"):
