@@ -44,6 +44,16 @@ class Config:
     max_body_bytes: int = 256 * 1024
     sweep_interval_ms: int = 5_000
     health_check_interval_ms: int = 30_000
+    # Backoff after a failed attempt: base * 2^(attempt-1), capped, with jitter.
+    retry_base_ms: int = 500
+    retry_max_ms: int = 30_000
+    # When every capable server answered busy, look again after this long.
+    busy_retry_ms: int = 1_000
+    # Reconciliation leaves a server alone for this long after a claim on it.
+    reconcile_grace_ms: int = 10_000
+    # How long a dispatcher may use its view of the fleet before reading it again.
+    fleet_cache_ms: int = 1_000
+    health_check_timeout_ms: int = 5_000
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # Where backends send callbacks: the public base URL of this deployment.
     public_url: str = "http://127.0.0.1:8787"
@@ -62,6 +72,12 @@ class Config:
             "task_ttl_days": _int(env, "TASK_TTL_DAYS", 7),
             "sweep_interval_ms": _int(env, "SWEEP_INTERVAL", 5_000),
             "health_check_interval_ms": _int(env, "HEALTH_CHECK_INTERVAL", 30_000),
+            "retry_base_ms": _int(env, "RETRY_BASE_DELAY", 500),
+            "retry_max_ms": _int(env, "RETRY_MAX_DELAY", 30_000),
+            "busy_retry_ms": _int(env, "BUSY_RETRY_DELAY", 1_000),
+            "reconcile_grace_ms": _int(env, "RECONCILE_GRACE", 10_000),
+            "fleet_cache_ms": _int(env, "FLEET_CACHE", 1_000),
+            "health_check_timeout_ms": _int(env, "HEALTH_CHECK_TIMEOUT", 5_000),
             "rate_limits": RateLimits(
                 default=_int(env, "RATE_LIMIT_DEFAULT", 100),
                 task_create=_int(env, "RATE_LIMIT_TASK_CREATE", 50),

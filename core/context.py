@@ -1,4 +1,5 @@
-"""What every service function is given: the store, the queue, the settings and the clock."""
+"""What every service function is given: the store, the queue, the settings, the clock and
+where task changes are announced."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.config import Config
+from core.events import TaskEvents
+from core.fleet import FleetView
 from core.ids import now_ms
 from core.queue import TaskQueue
 from core.storage import Store
@@ -17,6 +20,11 @@ class Context:
     queue: TaskQueue
     config: Config
     clock: Callable[[], int] = field(default=now_ms)
+    events: TaskEvents = field(default_factory=TaskEvents)
+    fleet: FleetView = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fleet = FleetView(self.store, self.config.fleet_cache_ms, self.clock)
 
     def now(self) -> int:
         return self.clock()

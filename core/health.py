@@ -38,7 +38,14 @@ def observe(server: Server, healthy: bool, now: int, *, heartbeat: bool) -> dict
         "status": status_for(server, failures, successes),
     }
     changes["last_heartbeat" if heartbeat else "last_check_at"] = now
+    if healthy:
+        changes["last_healthy_at"] = now
     return changes
+
+
+def last_sign_of_life(server: Server) -> int:
+    """The last healthy observation, or the registration (a new server gets its first check)."""
+    return max(server.registered_at, server.last_healthy_at or 0)
 
 
 def status_after_maintenance(server: Server) -> ServerStatus:

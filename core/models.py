@@ -109,6 +109,7 @@ class Server(msgspec.Struct, kw_only=True):
     health_status: str | None = None
     last_heartbeat: int | None = None
     last_check_at: int | None = None
+    last_healthy_at: int | None = None
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     reported: dict[str, Any] = {}

@@ -7,8 +7,11 @@ sweeper, which re-enqueues PENDING tasks that waited too long.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class TaskQueue(ABC):
@@ -19,6 +22,17 @@ class TaskQueue(ABC):
     def capacity_changed(self) -> None:  # noqa: B027 - optional hook
         """A slot freed or a server became available: waiting tasks may now fit."""
 
+    def check_server(self, server_id: str) -> None:  # noqa: B027 - optional hook
+        """A server was registered: check its health now rather than at the next sweep."""
+
+
+def enqueue_safely(queue: TaskQueue, task_id: str, *, delay_ms: int = 0) -> None:
+    """Enqueue after the task is stored; a lost message is found again by the sweeper."""
+    try:
+        queue.enqueue(task_id, delay_ms=delay_ms)
+    except Exception:
+        log.exception("enqueue failed; the sweeper will find the task", extra={"task_id": task_id})
+
 
 class CallbackQueue(TaskQueue):
     """One machine: the in-process dispatcher's wake-up, or nothing until it is attached."""
@@ -26,6 +40,7 @@ class CallbackQueue(TaskQueue):
     def __init__(self) -> None:
         self.on_enqueue: Callable[[str, int], None] | None = None
         self.on_capacity: Callable[[], None] | None = None
+        self.on_check_server: Callable[[str], None] | None = None
 
     def enqueue(self, task_id: str, *, delay_ms: int = 0) -> None:
         if self.on_enqueue is not None:
@@ -34,3 +49,7 @@ class CallbackQueue(TaskQueue):
     def capacity_changed(self) -> None:
         if self.on_capacity is not None:
             self.on_capacity()
+
+    def check_server(self, server_id: str) -> None:
+        if self.on_check_server is not None:
+            self.on_check_server(server_id)

@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from core import auth, health
+from core import auth, health, tasks
 from core.auth import Principal
 from core.context import Context
 from core.errors import ConflictError, NotFoundError, StaleWriteError, ValidationError
 from core.ids import new_server_id
-from core.models import Endpoints, Server, ServerStatus, Task, TaskStatus
+from core.models import Endpoints, Server, ServerStatus
 from core.schemas import Heartbeat, Maintenance, RegisterServer
 from core.urls import check_url
 
@@ -45,6 +45,8 @@ def register_server(ctx: Context, principal: Principal, body: RegisterServer) ->
         ctx.store.put_server(server)
     except StaleWriteError:
         raise ConflictError(f"Server already registered: {server.id}") from None
+    ctx.fleet.invalidate()
+    ctx.queue.check_server(server.id)
     ctx.queue.capacity_changed()
     token = auth.mint(
         ctx.config.jwt_secret,
@@ -104,6 +106,35 @@ def heartbeat(ctx: Context, principal: Principal, server_id: str, body: Heartbea
     return update_server(ctx, server, changes)
 
 
+def record_check(ctx: Context, server_id: str, healthy: bool) -> Server | None:
+    """An active health check's result (None if the server was unregistered meanwhile)."""
+
+    def changes(current: Server) -> dict[str, Any]:
+        return health.observe(current, healthy, ctx.now(), heartbeat=False)
+
+    server = ctx.store.get_server(server_id)
+    if server is None:
+        return None
+    try:
+        return update_server(ctx, server, changes)
+    except NotFoundError:
+        return None
+
+
+def mark_silent(ctx: Context, server: Server) -> Server | None:
+    """No sign of life for HEARTBEAT_TIMEOUT: offline (its tasks go back to the queue)."""
+
+    def changes(current: Server) -> dict[str, Any]:
+        if current.status in (ServerStatus.OFFLINE, ServerStatus.MAINTENANCE):
+            return {}
+        return {"status": ServerStatus.OFFLINE, "health_status": "unhealthy"}
+
+    try:
+        return update_server(ctx, server, changes)
+    except NotFoundError:
+        return None
+
+
 def set_maintenance(ctx: Context, principal: Principal, server_id: str, body: Maintenance) -> Server:
     auth.require_admin(principal)
 
@@ -125,6 +156,7 @@ def update_server(ctx: Context, server: Server, changes: Callable[[Server], dict
                 raise NotFoundError(f"Server not found: {server.id}") from None
             server = exc.current
             continue
+        ctx.fleet.invalidate()
         _status_changed(ctx, server, updated)
         return updated
     raise ConflictError("Server changed while updating; try again")
@@ -135,6 +167,7 @@ def unregister_server(ctx: Context, principal: Principal, server_id: str) -> Ser
     server = ctx.store.delete_server(server_id)
     if server is None:
         raise NotFoundError(f"Server not found: {server_id}")
+    ctx.fleet.invalidate()
     # A crash here leaves tasks PROCESSING on a server that is gone; the sweeper requeues them.
     requeue_server_tasks(ctx, server_id, f"Server {server_id} was unregistered")
     return server
@@ -154,37 +187,8 @@ def requeue_server_tasks(ctx: Context, server_id: str, reason: str) -> int:
     count = 0
     for task in ctx.store.processing_on_server(server_id):
         try:
-            requeue(ctx, task, reason)
+            tasks.requeue(ctx, task, reason)
             count += 1
         except StaleWriteError:
             continue  # finished or moved meanwhile
     return count
-
-
-def requeue(ctx: Context, task: Task, reason: str, *, backoff_ms: int = 0) -> Task:
-    """End a PROCESSING attempt that did not finish: back to PENDING while attempts remain,
-    else FAILED with `reason`. Frees the slot in the same write."""
-    now = ctx.now()
-    common: dict[str, Any] = {"updated_at": now, "deadline": None, "error": reason}
-    if task.attempts < task.attempt_limit:
-        changes = {
-            **common,
-            "status": TaskStatus.PENDING,
-            "server_id": None,
-            "queued_at": now,
-            "not_before": now + backoff_ms,
-            "started_at": None,
-            "progress": 0,
-        }
-        released = ctx.store.release_task(task, changes, server_counters={"failure_count": 1})
-        ctx.queue.enqueue(task.id, delay_ms=backoff_ms)
-    else:
-        changes = {
-            **common,
-            "status": TaskStatus.FAILED,
-            "completed_at": now,
-            "expires_at": ctx.expiry_s(now),
-        }
-        released = ctx.store.release_task(task, changes, server_counters={"failure_count": 1})
-    ctx.queue.capacity_changed()
-    return released

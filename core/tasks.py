@@ -1,20 +1,20 @@
-"""Task services: what the task routes do, as plain functions over a Context."""
+"""Task services: what the task routes, the dispatcher and the sweeper do to tasks, as plain
+functions over a Context. Every write is conditional; a caller that loses a race is told."""
 
 from __future__ import annotations
 
-import logging
+import random
 from typing import Any
 
-from core import auth, states
+from core import auth, balancer, states
 from core.auth import Principal
 from core.context import Context
 from core.errors import ConflictError, NotFoundError, StaleWriteError
 from core.ids import new_task_id
 from core.models import Task, TaskStatus
+from core.queue import enqueue_safely
 from core.schemas import CreateTask, UpdateTask
 from core.urls import check_url
-
-log = logging.getLogger(__name__)
 
 PENDING, PROCESSING = TaskStatus.PENDING, TaskStatus.PROCESSING
 # A lost race on one task is retried this many times before the caller is told to retry.
@@ -42,12 +42,19 @@ def create_task(ctx: Context, principal: Principal, body: CreateTask) -> Task:
         queued_at=now,
     )
     ctx.store.put_task(task)
-    _enqueue(ctx, task)
+    ctx.events.publish(task)
+    enqueue_safely(ctx.queue, task.id)
     return task
 
 
 def get_task(ctx: Context, principal: Principal, task_id: str) -> Task:
     return auth.visible_task(principal, ctx.store.get_task(task_id), task_id)
+
+
+async def wait_finished(ctx: Context, task: Task) -> Task:
+    """`async: false`: the task once finished, or as it stands after SYNC_WAIT."""
+    waited = await ctx.events.wait_finished(ctx.store, task.id, ctx.config.sync_wait_ms / 1000)
+    return waited or task
 
 
 def report(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -> Task:
@@ -58,23 +65,20 @@ def report(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -
     auth.check_callback(principal, task)
     if task.status is not PROCESSING:
         raise ConflictError(_not_processing(task))
-    now = ctx.now()
     status = TaskStatus(body.status) if body.status else PROCESSING
     try:
         if status is PROCESSING:
-            changes: dict[str, Any] = {"updated_at": now}
+            changes: dict[str, Any] = {"updated_at": ctx.now()}
             if body.progress is not None:
                 changes["progress"] = body.progress
             if body.message is not None:
                 changes["message"] = body.message
-            return ctx.store.update_task(
-                task.id,
-                changes,
-                from_status={PROCESSING},
-                attempts=task.attempts,
-                server_id=task.server_id,
+            updated = ctx.store.update_task(
+                task.id, changes, from_status={PROCESSING}, attempts=task.attempts, server_id=task.server_id
             )
-        finished = finish(
+            ctx.events.publish(updated)
+            return updated
+        return finish(
             ctx,
             task,
             status,
@@ -84,9 +88,8 @@ def report(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -
             progress=body.progress,
         )
     except StaleWriteError as exc:
-        current = exc.current if isinstance(exc.current, Task) else None
+        current = _current(exc)
         raise ConflictError(_not_processing(current) if current else f"Task not found: {task_id}") from None
-    return finished
 
 
 def finish(
@@ -99,7 +102,7 @@ def finish(
     message: str | None = None,
     progress: int | None = None,
 ) -> Task:
-    """Move a PROCESSING task to a terminal state and free its slot (one atomic write)."""
+    """Move a PROCESSING task to COMPLETED or FAILED and free its slot (one atomic write)."""
     now = ctx.now()
     succeeded = status is TaskStatus.COMPLETED
     changes: dict[str, Any] = {
@@ -113,7 +116,7 @@ def finish(
     if succeeded:
         changes["result"] = result
     else:
-        changes["error"] = error if error is not None else (message or f"Task {status.value.lower()}")
+        changes["error"] = error if error is not None else (message or "Backend reported failure")
     if message is not None:
         changes["message"] = message
     elapsed = max(0, now - (task.started_at or now))
@@ -122,7 +125,85 @@ def finish(
         "success_count" if succeeded else "failure_count": 1,
         "processing_ms_total": elapsed,
     }
-    released = ctx.store.release_task(task, changes, server_counters=counters)
+    values: dict[str, Any] = {}
+    if succeeded and task.server_id is not None:
+        known = ctx.fleet.get(task.server_id)
+        values["latency_ewma_ms"] = balancer.next_ewma(known.latency_ewma_ms if known else None, elapsed)
+    return _release(ctx, task, changes, counters, values)
+
+
+def requeue(ctx: Context, task: Task, reason: str, *, backoff_ms: int = 0, counts: bool = True) -> Task:
+    """End a PROCESSING attempt that did not finish: back to PENDING while attempts remain
+    (after `backoff_ms`), else FAILED with `reason`. Frees the slot in the same write.
+    `counts=False` (a busy backend): the attempt is given back, as if never made."""
+    now = ctx.now()
+    attempts = task.attempts if counts else task.attempts - 1
+    changes: dict[str, Any] = {"updated_at": now, "deadline": None}
+    if counts:
+        changes["error"] = reason
+    if attempts < task.attempt_limit:
+        changes |= {
+            "status": PENDING,
+            "attempts": attempts,
+            "server_id": None,
+            "previous_server_id": task.server_id,
+            "queued_at": now,
+            "not_before": now + backoff_ms,
+            "started_at": None,
+            "progress": 0,
+        }
+    else:
+        changes |= {"status": TaskStatus.FAILED, "completed_at": now, "expires_at": ctx.expiry_s(now)}
+    released = _release(ctx, task, changes, {"failure_count": 1} if counts else {}, {})
+    if released.status is PENDING:
+        enqueue_safely(ctx.queue, released.id, delay_ms=backoff_ms)
+    return released
+
+
+def time_out(ctx: Context, task: Task, reason: str) -> Task:
+    """Execution timeout: retried while attempts remain, else TIMEOUT."""
+    if task.attempts < task.attempt_limit:
+        return requeue(ctx, task, reason)
+    now = ctx.now()
+    changes: dict[str, Any] = {
+        "status": TaskStatus.TIMEOUT,
+        "updated_at": now,
+        "completed_at": now,
+        "deadline": None,
+        "expires_at": ctx.expiry_s(now),
+        "error": reason,
+    }
+    return _release(ctx, task, changes, {"tasks_processed": 1, "failure_count": 1}, {})
+
+
+def expire_pending(ctx: Context, task: Task, reason: str) -> Task:
+    """Queue timeout: a PENDING task that found no server in QUEUE_TIMEOUT."""
+    now = ctx.now()
+    changes: dict[str, Any] = {
+        "status": TaskStatus.TIMEOUT,
+        "updated_at": now,
+        "completed_at": now,
+        "expires_at": ctx.expiry_s(now),
+        "error": reason,
+    }
+    timed_out = ctx.store.update_task(task.id, changes, from_status={PENDING}, attempts=task.attempts)
+    ctx.events.publish(timed_out)
+    return timed_out
+
+
+def backoff_ms(ctx: Context, attempt: int) -> int:
+    """Exponential backoff with jitter, so retries of many tasks do not arrive together."""
+    ceiling = min(ctx.config.retry_max_ms, ctx.config.retry_base_ms * 2 ** max(0, attempt - 1))
+    return int(random.uniform(ceiling / 2, ceiling))
+
+
+def _release(
+    ctx: Context, task: Task, changes: dict[str, Any], counters: dict[str, int], values: dict[str, Any]
+) -> Task:
+    released = ctx.store.release_task(task, changes, server_counters=counters, server_values=values)
+    if task.server_id is not None:
+        ctx.fleet.adjust(task.server_id, -1, **values)
+    ctx.events.publish(released)
     ctx.queue.capacity_changed()
     return released
 
@@ -160,12 +241,15 @@ def retry_task(ctx: Context, principal: Principal, task_id: str) -> Task:
         except StaleWriteError as exc:
             task = auth.owned_task(principal, _current(exc), task_id)
             continue
-        _enqueue(ctx, task)
+        ctx.events.publish(task)
+        enqueue_safely(ctx.queue, task.id)
         return task
     raise ConflictError("Task changed while retrying; try again")
 
 
 def cancel_task(ctx: Context, principal: Principal, task_id: str) -> Task:
+    """Cancel a PENDING or PROCESSING task; a PROCESSING one frees its slot. The backend is
+    told (best effort) by the caller, which has the task as it was."""
     task = auth.owned_task(principal, ctx.store.get_task(task_id), task_id)
     for _ in range(_CAS_ROUNDS):
         if task.status not in states.CANCELLABLE:
@@ -181,13 +265,14 @@ def cancel_task(ctx: Context, principal: Principal, task_id: str) -> Task:
         }
         try:
             if task.status is PENDING:
-                return ctx.store.update_task(task.id, changes, from_status={PENDING}, attempts=task.attempts)
-            cancelled = ctx.store.release_task(task, changes)
+                cancelled = ctx.store.update_task(
+                    task.id, changes, from_status={PENDING}, attempts=task.attempts
+                )
+                ctx.events.publish(cancelled)
+                return cancelled
+            return _release(ctx, task, changes, {}, {})
         except StaleWriteError as exc:
             task = auth.owned_task(principal, _current(exc), task_id)
-            continue
-        ctx.queue.capacity_changed()
-        return cancelled
     raise ConflictError("Task changed while cancelling; try again")
 
 
@@ -199,11 +284,3 @@ def _not_processing(task: Task) -> str:
     if task.status.is_terminal:
         return f"Task is already {task.status.value}"
     return f"Task is {task.status.value}, not PROCESSING"
-
-
-def _enqueue(ctx: Context, task: Task) -> None:
-    # The task is stored: if the message is lost, the sweeper re-enqueues it.
-    try:
-        ctx.queue.enqueue(task.id)
-    except Exception:
-        log.exception("enqueue failed; the sweeper will re-enqueue", extra={"task_id": task.id})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -83,3 +84,26 @@ def check_url(url: str, field: str) -> str:
     if host in METADATA_HOSTS or is_metadata_address(host):
         raise ValidationError(f"Invalid field {field}: cloud metadata addresses are not allowed")
     return url
+
+
+_RESOLVED: dict[str, tuple[float, bool]] = {}
+_RESOLVE_TTL_S = 60.0
+
+
+def resolves_safely(url: str) -> bool:
+    """At call time: the URL's host does not resolve to a metadata address (a hostname that
+    passed registration may point there later). Cached for a minute per host."""
+    host = normalize_host(urlsplit(url).hostname or "")
+    cached = _RESOLVED.get(host)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    if _as_ip(host) is not None:
+        safe = not is_metadata_address(host)
+    else:
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        except OSError:
+            addresses = set()  # unresolvable: the call itself will fail and say so
+        safe = not any(is_metadata_address(str(a).split("%")[0]) for a in addresses)
+    _RESOLVED[host] = (time.monotonic() + _RESOLVE_TTL_S, safe)
+    return safe

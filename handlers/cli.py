@@ -1,4 +1,4 @@
-"""The `taskgate` command: serve, dev, token."""
+"""The `taskgate` command: serve, dev, token, mock-backend."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f"  admin token (7 days): {token}")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if dev else "warning")
     return 0
 
@@ -72,11 +73,30 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
     token.add_argument("--server-id", help="for service tokens: the server it speaks for")
     token.add_argument("--db", default="taskgate.db", help="database whose secret to use")
+    mock = commands.add_parser("mock-backend", help="a fake inference backend, for tests and trying taskgate")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8080)
+    mock.add_argument("--mode", choices=["sync", "async"], default="sync")
+    mock.add_argument("--delay-ms", type=float, default=0, help="time each task takes")
+    mock.add_argument("--fail-rate", type=float, default=0, help="fraction answered --fail-status")
+    mock.add_argument("--busy-rate", type=float, default=0, help="fraction answered 503")
+    mock.add_argument("--fail-status", type=int, default=500)
+    mock.add_argument("--lose-callback-rate", type=float, default=0, help="async: never send the result")
+    mock.add_argument("--progress-steps", type=int, default=1, help="async: progress callbacks per task")
+    mock.add_argument("--unhealthy", action="store_true", help="answer /health with 503")
+    mock.add_argument("--server-id", help="reported as model.server_id by /health")
+    mock.add_argument("--api-key", help="require Authorization: Bearer KEY on /predict")
+    mock.add_argument("--name", default="mock-backend")
+    mock.add_argument("--seed", type=int, help="seed of the random outcomes")
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "mock-backend":
+        from handlers import mock_backend
+
+        return mock_backend.run(args)
     if args.command == "token":
         if not args.role:
             args.role = [auth.USER]

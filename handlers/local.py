@@ -1,4 +1,5 @@
-"""The one-machine deployment: every route group in one Starlette app on SQLite."""
+"""The one-machine deployment: every route group in one Starlette app on SQLite, with the
+dispatcher and the sweeper running in its event loop."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from starlette.applications import Starlette
 
 from core.config import Config
 from core.context import Context
+from core.events import LocalEvents
 from core.queue import CallbackQueue
+from core.runtime import LocalRuntime
 from core.storage.sqlite import SqliteStore
 from handlers import servers, system, tasks
 from handlers._http import create_app
@@ -35,7 +38,7 @@ def secret_for(db_path: str) -> str:
 
 def build_context(db_path: str, **overrides: object) -> Context:
     config = Config.from_env(jwt_secret=secret_for(db_path), **overrides)
-    return Context(store=SqliteStore(db_path), queue=CallbackQueue(), config=config)
+    return Context(store=SqliteStore(db_path), queue=CallbackQueue(), config=config, events=LocalEvents())
 
 
 def build_app(ctx: Context) -> Starlette:
@@ -43,9 +46,12 @@ def build_app(ctx: Context) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        runtime = LocalRuntime(ctx)
+        await runtime.start()
         try:
             yield
         finally:
+            await runtime.stop()
             ctx.store.close()
 
     app.router.lifespan_context = lifespan

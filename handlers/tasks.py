@@ -16,7 +16,10 @@ from handlers._http import authenticated, context, create_app, json_response, pa
 @authenticated
 async def create_task(request: Request) -> Response:
     body = decode(await read_body(request), CreateTask)
-    task = tasks.create_task(context(request), principal(request), body)
+    ctx = context(request)
+    task = tasks.create_task(ctx, principal(request), body)
+    if not body.is_async:
+        return json_response((await tasks.wait_finished(ctx, task)).to_api())
     return json_response(
         {
             "id": task.id,

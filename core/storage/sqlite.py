@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS servers (
     health_status TEXT,
     last_heartbeat INTEGER,
     last_check_at INTEGER,
+    last_healthy_at INTEGER,
     consecutive_failures INTEGER NOT NULL,
     consecutive_successes INTEGER NOT NULL,
     reported BLOB NOT NULL,

@@ -1,0 +1,213 @@
+"""The one-machine runtime: the dispatcher and the sweeper as asyncio tasks in the server's
+own event loop, beside the HTTP routes.
+
+The dispatcher sleeps until something can have changed (a task created or requeued, a slot
+freed, a server added or back online, a backoff ending) and then drains the PENDING index in
+priority order; it never polls. Predict calls run concurrently, so slow backends never hold
+up the API or each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import httpx
+
+from core import backend_http, dispatch, servers, sweeper
+from core.context import Context
+from core.dispatch import Assignment, Attempt, Waiting
+from core.events import LocalEvents
+from core.models import Task, TaskStatus
+from core.protocol import Kind
+from core.queue import CallbackQueue
+
+log = logging.getLogger(__name__)
+
+DRAIN_BATCH = 256
+HEALTH_CHECK_CONCURRENCY = 64
+
+
+class LocalRuntime:
+    def __init__(self, ctx: Context) -> None:
+        if not isinstance(ctx.queue, CallbackQueue):
+            raise TypeError("the local runtime drives a CallbackQueue")
+        self.ctx = ctx
+        self.queue: CallbackQueue = ctx.queue
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._sweep_now = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._client: httpx.AsyncClient | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        self._client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0))
+        self.queue.on_enqueue = self._on_enqueue
+        self.queue.on_capacity = self.wake
+        self.queue.on_check_server = self._on_check_server
+        if isinstance(self.ctx.events, LocalEvents):
+            self.ctx.events.listeners.append(self._on_task_change)
+        self._spawn(self._dispatch_loop())
+        self._spawn(self._sweep_loop())
+        self.wake()
+
+    async def stop(self) -> None:
+        self.queue.on_enqueue = self.queue.on_capacity = None
+        self.queue.on_check_server = None
+        if self._timer is not None:
+            self._timer.cancel()
+        for job in list(self._background):
+            job.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        assert self._client is not None, "runtime not started"
+        return self._client
+
+    def _spawn(self, job: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background job failed", exc_info=task.exception())
+
+    # -- wake-ups ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _on_enqueue(self, task_id: str, delay_ms: int) -> None:
+        if delay_ms > 0:
+            self._wake_at(self.ctx.now() + delay_ms)
+        else:
+            self.wake()
+
+    def _wake_at(self, when_ms: int) -> None:
+        """Wake the dispatcher at `when_ms` (epoch ms), keeping only the earliest timer."""
+        loop = self._loop
+        if loop is None:
+            return
+        at = loop.time() + max(0, when_ms - self.ctx.now()) / 1000
+        if self._timer_at is not None and self._timer_at <= at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = self._timer_at = None
+        self._wake.set()
+
+    def _on_check_server(self, server_id: str) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: self._spawn(self._check_one(server_id)))
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self.drain()
+            except Exception:
+                log.exception("dispatch drain failed; retrying at the next wake-up")
+                self._wake_at(self.ctx.now() + 1000)
+
+    def drain(self) -> None:
+        """Dispatch what can go now, highest priority first, FIFO within a priority."""
+        while True:
+            pending = self.ctx.store.pending_tasks(DRAIN_BATCH)
+            started = 0
+            for task in pending:
+                decision = dispatch.assign(self.ctx, task)
+                if isinstance(decision, Assignment):
+                    self._spawn(self._execute(decision))
+                    started += 1
+                elif isinstance(decision, Waiting):
+                    if decision.not_before is not None:
+                        self._wake_at(decision.not_before)
+                    if decision.fleet_full:
+                        return  # no slot anywhere: the next freed slot wakes us
+            if len(pending) < DRAIN_BATCH or not started:
+                return
+
+    async def _execute(self, assignment: Assignment) -> None:
+        attempt = Attempt()
+        current: Assignment | None = assignment
+        while current is not None:
+            outcome = await backend_http.predict_async(self.client, current.request)
+            task = dispatch.settle(self.ctx, current, outcome, attempt)
+            current = None
+            if outcome.kind is Kind.BUSY and task is not None and task.status is TaskStatus.PENDING:
+                decision = dispatch.assign(self.ctx, task, attempt)
+                if isinstance(decision, Assignment):
+                    current = decision
+                elif isinstance(decision, Waiting) and decision.not_before is not None:
+                    self._wake_at(decision.not_before)
+
+    def _on_task_change(self, task: Task) -> None:
+        # A task cancelled while PROCESSING keeps its server: tell that backend (best effort).
+        if task.status is TaskStatus.CANCELLED and task.server_id is not None and self._loop is not None:
+            server = self.ctx.fleet.get(task.server_id)
+            if server is not None and server.endpoints.cancel:
+                call = backend_http.cancel_async(self.client, task, server)
+                self._loop.call_soon_threadsafe(lambda: self._spawn(call))
+
+    # -- sweeper -------------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        interval = self.ctx.config.sweep_interval_ms / 1000
+        while True:
+            try:
+                report = sweeper.sweep(self.ctx)
+                if (
+                    report.timed_out
+                    or report.queue_timeouts
+                    or report.silent_servers
+                    or report.slots_reconciled
+                ):
+                    log.info("sweep: %s", report)
+                await self._check_health()
+            except Exception:
+                log.exception("sweep failed; trying again at the next interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_now.wait(), interval)
+            self._sweep_now.clear()
+
+    async def _check_health(self) -> None:
+        due = sweeper.due_for_check(self.ctx)
+        limit = asyncio.Semaphore(HEALTH_CHECK_CONCURRENCY)
+
+        async def check(server_id: str) -> None:
+            async with limit:
+                await self._check_one(server_id)
+
+        await asyncio.gather(*(check(s.id) for s in due))
+
+    async def _check_one(self, server_id: str) -> None:
+        server = self.ctx.store.get_server(server_id)
+        if server is None:
+            return
+        timeout_s = self.ctx.config.health_check_timeout_ms / 1000
+        healthy, why = await backend_http.health_async(self.client, server, timeout_s)
+        if not healthy:
+            log.info("health check of %s failed: %s", server_id, why)
+        servers.record_check(self.ctx, server_id, healthy)

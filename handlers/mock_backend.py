@@ -1,0 +1,281 @@
+"""`taskgate mock-backend`: a fake inference backend speaking taskgate's backend protocol, for
+end-to-end tests, benchmarks and trying taskgate without a GPU.
+
+`/predict`, `/health`, `/metrics` and `/cancel` are the protocol. `/_stats`, `/_control` and
+`/_reset` are test hooks: they read the counters, change settings at runtime and zero the
+counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+@dataclass
+class MockSettings:
+    name: str = "mock-backend"
+    server_id: str | None = None  # None: /health reports no model.server_id
+    mode: Literal["sync", "async"] = "sync"
+    delay_ms: float = 0
+    fail_rate: float = 0.0
+    busy_rate: float = 0.0
+    fail_status: int = 500
+    lose_callback_rate: float = 0.0
+    progress_steps: int = 1
+    healthy: bool = True
+    api_key: str | None = None  # None: accept any Authorization
+    seed: int | None = None
+
+
+@dataclass
+class _Stats:
+    received: int = 0
+    current: int = 0
+    max_concurrency: int = 0
+    lost_callbacks: int = 0
+    by_task: Counter[str] = field(default_factory=Counter)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=lambda: Counter(ok=0, busy=0, failed=0))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _rate(value: Any) -> bool:
+    return _number(value) and 0 <= value <= 1
+
+
+# /_control key -> (MockSettings field, check of the new value)
+_CONTROL: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "mode": ("mode", lambda v: v in ("sync", "async")),
+    "delayMs": ("delay_ms", lambda v: _number(v) and v >= 0),
+    "failRate": ("fail_rate", _rate),
+    "busyRate": ("busy_rate", _rate),
+    "failStatus": ("fail_status", lambda v: isinstance(v, int) and 200 <= v <= 599 and v != 202),
+    "loseCallbackRate": ("lose_callback_rate", _rate),
+    "progressSteps": ("progress_steps", lambda v: isinstance(v, int) and 0 <= v <= 100),
+    "healthy": ("healthy", lambda v: isinstance(v, bool)),
+    "serverId": ("server_id", lambda v: v is None or isinstance(v, str)),
+}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"status": "error", "error": message}, status)
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _task_id(body: dict[str, Any]) -> str:
+    return str(body.get("task_id") or body.get("id") or "")
+
+
+class _MockBackend:
+    client: httpx.AsyncClient  # set by the lifespan
+
+    def __init__(self, settings: MockSettings) -> None:
+        self.settings = settings
+        self.rng = random.Random(settings.seed)
+        self.stats = _Stats()
+        self.jobs: dict[asyncio.Task[None], str] = {}  # async work in progress -> task id
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=10.0) as self.client:
+            try:
+                yield
+            finally:
+                for job in list(self.jobs):
+                    job.cancel()
+                await asyncio.gather(*self.jobs, return_exceptions=True)
+
+    # In flight counts what taskgate holds a slot for; it ends just before the answer (or the
+    # final callback) is sent, since taskgate may send the next task as soon as it has it.
+    def _enter(self) -> None:
+        self.stats.current += 1
+        self.stats.max_concurrency = max(self.stats.max_concurrency, self.stats.current)
+
+    def _leave(self) -> None:
+        self.stats.current -= 1
+
+    async def predict(self, request: Request) -> JSONResponse:
+        s = self.settings
+        if s.api_key is not None and request.headers.get("authorization") != f"Bearer {s.api_key}":
+            return _error(401, "Invalid API key")
+        self._enter()
+        handed_to_job = False
+        try:
+            body = await _json_object(request)
+            if body is None:
+                return _error(400, "The body must be a JSON object")
+            task_id = _task_id(body)
+            callback_url, token = body.get("callback_url"), body.get("callback_token")
+            if s.mode == "async" and not isinstance(callback_url, str):
+                return _error(400, "callback_url is required in async mode")
+            self.stats.received += 1
+            self.stats.by_task[task_id] += 1
+            if self.rng.random() < s.busy_rate:
+                self.stats.outcomes["busy"] += 1
+                return _error(503, "Busy")
+            if self.rng.random() < s.fail_rate:
+                self.stats.outcomes["failed"] += 1
+                return _error(s.fail_status, "Injected failure")
+            self.stats.outcomes["ok"] += 1
+            result = {"echo": body.get("payload"), "server": s.name, "taskId": task_id}
+            if s.mode == "sync":
+                await asyncio.sleep(s.delay_ms / 1000)
+                return JSONResponse({"status": "completed", "result": result})
+            job = asyncio.create_task(self._work(task_id, str(callback_url), token, result))
+            self.jobs[job] = task_id
+            job.add_done_callback(self.jobs.pop)
+            handed_to_job = True  # the job leaves when it is done
+            return JSONResponse({"status": "accepted"}, 202)
+        finally:
+            if not handed_to_job:
+                self._leave()
+
+    async def _work(self, task_id: str, url: str, token: Any, result: dict[str, Any]) -> None:
+        s = self.settings
+        steps = s.progress_steps
+        pause = s.delay_ms / 1000 / (steps + 1)
+        try:
+            for step in range(1, steps + 1):
+                await asyncio.sleep(pause)
+                progress = {"status": "PROCESSING", "progress": 100 * step // (steps + 1)}
+                await self._callback(task_id, url, token, progress)
+            await asyncio.sleep(pause)
+        except BaseException:
+            self._leave()
+            raise
+        if self.rng.random() < s.lose_callback_rate:
+            self.stats.lost_callbacks += 1
+        else:
+            await self._callback(task_id, url, token, {"status": "COMPLETED", "result": result})
+        self._leave()
+
+    async def _callback(self, task_id: str, url: str, token: Any, body: dict[str, Any]) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            status: int | None = (await self.client.put(url, json=body, headers=headers)).status_code
+        except httpx.HTTPError:
+            status = None  # unreachable or timed out: recorded, and the work goes on
+        self.stats.callbacks.append({"taskId": task_id, "status": body["status"], "httpStatus": status})
+
+    async def health(self, request: Request) -> JSONResponse:
+        s = self.settings
+        if not s.healthy:
+            return JSONResponse({"status": "unhealthy"}, 503)
+        model = {"name": s.name} if s.server_id is None else {"server_id": s.server_id, "name": s.name}
+        return JSONResponse({"status": "healthy", "model": model})
+
+    async def metrics(self, request: Request) -> JSONResponse:
+        stats = self.stats
+        return JSONResponse(
+            {"activeTasks": stats.current, "received": stats.received, "cpu": 0, "memory": 0, "gpu": 0}
+        )
+
+    async def cancel(self, request: Request) -> JSONResponse:
+        body = await _json_object(request)
+        if body is None:
+            return _error(400, "The body must be a JSON object")
+        task_id = _task_id(body)
+        self.stats.cancelled.append(task_id)
+        # A cancelled task frees its slot in taskgate, so its work stops here too.
+        for job, job_task_id in list(self.jobs.items()):
+            if job_task_id == task_id:
+                job.cancel()
+        return JSONResponse({"status": "cancelled", "id": task_id})
+
+    async def read_stats(self, request: Request) -> JSONResponse:
+        stats = self.stats
+        return JSONResponse(
+            {
+                "received": stats.received,
+                "current": stats.current,
+                "maxConcurrency": stats.max_concurrency,
+                "byTask": dict(stats.by_task),
+                "callbacks": stats.callbacks,
+                "cancelled": stats.cancelled,
+                "outcomes": dict(stats.outcomes),
+                "lostCallbacks": stats.lost_callbacks,
+            }
+        )
+
+    async def control(self, request: Request) -> JSONResponse:
+        changes = await _json_object(request)
+        if changes is None:
+            return _error(400, "The body must be a JSON object")
+        for key, value in changes.items():
+            if key not in _CONTROL:
+                return _error(400, f"Unknown setting {key!r}; known: {', '.join(_CONTROL)}")
+            if not _CONTROL[key][1](value):
+                return _error(400, f"Invalid value for {key}: {value!r}")
+        for key, value in changes.items():
+            setattr(self.settings, _CONTROL[key][0], value)
+        return JSONResponse({key: getattr(self.settings, attr) for key, (attr, _) in _CONTROL.items()})
+
+    async def reset(self, request: Request) -> JSONResponse:
+        # Work in flight stays in flight: it will still leave.
+        current = self.stats.current
+        self.stats = _Stats(current=current, max_concurrency=current)
+        return JSONResponse({"status": "reset"})
+
+
+def build_app(settings: MockSettings) -> Starlette:
+    mock = _MockBackend(settings)
+    routes = [
+        Route("/predict", mock.predict, methods=["POST"]),
+        Route("/health", mock.health, methods=["GET"]),
+        Route("/metrics", mock.metrics, methods=["GET"]),
+        Route("/cancel", mock.cancel, methods=["POST"]),
+        Route("/_stats", mock.read_stats, methods=["GET"]),
+        Route("/_control", mock.control, methods=["POST"]),
+        Route("/_reset", mock.reset, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=mock.lifespan)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = MockSettings(
+        name=args.name,
+        server_id=args.server_id,
+        mode=args.mode,
+        delay_ms=args.delay_ms,
+        fail_rate=args.fail_rate,
+        busy_rate=args.busy_rate,
+        fail_status=args.fail_status,
+        lose_callback_rate=args.lose_callback_rate,
+        progress_steps=args.progress_steps,
+        healthy=not args.unhealthy,
+        api_key=args.api_key,
+        seed=args.seed,
+    )
+    base = f"http://{args.host}:{args.port}"
+    print(
+        f"taskgate mock-backend {settings.name} ({settings.mode}): predict {base}/predict  health {base}/health",
+        flush=True,
+    )
+    uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level="warning")
+    return 0
