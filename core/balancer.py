@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
-import math
+import operator
 import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
@@ -34,8 +34,11 @@ def candidates(servers: Iterable[Server], task: Task) -> list[Server]:
     fit = [s for s in servers if s.status == online and s.active_tasks < s.max_concurrent]
     if not task.capabilities:
         return fit
-    needed = frozenset(task.capabilities)
-    return [s for s in fit if needed.issubset(s.capabilities)]
+    if len(task.capabilities) == 1:  # the common case, and `in` on a short list beats building a set
+        (needed,) = task.capabilities
+        return [s for s in fit if needed in s.capabilities]
+    wanted = frozenset(task.capabilities)
+    return [s for s in fit if wanted.issubset(s.capabilities)]
 
 
 def order(
@@ -62,21 +65,16 @@ def order(
     elif algorithm == "weighted-round-robin":
         ordered = _weighted(candidates, sequence())
     elif algorithm == "least-connections":
-        ordered = sorted(candidates, key=lambda s: (s.active_tasks, _load(s), s.id))
+        ordered = _sort(candidates, _active, _load)
     elif algorithm == "random":
         ordered = list(candidates)
         rng.shuffle(ordered)
     elif algorithm == "response-time":
-        # Unmeasured servers first: otherwise they would never get the sample that ranks them.
-        ordered = sorted(
-            candidates,
-            key=lambda s: (s.latency_ewma_ms is not None, s.latency_ewma_ms or 0, s.active_tasks, s.id),
-        )
+        ordered = _sort(candidates, _latency, _active)
     else:  # p2c
-        first, second = (candidates[i] for i in rng.sample(range(len(candidates)), 2))
-        if _p2c_key(second) < _p2c_key(first):
-            first, second = second, first
-        rest = sorted((s for s in candidates if s is not first and s is not second), key=_p2c_key)
+        i, j = rng.sample(range(len(candidates)), 2)
+        first, second = sorted((candidates[i], candidates[j]), key=_lightness)
+        rest = [s for s in _sort(candidates, _load, _active) if s is not first and s is not second]
         ordered = [first, second, *rest]
     if avoid is not None:
         ordered = [s for s in ordered if s.id != avoid] + [s for s in ordered if s.id == avoid]
@@ -95,12 +93,12 @@ def why_waiting(servers: Iterable[Server], task: Task) -> str:
     fleet = list(servers)
     needed = list(dict.fromkeys(task.capabilities))
     wanted = ", ".join(needed)
-    if not fleet:
-        return "no server is registered"
     offered = {c for s in fleet for c in s.capabilities}
     missing = [c for c in needed if c not in offered]
     if missing:
         return f"no registered server has capabilities: {', '.join(missing)}"
+    if not fleet:
+        return "no server is registered"
     capable = [s for s in fleet if set(needed).issubset(s.capabilities)]
     if not capable:
         # Every capability exists, but spread over servers that each lack one of them.
@@ -108,71 +106,97 @@ def why_waiting(servers: Iterable[Server], task: Task) -> str:
     online = [s for s in capable if s.status == ServerStatus.ONLINE]
     if not online:
         return f"no online server has capabilities: {wanted}" if needed else "no server is online"
-    if any(s.free_slots for s in online):
-        return f"{len(online)} capable servers have free slots but none accepted the task"
+    if any(s.free_slots for s in online):  # a stale fleet: the next dispatch will see the slot
+        return "capable servers have free slots but none accepted the task"
+    offline = len(capable) - len(online)
+    also = f", and {offline} more {'is' if offline == 1 else 'are'} not online" if offline else ""
     if len(online) == 1:
-        return "the only capable server is busy"
-    return f"all {len(online)} capable servers are busy"
+        return f"the one online capable server is busy{also}"
+    return f"all {len(online)} capable servers are busy{also}"
+
+
+def _sort(servers: Iterable[Server], *keys: Callable[[Server], float]) -> list[Server]:
+    """By keys[0], then keys[1], ..., then id.
+
+    Stable sorts, least significant key first: about a third faster than one tuple key (tuples
+    compare slowly), and the store lists servers by id, so the first sort is nearly free.
+    """
+    ranked = sorted(servers, key=_id)
+    for key in reversed(keys):
+        ranked.sort(key=key)
+    return ranked
 
 
 def _id(server: Server) -> str:
     return server.id
 
 
+def _active(server: Server) -> int:
+    return server.active_tasks
+
+
 def _load(server: Server) -> float:
     return server.active_tasks / max(1, server.max_concurrent)
 
 
-def _p2c_key(server: Server) -> tuple[float, int, str]:
+def _lightness(server: Server) -> tuple[float, int, str]:
     return (_load(server), server.active_tasks, server.id)
+
+
+def _latency(server: Server) -> int:
+    # Unmeasured first: otherwise a new server would never get the sample that ranks it.
+    return -1 if server.latency_ewma_ms is None else server.latency_ewma_ms
 
 
 # Weighted round-robin.
 #
-# The counter value n picks position (n - 1) % W of a fixed cycle of W = sum(weights) slots, so
-# any W consecutive values (from any mix of dispatchers) give each server exactly its weight.
-# The cycle interleaves: a server of weight w sits at the midpoints (2k - 1) / 2w, k = 1..w, of
-# [0, 1] (Sainte-Lague / Webster order), so 3:1 gives a a b a, as nginx's smooth round-robin
-# does. Servers of equal weight share their points, so the cycle is a list of blocks, one per
-# (point, weight), each holding every server of that weight in id order. There are at most
-# sum(distinct weights) blocks (5,050 for weights 1-100) however large W is, and a pick is a
-# bisect over the block ends: nothing is O(W), and nothing is recomputed for a known fleet.
+# The counter value n picks slot (n - 1) % W of a fixed cycle of W = sum(weights) slots, so any
+# W consecutive values (from any mix of dispatchers) give each server exactly its weight. The
+# cycle interleaves: a server of weight w sits at the midpoints (2k - 1) / 2w, k = 1..w, of
+# [0, 1] (Sainte-Lague / Webster order), so 3:1 gives a a b a and 4:3:2 a b c a b a c b a, as
+# nginx's smooth round-robin does; it differs from nginx only in how it orders ties. Servers of
+# equal weight share their points, so the cycle is a list of blocks, one per (point, weight),
+# each holding every server of that weight in id order, heavier first on a shared point. There
+# are at most sum(distinct weights) blocks (5,050 for weights 1-100) however large W is, and a
+# pick is a bisect over the block ends: nothing is O(W), nothing is recomputed for a known fleet.
 
 
 class _Plan(NamedTuple):
-    ring: list[int]  # candidate indices, heaviest first, then by id: the order after the pick
+    ring: tuple[int, ...]  # candidate indices, heaviest first, then by id: the order after the pick
+    rank: dict[int, int]  # candidate index -> its position in `ring`
     groups: dict[int, list[int]]  # weight -> candidate indices of that weight, by id
     blocks: tuple[int, ...]  # the weight of each block, in cycle order
-    ends: list[int]  # cumulative slot count at the end of each block; ends[-1] == W
-
-
-def _weight(server: Server) -> int:
-    return max(1, server.priority)
+    ends: list[int]  # slots up to the end of each block; ends[-1] == W
 
 
 def _weighted(candidates: Sequence[Server], n: int) -> list[Server]:
     # Keyed by the fleet as given: the store lists servers in a stable order, so it repeats.
-    plan = _plan(tuple((s.id, _weight(s)) for s in candidates))
+    plan = _plan(tuple([(s.id, s.priority if s.priority > 0 else 1) for s in candidates]))
     slot = (n - 1) % plan.ends[-1]
     block = bisect.bisect_right(plan.ends, slot)
-    offset = slot - (plan.ends[block - 1] if block else 0)
-    pick = plan.groups[plan.blocks[block]][offset]
-    return [candidates[pick]] + [candidates[i] for i in plan.ring if i != pick]
+    pick = plan.groups[plan.blocks[block]][slot - (plan.ends[block - 1] if block else 0)]
+    ordered = [candidates[i] for i in plan.ring]
+    ordered.insert(0, ordered.pop(plan.rank[pick]))
+    return ordered
 
 
 @functools.lru_cache(maxsize=64)
 def _plan(fleet: tuple[tuple[str, int], ...]) -> _Plan:
-    ring = sorted(range(len(fleet)), key=lambda i: (-fleet[i][1], fleet[i][0]))
     groups: dict[int, list[int]] = {}
-    for i in ring:
+    for i in sorted(range(len(fleet)), key=lambda i: fleet[i][0]):
         groups.setdefault(fleet[i][1], []).append(i)
-    blocks = _blocks(tuple(groups))
-    return _Plan(ring, groups, blocks, list(itertools.accumulate(len(groups[w]) for w in blocks)))
+    weights = tuple(sorted(groups, reverse=True))
+    ring = tuple(i for w in weights for i in groups[w])
+    blocks = _blocks(weights)
+    ends = list(itertools.accumulate(len(groups[w]) for w in blocks))
+    return _Plan(ring, {i: position for position, i in enumerate(ring)}, groups, blocks, ends)
 
 
 @functools.lru_cache(maxsize=256)
 def _blocks(weights: tuple[int, ...]) -> tuple[int, ...]:
-    # Points compared exactly as integers: (2k - 1) / 2w scaled by 2 * lcm(weights).
-    scale = math.lcm(*weights)
-    points = sorted(((2 * k - 1) * (scale // w), -w) for w in weights for k in range(1, w + 1))
-    return tuple(-negated for _, negated in points)
+    """The block weights in cycle order, for `weights` in descending order."""
+    # Floats are exact enough: division is correctly rounded, so equal points stay equal, and
+    # distinct ones differ by at least 1 / (4 * w * w') (2.5e-5 for weights up to 100).
+    points = [((2 * k - 1) / (2 * w), w) for w in weights for k in range(1, w + 1)]
+    points.sort(key=operator.itemgetter(0))  # stable: heavier first on a shared point
+    return tuple(w for _, w in points)

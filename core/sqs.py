@@ -1,7 +1,10 @@
-"""SQS adapter of the task queue: a message per task id; the dispatcher Lambda consumes it."""
+"""SQS adapter of the task queue; the dispatcher Lambda consumes it (see core.sync_runtime
+for the messages)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -11,7 +14,10 @@ from core.queue import TaskQueue
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
+log = logging.getLogger(__name__)
+
 MAX_DELAY_S = 900  # SQS's limit; longer waits are the sweeper's job
+DRAIN_COALESCE_S = 1.0
 
 
 class SqsQueue(TaskQueue):
@@ -28,11 +34,34 @@ class SqsQueue(TaskQueue):
             )
         self.queue_url = queue_url
         self.client = client
+        self._last_drain = float("-inf")
 
     def enqueue(self, task_id: str, *, delay_ms: int = 0) -> None:
+        self._send({"taskId": task_id}, delay_ms)
+
+    def capacity_changed(self) -> None:
+        """Ask for a drain, at most once a second from this process: a burst of completions
+        needs one drain, not one each."""
+        now = time.monotonic()
+        if now - self._last_drain < DRAIN_COALESCE_S:
+            return
+        self._last_drain = now
+        self._hint({"drain": True})
+
+    def check_server(self, server_id: str) -> None:
+        self._hint({"checkServer": server_id})
+
+    def _hint(self, body: dict[str, Any]) -> None:
+        # Hints only: if one is lost, the next sweep drains and checks what is due.
+        try:
+            self._send(body, 0)
+        except Exception:
+            log.exception("could not send %s; the sweeper will catch up", sorted(body))
+
+    def _send(self, body: dict[str, Any], delay_ms: int) -> None:
         kwargs: dict[str, Any] = {}
         if delay_ms > 0:
             kwargs["DelaySeconds"] = min(MAX_DELAY_S, -(-delay_ms // 1000))
         self.client.send_message(
-            QueueUrl=self.queue_url, MessageBody=msgspec.json.encode({"taskId": task_id}).decode(), **kwargs
+            QueueUrl=self.queue_url, MessageBody=msgspec.json.encode(body).decode(), **kwargs
         )

@@ -118,9 +118,13 @@ class _MockBackend:
     def _leave(self) -> None:
         self.stats.current -= 1
 
+    def _authorized(self, request: Request) -> bool:
+        key = self.settings.api_key
+        return key is None or request.headers.get("authorization") == f"Bearer {key}"
+
     async def predict(self, request: Request) -> JSONResponse:
         s = self.settings
-        if s.api_key is not None and request.headers.get("authorization") != f"Bearer {s.api_key}":
+        if not self._authorized(request):
             return _error(401, "Invalid API key")
         self._enter()
         handed_to_job = False
@@ -164,21 +168,19 @@ class _MockBackend:
                 progress = {"status": "PROCESSING", "progress": 100 * step // (steps + 1)}
                 await self._callback(task_id, url, token, progress)
             await asyncio.sleep(pause)
-        except BaseException:
+        finally:
             self._leave()
-            raise
         if self.rng.random() < s.lose_callback_rate:
             self.stats.lost_callbacks += 1
         else:
             await self._callback(task_id, url, token, {"status": "COMPLETED", "result": result})
-        self._leave()
 
     async def _callback(self, task_id: str, url: str, token: Any, body: dict[str, Any]) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             status: int | None = (await self.client.put(url, json=body, headers=headers)).status_code
-        except httpx.HTTPError:
-            status = None  # unreachable or timed out: recorded, and the work goes on
+        except (httpx.HTTPError, httpx.InvalidURL):
+            status = None  # unreachable, timed out or no URL: recorded, and the work goes on
         self.stats.callbacks.append({"taskId": task_id, "status": body["status"], "httpStatus": status})
 
     async def health(self, request: Request) -> JSONResponse:
@@ -195,6 +197,8 @@ class _MockBackend:
         )
 
     async def cancel(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return _error(401, "Invalid API key")
         body = await _json_object(request)
         if body is None:
             return _error(400, "The body must be a JSON object")
@@ -274,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     )
     base = f"http://{args.host}:{args.port}"
     print(
-        f"taskgate mock-backend {settings.name} ({settings.mode}): predict {base}/predict  health {base}/health",
+        f"taskgate mock-backend: {settings.name}, {settings.mode}  predict {base}/predict  health {base}/health",
         flush=True,
     )
     uvicorn.run(build_app(settings), host=args.host, port=args.port, log_level="warning")

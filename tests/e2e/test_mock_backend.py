@@ -252,7 +252,9 @@ def test_the_api_key_is_enforced(mock: httpx.Client) -> None:
     wrong = {"Authorization": "Bearer nope"}
     assert httpx.post(url, json=task(unique("task")), headers=wrong).status_code == 401
     assert mock.post("/predict", json=task(unique("task"))).status_code == 200
-    assert stats(mock)["received"] == 1  # refused calls are not work
+    assert httpx.post(str(mock.base_url.join("/cancel")), json={"id": "t"}).status_code == 401
+    seen = stats(mock)
+    assert (seen["received"], seen["cancelled"]) == (1, [])  # refused calls are not work
 
 
 def test_health_reports_the_server_id_and_follows_control(mock: httpx.Client) -> None:
@@ -330,18 +332,22 @@ def test_cancel_is_recorded_and_stops_the_work(mock: httpx.Client, receiver: Rec
 
 def test_callback_failures_are_recorded(mock: httpx.Client, receiver: Receiver) -> None:
     control(mock, mode="async", progressSteps=1)
-    rejected, unreachable = unique("task"), unique("task")
+    rejected, unreachable, invalid = unique("task"), unique("task"), unique("task")
     closed = f"http://127.0.0.1:{_free_port()}/cb"
     assert mock.post("/predict", json=task(rejected, f"{receiver.url}/reject/{rejected}")).status_code == 202
     assert mock.post("/predict", json=task(unreachable, closed)).status_code == 202
-    seen = eventually(lambda: stats(mock), lambda seen: len(seen["callbacks"]) == 4)
+    assert mock.post("/predict", json=task(invalid, "http://[::1")).status_code == 202
+    seen = eventually(lambda: stats(mock), lambda seen: len(seen["callbacks"]) == 6)
     by_task = {(c["taskId"], c["status"]): c["httpStatus"] for c in seen["callbacks"]}
     assert by_task == {
         (rejected, "PROCESSING"): 409,
         (rejected, "COMPLETED"): 409,
         (unreachable, "PROCESSING"): None,
         (unreachable, "COMPLETED"): None,
+        (invalid, "PROCESSING"): None,
+        (invalid, "COMPLETED"): None,
     }
+    assert seen["current"] == 0
     assert mock.get("/health").status_code == 200
 
 

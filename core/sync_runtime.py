@@ -1,0 +1,101 @@
+"""The AWS runtime: dispatch and sweeps as blocking calls inside one Lambda invocation.
+
+Messages on the dispatch queue say what to look at: `{"taskId": ...}` (a task was created or
+requeued), `{"drain": true}` (capacity freed: dispatch PENDING tasks in priority order) or
+`{"checkServer": ...}` (a server was registered: check its health now). Each is idempotent,
+since SQS delivers at least once: the claim is a conditional write only one caller wins.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from core import backend_http, dispatch, servers, sweeper
+from core.context import Context
+from core.dispatch import Assignment, Attempt, Waiting
+from core.models import TaskStatus
+from core.protocol import Kind
+from core.queue import enqueue_safely
+
+if TYPE_CHECKING:
+    import urllib3
+
+log = logging.getLogger(__name__)
+
+DRAIN_BATCH = 100
+CONCURRENCY = 16
+
+
+def make_pool() -> urllib3.PoolManager:
+    import urllib3
+
+    return urllib3.PoolManager(maxsize=CONCURRENCY, block=False)
+
+
+def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager) -> None:
+    """One queue message. Raises (so the message is retried) only if the store failed."""
+    if "taskId" in body:
+        dispatch_task(ctx, str(body["taskId"]), pool)
+    elif body.get("drain"):
+        drain(ctx, pool)
+    elif "checkServer" in body:
+        check_server(ctx, str(body["checkServer"]), pool)
+    else:
+        log.warning("ignoring an unknown dispatch message: %s", sorted(body))
+
+
+def dispatch_task(ctx: Context, task_id: str, pool: urllib3.PoolManager) -> None:
+    decision = dispatch.assign(ctx, task_id)
+    if isinstance(decision, Assignment):
+        execute(ctx, decision, pool)
+    elif isinstance(decision, Waiting) and decision.not_before is not None:
+        # Backing off: come back when it is due (a later drain may take it first).
+        enqueue_safely(ctx.queue, task_id, delay_ms=max(0, decision.not_before - ctx.now()))
+
+
+def drain(ctx: Context, pool: urllib3.PoolManager) -> int:
+    """Dispatch PENDING tasks while capacity lasts, highest priority first."""
+    started: list[Assignment] = []
+    for task in ctx.store.pending_tasks(DRAIN_BATCH):
+        decision = dispatch.assign(ctx, task)
+        if isinstance(decision, Assignment):
+            started.append(decision)
+        elif isinstance(decision, Waiting) and decision.fleet_full:
+            break
+    with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
+        list(workers.map(lambda a: execute(ctx, a, pool), started))
+    return len(started)
+
+
+def execute(ctx: Context, assignment: Assignment, pool: urllib3.PoolManager) -> None:
+    """Make the predict call and record its outcome; a busy server hands over to the next."""
+    attempt = Attempt()
+    current: Assignment | None = assignment
+    while current is not None:
+        outcome = backend_http.predict_sync(pool, current.request)
+        task = dispatch.settle(ctx, current, outcome, attempt)
+        current = None
+        if outcome.kind is Kind.BUSY and task is not None and task.status is TaskStatus.PENDING:
+            decision = dispatch.assign(ctx, task, attempt)
+            current = decision if isinstance(decision, Assignment) else None
+
+
+def check_server(ctx: Context, server_id: str, pool: urllib3.PoolManager) -> None:
+    server = ctx.store.get_server(server_id)
+    if server is None:
+        return
+    healthy, why = backend_http.health_sync(pool, server, ctx.config.health_check_timeout_ms / 1000)
+    if not healthy:
+        log.info("health check of %s failed: %s", server_id, why)
+    servers.record_check(ctx, server_id, healthy)
+
+
+def sweep(ctx: Context, pool: urllib3.PoolManager) -> sweeper.SweepReport:
+    """The scheduled sweep, then the health checks that are due (concurrently)."""
+    report = sweeper.sweep(ctx)
+    due = sweeper.due_for_check(ctx)
+    with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
+        list(workers.map(lambda s: check_server(ctx, s.id, pool), due))
+    return report

@@ -1,0 +1,47 @@
+"""The dispatcher Lambda: SQS messages in, predict calls out, partial batch failures back.
+
+A message whose handling raises (the store was unavailable) is reported as a batch item
+failure, so SQS delivers it again and, after maxReceiveCount, to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from core import sync_runtime
+from core.aws import build_context
+from core.context import Context
+
+logger = Logger()
+processor = BatchProcessor(event_type=EventType.SQS)
+_context: Context | None = None
+_pool = sync_runtime.make_pool()
+
+
+def context() -> Context:
+    global _context
+    if _context is None:
+        _context = build_context()
+    return _context
+
+
+def record_handler(record: SQSRecord) -> None:
+    body = msgspec.json.decode(record.body)
+    if not isinstance(body, dict):
+        raise ValueError("a dispatch message is a JSON object")
+    logger.append_keys(task_id=body.get("taskId"))
+    sync_runtime.handle_message(context(), body, _pool)
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], lambda_context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=lambda_context
+    )

@@ -1,0 +1,32 @@
+"""The sweeper Lambda, run by an EventBridge schedule: timeouts, silent servers, slot
+counts, health checks, and a drain for PENDING tasks whose message was lost."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from core import sync_runtime
+from core.aws import build_context
+from core.context import Context
+
+logger = Logger()
+_context: Context | None = None
+_pool = sync_runtime.make_pool()
+
+
+def context() -> Context:
+    global _context
+    if _context is None:
+        _context = build_context()
+    return _context
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, Any]:
+    report = dataclasses.asdict(sync_runtime.sweep(context(), _pool))
+    logger.info("sweep done", extra={"sweep": report})
+    return report
