@@ -13,7 +13,7 @@ from core.protocol import BackendRequest, Kind, Outcome
 from core.urls import resolves_safely
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
     import urllib3
 
     from core.models import Server, Task
@@ -27,16 +27,19 @@ def _unsafe(url: str) -> Outcome | None:
     return None if resolves_safely(url) else Outcome(Kind.FAILED, error=UNSAFE)
 
 
-async def predict_async(client: httpx.AsyncClient, request: BackendRequest) -> Outcome:
+async def predict_async(client: aiohttp.ClientSession, request: BackendRequest) -> Outcome:
+    import aiohttp
+
     if refused := _unsafe(request.url):
         return refused
+    timeout = aiohttp.ClientTimeout(total=request.timeout_s)
     try:
-        response = await client.post(
-            request.url, content=request.body, headers=request.headers, timeout=request.timeout_s
-        )
+        async with client.post(
+            request.url, data=request.body, headers=request.headers, timeout=timeout
+        ) as response:
+            return protocol.classify(response.status, await response.read())
     except Exception as exc:  # connection refused, reset, timeout, bad URL
         return protocol.transport_failure(exc, request.url)
-    return protocol.classify(response.status_code, response.content)
 
 
 def predict_sync(pool: urllib3.PoolManager, request: BackendRequest) -> Outcome:
@@ -59,16 +62,18 @@ def predict_sync(pool: urllib3.PoolManager, request: BackendRequest) -> Outcome:
 
 
 async def health_async(
-    client: httpx.AsyncClient, server: Server, timeout_s: float
+    client: aiohttp.ClientSession, server: Server, timeout_s: float
 ) -> tuple[bool, str | None]:
+    import aiohttp
+
     url = server.endpoints.health
     if not resolves_safely(url):
         return False, UNSAFE
     try:
-        response = await client.get(url, timeout=timeout_s)
+        async with client.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            return protocol.health_ok(response.status, await response.read(), server.id)
     except Exception as exc:
         return False, f"health check failed ({type(exc).__name__})"
-    return protocol.health_ok(response.status_code, response.content, server.id)
 
 
 def health_sync(pool: urllib3.PoolManager, server: Server, timeout_s: float) -> tuple[bool, str | None]:
@@ -93,13 +98,18 @@ def cancel_request(task: Task, server: Server) -> tuple[str, dict[str, str], byt
     return url, headers, msgspec.json.encode({"id": task.id, "task_id": task.id, "attempt": task.attempts})
 
 
-async def cancel_async(client: httpx.AsyncClient, task: Task, server: Server) -> None:
+async def cancel_async(client: aiohttp.ClientSession, task: Task, server: Server) -> None:
+    import aiohttp
+
     call = cancel_request(task, server)
     if call is None:
         return
     url, headers, body = call
     try:
-        await client.post(url, content=body, headers=headers, timeout=5.0)
+        async with client.post(
+            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=5.0)
+        ) as response:
+            await response.read()
     except Exception as exc:
         log.info("cancel call failed: %s", exc, extra={"task_id": task.id})
 

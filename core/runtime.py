@@ -15,7 +15,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-import httpx
+import aiohttp
 
 from core import backend_http, dispatch, servers, sweeper
 from core.context import Context
@@ -43,14 +43,15 @@ class LocalRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        self._client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0))
+        # No pool limit: concurrency is bounded by the servers' slots, not by the client.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+        self._client = aiohttp.ClientSession(connector=connector)
         self.queue.on_enqueue = self._on_enqueue
         self.queue.on_capacity = self.wake
         self.queue.on_check_server = self._on_check_server
@@ -69,10 +70,10 @@ class LocalRuntime:
             job.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> aiohttp.ClientSession:
         assert self._client is not None, "runtime not started"
         return self._client
 

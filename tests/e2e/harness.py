@@ -38,6 +38,8 @@ FAKE_AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 HOUR_MS = 3_600_000
+# A capability no server has: tasks created with it stay PENDING until a test moves them.
+HELD = "held-for-test"
 
 # The reference's bodies, verbatim.
 EXAMPLE_TASK: dict[str, Any] = {
@@ -134,7 +136,11 @@ class Reply:
 class Api:
     """One deployment of the HTTP API, and the few shortcuts the tests share."""
 
-    def __init__(self, name: str, client: httpx.Client, store: Store, secret: str) -> None:
+    def __init__(
+        self, name: str, client: httpx.Client, store: Store, secret: str, backend: str | None = None
+    ) -> None:
+        # A healthy backend for servers to point at, where a dispatcher and health checks run.
+        self.backend = backend
         self.name = name
         self.client = client
         self.store = store
@@ -207,13 +213,26 @@ class Api:
     # -- shortcuts ---------------------------------------------------------------------
 
     def create_task(self, token: str, **overrides: Any) -> str:
-        body = {**EXAMPLE_TASK, **overrides}
+        """A task that the dispatcher leaves PENDING (it needs a capability no server has), so
+        the test decides when it runs; pass `capabilities` to let it be dispatched."""
+        body = {**EXAMPLE_TASK, "capabilities": [*EXAMPLE_TASK["capabilities"], HELD], **overrides}
         return str(self.post("/api/task", json=body, token=token).ok()["id"])
 
     def register_server(self, **overrides: Any) -> dict[str, Any]:
-        """Registers a server under a fresh id; returns the registration reply."""
-        body = {**EXAMPLE_SERVER, "id": unique("srv"), **overrides}
+        """Registers a server under a fresh id; returns the registration reply. Where a
+        sweeper runs, the server points at the healthy backend, and the reply comes once its
+        first (immediate) health check landed, so that check never overtakes a test's own
+        heartbeats."""
+        endpoints = EXAMPLE_SERVER["endpoints"]
+        if self.backend is not None:
+            endpoints = {name: f"{self.backend}/{name}" for name in ("predict", "health", "metrics")}
+        body = {**EXAMPLE_SERVER, "endpoints": endpoints, "id": unique("srv"), **overrides}
         reply: dict[str, Any] = self.post("/api/servers", json=body, token=self.admin).ok()
+        if self.backend is not None:
+            deadline = time.monotonic() + 10
+            while self.server(reply["serverId"])["health"]["lastCheckAt"] is None:
+                assert time.monotonic() < deadline, "no first health check within 10 s"
+                time.sleep(0.01)
         return reply
 
     def task(self, task_id: str) -> dict[str, Any]:
@@ -290,22 +309,30 @@ def serve(tmp: Path) -> Iterator[Api]:
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
+    backend_port = _free_port()
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "mock-backend", "--port", str(backend_port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_healthy(proc, base, tmp / "serve.log")
+        _wait_healthy(backend, f"http://127.0.0.1:{backend_port}", tmp / "serve.log")
         # Another process on the same file, as WAL allows: the test's view of the store.
         from core.storage.sqlite import SqliteStore
 
         store = SqliteStore(str(db))
         with httpx.Client(base_url=base, timeout=10.0) as client:
-            yield Api("serve", client, store, SECRET)
+            yield Api("serve", client, store, SECRET, backend=f"http://127.0.0.1:{backend_port}")
         store.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for process in (proc, backend):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         log.close()
 
 

@@ -91,7 +91,11 @@ def test_the_api_key_is_never_returned(api: Api) -> None:
 
 def test_register_stores_what_was_sent(api: Api) -> None:
     server_id = api.register_server(
-        maxConcurrent=4, capabilities=["video", "image"], groups=["gpu", "production"], priority=7
+        endpoints=EXAMPLE_SERVER["endpoints"],
+        maxConcurrent=4,
+        capabilities=["video", "image"],
+        groups=["gpu", "production"],
+        priority=7,
     )["serverId"]
 
     server = api.server(server_id)
@@ -105,7 +109,8 @@ def test_register_stores_what_was_sent(api: Api) -> None:
 
 
 def test_register_defaults(api: Api) -> None:
-    body = {"name": "bare", "endpoints": {"predict": "http://10.0.0.5/p", "health": "http://10.0.0.5/h"}}
+    backend = api.backend or "http://127.0.0.1:9"  # a healthy one where health checks run
+    body = {"name": "bare", "endpoints": {"predict": f"{backend}/predict", "health": f"{backend}/health"}}
     server_id = api.post("/api/servers", json=body, token=api.admin).ok()["serverId"]
 
     server = api.server(server_id)
