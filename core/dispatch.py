@@ -110,7 +110,7 @@ def assign(ctx: Context, task: Task | str, attempt: Attempt | None = None) -> De
             current = exc.current if isinstance(exc.current, Task) else None
             return Skipped(current.status if current else None)
         ctx.fleet.adjust(server.id, +1)
-        ctx.events.publish(claimed)
+        ctx.events.publish(claimed, TaskStatus.PENDING)
         return Assignment(claimed, server, _request(ctx, claimed, server, now))
     return Waiting("every capable server filled up meanwhile", not_before=now + ctx.config.busy_retry_ms)
 

@@ -12,15 +12,16 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from core.models import Task
+from core.models import Task, TaskStatus
 from core.storage import Store
 
 
 class TaskEvents:
     """The AWS behaviour: no in-process listeners; waiting reads the store."""
 
-    def publish(self, task: Task) -> None:
-        """A task was written (created, dispatched, progressed, finished, requeued)."""
+    def publish(self, task: Task, previous: TaskStatus | None) -> None:
+        """A task was written (created, dispatched, progressed, finished, requeued);
+        `previous` is its status before the write (None: it was just created)."""
 
     async def wait_finished(self, store: Store, task_id: str, timeout_s: float) -> Task | None:
         """The task once terminal, or as it stands when `timeout_s` runs out."""
@@ -40,11 +41,11 @@ class LocalEvents(TaskEvents):
 
     def __init__(self) -> None:
         self._waiters: dict[str, list[asyncio.Future[Task]]] = defaultdict(list)
-        self.listeners: list[Callable[[Task], None]] = []
+        self.listeners: list[Callable[[Task, TaskStatus | None], None]] = []
 
-    def publish(self, task: Task) -> None:
+    def publish(self, task: Task, previous: TaskStatus | None) -> None:
         for listener in self.listeners:
-            listener(task)
+            listener(task, previous)
         if task.status.is_terminal and task.id in self._waiters:
             for waiter in self._waiters.pop(task.id):
                 if not waiter.done():

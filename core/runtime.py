@@ -164,9 +164,11 @@ class LocalRuntime:
                 elif isinstance(decision, Waiting) and decision.not_before is not None:
                     self._wake_at(decision.not_before)
 
-    def _on_task_change(self, task: Task) -> None:
+    def _on_task_change(self, task: Task, previous: TaskStatus | None) -> None:
         # A task cancelled while PROCESSING keeps its server: tell that backend (best effort).
-        if task.status is TaskStatus.CANCELLED and task.server_id is not None and self._loop is not None:
+        if task.status is not TaskStatus.CANCELLED or previous is not TaskStatus.PROCESSING:
+            return
+        if task.server_id is not None and self._loop is not None:
             server = self.ctx.fleet.get(task.server_id)
             if server is not None and server.endpoints.cancel:
                 call = backend_http.cancel_async(self.client, task, server)

@@ -42,7 +42,7 @@ def create_task(ctx: Context, principal: Principal, body: CreateTask) -> Task:
         queued_at=now,
     )
     ctx.store.put_task(task)
-    ctx.events.publish(task)
+    ctx.events.publish(task, None)
     enqueue_safely(ctx.queue, task.id)
     return task
 
@@ -76,7 +76,7 @@ def report(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -
             updated = ctx.store.update_task(
                 task.id, changes, from_status={PROCESSING}, attempts=task.attempts, server_id=task.server_id
             )
-            ctx.events.publish(updated)
+            ctx.events.publish(updated, task.status)
             return updated
         return finish(
             ctx,
@@ -187,7 +187,7 @@ def expire_pending(ctx: Context, task: Task, reason: str) -> Task:
         "error": reason,
     }
     timed_out = ctx.store.update_task(task.id, changes, from_status={PENDING}, attempts=task.attempts)
-    ctx.events.publish(timed_out)
+    ctx.events.publish(timed_out, task.status)
     return timed_out
 
 
@@ -203,7 +203,7 @@ def _release(
     released = ctx.store.release_task(task, changes, server_counters=counters, server_values=values)
     if task.server_id is not None:
         ctx.fleet.adjust(task.server_id, -1, **values)
-    ctx.events.publish(released)
+    ctx.events.publish(released, task.status)
     ctx.queue.capacity_changed()
     return released
 
@@ -232,7 +232,7 @@ def retry_task(ctx: Context, principal: Principal, task_id: str) -> Task:
             "expires_at": None,
         }
         try:
-            task = ctx.store.update_task(
+            retried = ctx.store.update_task(
                 task.id,
                 changes,
                 from_status=states.sources(PENDING, states.RETRYABLE),
@@ -241,9 +241,9 @@ def retry_task(ctx: Context, principal: Principal, task_id: str) -> Task:
         except StaleWriteError as exc:
             task = auth.owned_task(principal, _current(exc), task_id)
             continue
-        ctx.events.publish(task)
-        enqueue_safely(ctx.queue, task.id)
-        return task
+        ctx.events.publish(retried, task.status)
+        enqueue_safely(ctx.queue, retried.id)
+        return retried
     raise ConflictError("Task changed while retrying; try again")
 
 
@@ -268,7 +268,7 @@ def cancel_task(ctx: Context, principal: Principal, task_id: str) -> Task:
                 cancelled = ctx.store.update_task(
                     task.id, changes, from_status={PENDING}, attempts=task.attempts
                 )
-                ctx.events.publish(cancelled)
+                ctx.events.publish(cancelled, PENDING)
                 return cancelled
             return _release(ctx, task, changes, {}, {})
         except StaleWriteError as exc:
