@@ -90,4 +90,7 @@ class Config:
         config = cls(**values)  # type: ignore[arg-type]
         if config.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
+        for name, value in vars(config.rate_limits).items():
+            if value < 0:
+                raise ValueError(f"RATE_LIMIT_{name.upper()} must be 0 (off) or more, got {value}")
         return config

@@ -1,5 +1,5 @@
-"""What every route group shares: the app factory, auth, body limits, JSON, and the one
-place where domain errors become HTTP statuses."""
+"""What every route group shares: the app factory, auth and rate limits, body limits, JSON,
+and the one place where domain errors become HTTP statuses."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core import auth, errors
+from core import auth, errors, ratelimit
 from core.context import Context
 from core.ids import check_path_id
 
@@ -83,15 +83,32 @@ async def read_body(request: Request) -> bytes:
 
 
 def authenticated(endpoint: Endpoint) -> Endpoint:
-    """Verify the bearer token before the endpoint runs; the principal is on request.state."""
+    """Verify the bearer token and count the request against the principal's rate limit
+    before the endpoint runs; the principal and the rate decision are on request.state, and
+    the decision's headers go on every response from here on, errors included."""
 
     @functools.wraps(endpoint)
     async def wrapper(request: Request) -> Response:
         ctx = context(request)
-        request.state.principal = auth.verify(ctx.config.jwt_secret, request.headers.get("authorization"))
-        return await endpoint(request)
+        found = auth.verify(ctx.config.jwt_secret, request.headers.get("authorization"))
+        request.state.principal = found
+        route = request.scope.get("route")
+        bucket = ratelimit.bucket_for(request.method, getattr(route, "path", request.url.path), found)
+        try:
+            request.state.rate_limit = ratelimit.check(ctx, found, bucket)
+        except ratelimit.RateLimitExceededError as exc:
+            request.state.rate_limit = exc.decision
+            raise
+        response = await endpoint(request)
+        response.headers.update(_rate_headers(request))
+        return response
 
     return wrapper
+
+
+def _rate_headers(request: Request) -> dict[str, str]:
+    decision: ratelimit.RateDecision | None = getattr(request.state, "rate_limit", None)
+    return {} if decision is None else decision.headers()
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
@@ -107,21 +124,22 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
         headers["Retry-After"] = str(exc.retry_after_s)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="taskgate"'
-    return error_response(status, title, exc.details, headers)
+    return error_response(status, title, exc.details, headers | _rate_headers(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = _rate_headers(request)
     if exc.status_code == 404:
-        return error_response(404, "Not found", f"No route for {request.method} {request.url.path}")
+        return error_response(404, "Not found", f"No route for {request.method} {request.url.path}", headers)
     if exc.status_code == 405:
         return error_response(
             405,
             "Method not allowed",
             f"{request.method} is not allowed on {request.url.path}",
-            dict(exc.headers or {}),
+            dict(exc.headers or {}) | headers,
         )
-    return error_response(exc.status_code, "HTTP error", str(exc.detail))
+    return error_response(exc.status_code, "HTTP error", str(exc.detail), headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -134,7 +152,10 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
         extra={"request_id": request_id},
     )
     return error_response(
-        500, "Internal server error", "An unexpected error occurred", {"X-Request-Id": request_id}
+        500,
+        "Internal server error",
+        "An unexpected error occurred",
+        {"X-Request-Id": request_id} | _rate_headers(request),
     )
 
 

@@ -53,7 +53,7 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 14 Get, put a setting       | table    | SETTINGS / <name>                 | lb_algorithm      |
 | 15 Next in a sequence       | table    | SEQUENCE / <name>, ADD n :1       | round_robin       |
 | 16 Add to, read counters    | table    | COUNTER#<key> / COUNTER; BatchGet | COUNTER#<day>     |
-| 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<min>  |
+| 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
 |                             |          | expiresAt <= :now                 |                   |
 
