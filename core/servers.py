@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from core import auth, health, tasks
+from core import auth, health, stats, tasks
 from core.auth import Principal
 from core.context import Context
 from core.errors import ConflictError, NotFoundError, StaleWriteError, ValidationError
@@ -92,6 +92,7 @@ def heartbeat(ctx: Context, principal: Principal, server_id: str, body: Heartbea
     auth.require_any(principal, auth.ADMIN, auth.SERVICE)
     server = get_server(ctx, server_id)
     auth.check_server_access(principal, server)
+    stats.record_health(ctx.store, server_id, body.status == "healthy", ctx.now())
     reported = dict(body.metrics)
     if body.active_tasks is not None:
         reported["activeTasks"] = body.active_tasks
@@ -115,6 +116,7 @@ def record_check(ctx: Context, server_id: str, healthy: bool) -> Server | None:
     server = ctx.store.get_server(server_id)
     if server is None:
         return None
+    stats.record_health(ctx.store, server_id, healthy, ctx.now())
     try:
         return update_server(ctx, server, changes)
     except NotFoundError:

@@ -20,7 +20,8 @@ from core.aws import build_context
 from core.context import Context
 
 logger = Logger()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is reported like any other (each record retried by SQS).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 _context: Context | None = None
 _pool = sync_runtime.make_pool()
 

@@ -111,6 +111,10 @@ class Store(ABC):
         """PENDING tasks, highest priority first, then oldest `queued_at` first."""
 
     @abstractmethod
+    def count_pending(self) -> int:
+        """How many tasks are PENDING (the backlog), from the PENDING index."""
+
+    @abstractmethod
     def processing_due(self, before: int, limit: int) -> list[Task]:
         """PROCESSING tasks whose deadline is at or before `before`, earliest first."""
 

@@ -385,6 +385,24 @@ class DynamoStore(Store):
         prefix = None if priority is None else pending_prefix(priority)
         return self._query_tasks(limit, "ByStatus", "GSI2PK", TaskStatus.PENDING.value, sort_prefix=prefix)
 
+    def count_pending(self) -> int:
+        """Pattern 7, counted (Select COUNT: the items are read, not returned)."""
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": "ByStatus",
+            "KeyConditionExpression": "GSI2PK = :pending",
+            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            with _translated_errors():
+                response = self._client.query(**request)
+            count += response["Count"]
+            if "LastEvaluatedKey" not in response:
+                return count
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def processing_due(self, before: int, limit: int) -> list[Task]:
         """Pattern 8."""
         return self._query_tasks(

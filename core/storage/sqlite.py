@@ -317,6 +317,10 @@ class SqliteStore(Store):
             (priority, limit),
         )
 
+    def count_pending(self) -> int:
+        row = self._conn().execute("SELECT COUNT(*) FROM tasks WHERE status = 'PENDING'").fetchone()
+        return int(row[0])
+
     def processing_due(self, before: int, limit: int) -> list[Task]:
         return self._tasks(
             "SELECT * FROM tasks WHERE status = 'PROCESSING' AND deadline <= ? ORDER BY deadline, id LIMIT ?",

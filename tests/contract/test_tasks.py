@@ -602,3 +602,15 @@ def test_processing_on_server_respects_the_limit(store: Store) -> None:
 
 def test_processing_on_an_unknown_server_is_empty(store: Store) -> None:
     assert store.processing_on_server("srv-none") == []
+
+
+def test_count_pending_counts_the_backlog_only(store: Store) -> None:
+    # GIVEN three PENDING tasks, one of which is then cancelled
+    tasks = [put_pending(store) for _ in range(3)]
+    assert store.count_pending() == 3
+
+    # WHEN one leaves PENDING
+    store.update_task(tasks[0].id, {"status": TaskStatus.CANCELLED}, from_status={TaskStatus.PENDING})
+
+    # THEN it is no longer counted
+    assert store.count_pending() == 2

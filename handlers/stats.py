@@ -1,0 +1,57 @@
+"""Statistics and load-balancer routes: day reports (`?date=YYYY-MM-DD`, UTC), a server's
+day, the load distribution, and the algorithm setting."""
+
+from __future__ import annotations
+
+from mangum import Mangum
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from core import stats
+from core.aws import build_context
+from core.schemas import SetAlgorithm, decode
+from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
+
+
+@authenticated
+async def task_stats(request: Request) -> Response:
+    day = request.query_params.get("date")
+    return json_response(stats.task_stats(context(request), principal(request), day))
+
+
+@authenticated
+async def hourly_report(request: Request) -> Response:
+    day = request.query_params.get("date")
+    return json_response(stats.hourly_report(context(request), principal(request), day))
+
+
+@authenticated
+async def server_stats(request: Request) -> Response:
+    server_id = path_id(request, "id", "server")
+    day = request.query_params.get("date")
+    return json_response(stats.server_stats(context(request), principal(request), server_id, day))
+
+
+@authenticated
+async def load_balancer(request: Request) -> Response:
+    return json_response(stats.load_balancer(context(request), principal(request)))
+
+
+@authenticated
+async def set_algorithm(request: Request) -> Response:
+    body = decode(await read_body(request), SetAlgorithm)
+    chosen = stats.set_algorithm(context(request), principal(request), body)
+    return json_response({"message": "Load balancer algorithm updated", "algorithm": chosen})
+
+
+routes = [
+    Route("/api/stats/tasks", task_stats, methods=["GET"]),
+    Route("/api/stats/hourly", hourly_report, methods=["GET"]),
+    Route("/api/stats/servers/{id}", server_stats, methods=["GET"]),
+    Route("/api/stats/load-balancer", load_balancer, methods=["GET"]),
+    Route("/api/stats/load-balancer/algorithm", set_algorithm, methods=["POST"]),
+]
+
+app = create_app(routes, build_context)
+handler = Mangum(app, lifespan="off")
