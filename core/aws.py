@@ -10,6 +10,7 @@ import os
 
 from core.config import Config
 from core.context import Context
+from core.models import Task, TaskStatus
 
 
 def jwt_secret_from_env() -> str:
@@ -26,12 +27,33 @@ def jwt_secret_from_env() -> str:
 
 
 def build_context() -> Context:
+    from core import stats
     from core.sqs import SqsQueue
     from core.storage.dynamodb import DynamoStore
 
     config = Config.from_env(jwt_secret=jwt_secret_from_env())
-    return Context(
+    ctx = Context(
         store=DynamoStore(os.environ["TABLE_NAME"]),
         queue=SqsQueue(os.environ["QUEUE_URL"]),
         config=config,
     )
+    ctx.events.listeners.append(stats.Recorder(ctx))
+    ctx.events.listeners.append(CancelNotifier(ctx))
+    return ctx
+
+
+class CancelNotifier:
+    """Tells a backend (best effort, `endpoints.cancel`) that its PROCESSING task was
+    cancelled; on one machine the runtime does this without blocking the request."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def __call__(self, task: Task, previous: TaskStatus | None) -> None:
+        if task.status is not TaskStatus.CANCELLED or previous is not TaskStatus.PROCESSING:
+            return
+        server = self.ctx.fleet.get(task.server_id) if task.server_id else None
+        if server is not None and server.endpoints.cancel:
+            from core import backend_http, sync_runtime
+
+            backend_http.cancel_sync(sync_runtime.shared_pool(), task, server)

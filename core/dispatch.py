@@ -88,6 +88,12 @@ def assign(ctx: Context, task: Task | str, attempt: Attempt | None = None) -> De
     fleet = ctx.fleet.servers()
     busy = attempt.busy if attempt else set()
     candidates = [s for s in balancer.candidates(fleet, task) if s.id not in busy]
+    if not candidates and ctx.fleet.age_ms() > 0:
+        # Before making the task wait, look at the fleet as it is now: the view may predate
+        # a slot freed elsewhere.
+        ctx.fleet.invalidate()
+        fleet = ctx.fleet.servers()
+        candidates = [s for s in balancer.candidates(fleet, task) if s.id not in busy]
     if not candidates:
         if busy:
             return Waiting("every capable server answered busy", not_before=now + ctx.config.busy_retry_ms)

@@ -15,13 +15,21 @@ from collections.abc import Callable
 from core.models import Task, TaskStatus
 from core.storage import Store
 
+Listener = Callable[[Task, TaskStatus | None], None]
+
 
 class TaskEvents:
-    """The AWS behaviour: no in-process listeners; waiting reads the store."""
+    """Listeners called on every task write in this process (statistics, the backend's
+    cancel call); waiting for a task reads the store (each AWS request is its own process)."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
 
     def publish(self, task: Task, previous: TaskStatus | None) -> None:
         """A task was written (created, dispatched, progressed, finished, requeued);
         `previous` is its status before the write (None: it was just created)."""
+        for listener in self.listeners:
+            listener(task, previous)
 
     async def wait_finished(self, store: Store, task_id: str, timeout_s: float) -> Task | None:
         """The task once terminal, or as it stands when `timeout_s` runs out."""
@@ -40,12 +48,11 @@ class LocalEvents(TaskEvents):
     """One machine: writes wake waiters directly; no polling."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._waiters: dict[str, list[asyncio.Future[Task]]] = defaultdict(list)
-        self.listeners: list[Callable[[Task, TaskStatus | None], None]] = []
 
     def publish(self, task: Task, previous: TaskStatus | None) -> None:
-        for listener in self.listeners:
-            listener(task, previous)
+        super().publish(task, previous)
         if task.status.is_terminal and task.id in self._waiters:
             for waiter in self._waiters.pop(task.id):
                 if not waiter.done():

@@ -38,6 +38,11 @@ class FleetView:
         self.servers()
         return self._servers.get(server_id)
 
+    def age_ms(self) -> int:
+        """How old the view is (a view never loaded counts as fresh: it will be read)."""
+        loaded = self._loaded_at
+        return 0 if loaded is None else self._clock() - loaded
+
     def invalidate(self) -> None:
         with self._lock:
             self._loaded_at = None

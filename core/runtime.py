@@ -43,6 +43,10 @@ class LocalRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Tasks whose predict call is on the wire, and those cancelled meanwhile: their cancel
+        # call waits for the predict, or it could reach the backend first and miss.
+        self._predicting: set[str] = set()
+        self._cancel_after_predict: set[str] = set()
         self._client: aiohttp.ClientSession | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -154,7 +158,14 @@ class LocalRuntime:
         attempt = Attempt()
         current: Assignment | None = assignment
         while current is not None:
-            outcome = await backend_http.predict_async(self.client, current.request)
+            self._predicting.add(current.task.id)
+            try:
+                outcome = await backend_http.predict_async(self.client, current.request)
+            finally:
+                self._predicting.discard(current.task.id)
+            if current.task.id in self._cancel_after_predict:
+                self._cancel_after_predict.discard(current.task.id)
+                self._spawn(backend_http.cancel_async(self.client, current.task, current.server))
             task = dispatch.settle(self.ctx, current, outcome, attempt)
             current = None
             if outcome.kind is Kind.BUSY and task is not None and task.status is TaskStatus.PENDING:
@@ -167,6 +178,9 @@ class LocalRuntime:
     def _on_task_change(self, task: Task, previous: TaskStatus | None) -> None:
         # A task cancelled while PROCESSING keeps its server: tell that backend (best effort).
         if task.status is not TaskStatus.CANCELLED or previous is not TaskStatus.PROCESSING:
+            return
+        if task.id in self._predicting:
+            self._cancel_after_predict.add(task.id)
             return
         if task.server_id is not None and self._loop is not None:
             server = self.ctx.fleet.get(task.server_id)

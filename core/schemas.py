@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from core.errors import ValidationError
+from core.models import ServerStatus, TaskStatus
 
 TASK_TYPE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 LABEL = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
@@ -112,3 +113,229 @@ def decode(body: bytes, schema: type[R]) -> R:
         raise ValidationError(f"Malformed JSON: {str(exc).removeprefix('JSON is malformed: ')}") from None
     except RecursionError:
         raise ValidationError("Malformed JSON: nested too deeply") from None
+
+
+# -- Response bodies ----------------------------------------------------------------------
+# What each route returns with 200 (and the error body), as the OpenAPI document describes
+# them. Handlers build these bodies as dicts; the unit tests decode real replies with these
+# types, so a field added to a reply without its description here fails a test.
+
+Ms = Annotated[int, msgspec.Meta(description="Epoch milliseconds")]
+Duration = Annotated[int, msgspec.Meta(description="Milliseconds")]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+class Reply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, rename="camel"):
+    """Base of every response body: camelCase names, and no field that is not listed."""
+
+
+class ErrorBody(Reply):
+    """Every error reply."""
+
+    error: str
+    details: str
+
+
+class TaskCreated(Reply):
+    """A task accepted for processing (`async` true)."""
+
+    id: str
+    status: TaskStatus
+    created_at: Ms
+    updated_at: Ms
+
+
+class TaskView(Reply):
+    """A task as it stands."""
+
+    id: str
+    type: str
+    priority: int
+    status: TaskStatus
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    server_id: str | None
+    result: Any
+    error: Any
+    attempts: Annotated[int, msgspec.Meta(description="Times the task was sent to a backend")]
+    created_at: Ms
+    updated_at: Ms
+    started_at: Ms | msgspec.UnsetType = msgspec.UNSET
+    completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
+    message: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class RetryReply(Reply):
+    message: str
+    task_id: str
+
+
+class CancelReply(Reply):
+    message: str
+    task_id: str
+
+
+class ServerRegistered(Reply):
+    """`token` is a service token for the server's heartbeats."""
+
+    server_id: str
+    message: str
+    token: str
+
+
+class ServerEndpoints(Reply):
+    predict: str
+    health: str
+    metrics: str | msgspec.UnsetType = msgspec.UNSET
+    cancel: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class ServerHealth(Reply):
+    """Health as last observed, by heartbeat or active check (null before the first)."""
+
+    status: Literal["healthy", "unhealthy"] | None
+    last_heartbeat: Ms | None
+    last_check_at: Ms | None
+    consecutive_failures: int
+
+
+class ServerView(Reply):
+    id: str
+    name: str
+    status: ServerStatus
+    registered_at: Ms
+    last_heartbeat: Ms | None
+    uptime: Annotated[int, msgspec.Meta(description="Milliseconds since registration")]
+    time_since_last_heartbeat: Duration | None
+    groups: list[str]
+    priority: Annotated[int, msgspec.Meta(description="Weight")]
+    capabilities: list[str]
+    max_concurrent: int
+    active_tasks: int
+    endpoints: ServerEndpoints
+    maintenance_reason: str | None
+    health: ServerHealth
+
+
+class ServerList(Reply):
+    servers: list[ServerView]
+
+
+class HeartbeatReply(Reply):
+    message: str
+    server_id: str
+    status: ServerStatus
+
+
+class MaintenanceReply(Reply):
+    message: str
+    server_id: str
+    status: ServerStatus
+    maintenance_reason: str | None
+
+
+class UnregisterReply(Reply):
+    message: str
+    server_id: str
+
+
+class MetricValues(Reply):
+    uptime: Annotated[int, msgspec.Meta(description="Milliseconds since registration")]
+    tasks_processed: int
+    success_count: int
+    failure_count: int
+    average_processing_time: Duration
+    current_load: Annotated[float, msgspec.Meta(ge=0, description="Active tasks / maxConcurrent")]
+    active_tasks: int
+    max_concurrent: int
+    reported: Annotated[dict[str, Any], msgspec.Meta(description="As the last heartbeat reported")]
+
+
+class ServerMetrics(Reply):
+    server_id: str
+    metrics: MetricValues
+
+
+class Health(Reply):
+    """taskgate's own health: 200 when healthy, 503 when its store does not answer."""
+
+    status: Literal["healthy", "unhealthy"]
+    version: str
+    store: Literal["ok", "unreachable"]
+    time: Ms
+
+
+class TopServer(Reply):
+    server_id: str
+    tasks_processed: int
+    success_rate: Fraction
+
+
+class HourlyCount(Reply):
+    hour: Annotated[int, msgspec.Meta(ge=0, le=23, description="Hour of the day, UTC")]
+    tasks: int
+
+
+class TaskStats(Reply):
+    """`pendingTasks` is the current backlog; the other counts are for the day."""
+
+    total_tasks: int
+    pending_tasks: int
+    successful_tasks: int
+    failed_tasks: int
+    retried_tasks: int
+    average_processing_time: Duration
+    server_count: int
+    top_servers: Annotated[list[TopServer], msgspec.Meta(max_length=5)]
+    hourly_trend: Annotated[list[HourlyCount], msgspec.Meta(min_length=24, max_length=24)]
+
+
+class HourStats(Reply):
+    hour: Annotated[int, msgspec.Meta(ge=0, le=23, description="Hour of the day, UTC")]
+    created: int
+    completed: int
+    failed: int
+    average_time: Duration
+
+
+class HourlyReport(Reply):
+    date: Annotated[str, msgspec.Meta(pattern=ISO_DATE, description="YYYY-MM-DD, UTC")]
+    hours: Annotated[list[HourStats], msgspec.Meta(min_length=24, max_length=24)]
+
+
+class ServerStats(Reply):
+    server_id: str
+    tasks_processed: int
+    success_count: int
+    failure_count: int
+    success_rate: Fraction
+    average_processing_time: Duration
+    uptime: Annotated[float, msgspec.Meta(ge=0, le=1, description="Share of healthy observations that day")]
+
+
+class ServerLoad(Reply):
+    load: Annotated[float, msgspec.Meta(ge=0)]
+    active_tasks: int
+    weight: int
+
+
+class LoadBalancerStatus(Reply):
+    algorithm: str
+    server_distribution: dict[str, ServerLoad]
+    total_active_tasks: int
+    average_load: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class AlgorithmReply(Reply):
+    message: str
+    algorithm: str
+
+
+class SetAlgorithm(Request, kw_only=True):
+    algorithm: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=64,
+            description="round-robin, least-connections, weighted-round-robin, random, response-time or p2c",
+        ),
+    ]

@@ -35,26 +35,30 @@ class SqsQueue(TaskQueue):
         self.queue_url = queue_url
         self.client = client
         self._last_drain = float("-inf")
+        self._delayed_until = float("-inf")
 
     def enqueue(self, task_id: str, *, delay_ms: int = 0) -> None:
         self._send({"taskId": task_id}, delay_ms)
 
     def capacity_changed(self) -> None:
-        """Ask for a drain, at most once a second from this process: a burst of completions
-        needs one drain, not one each."""
+        """Ask for a drain. A burst of completions needs one drain, not one each: within a
+        second of the last request, one more is sent, delayed to the end of that second, and
+        later ones in the window ride on it."""
         now = time.monotonic()
-        if now - self._last_drain < DRAIN_COALESCE_S:
-            return
-        self._last_drain = now
-        self._hint({"drain": True})
+        if now - self._last_drain >= DRAIN_COALESCE_S:
+            self._last_drain = now
+            self._hint({"drain": True})
+        elif self._delayed_until <= now:
+            self._delayed_until = self._last_drain + DRAIN_COALESCE_S
+            self._hint({"drain": True}, delay_ms=int(DRAIN_COALESCE_S * 1000))
 
     def check_server(self, server_id: str) -> None:
         self._hint({"checkServer": server_id})
 
-    def _hint(self, body: dict[str, Any]) -> None:
+    def _hint(self, body: dict[str, Any], delay_ms: int = 0) -> None:
         # Hints only: if one is lost, the next sweep drains and checks what is due.
         try:
-            self._send(body, 0)
+            self._send(body, delay_ms)
         except Exception:
             log.exception("could not send %s; the sweeper will catch up", sorted(body))
 

@@ -28,10 +28,17 @@ DRAIN_BATCH = 100
 CONCURRENCY = 16
 
 
-def make_pool() -> urllib3.PoolManager:
-    import urllib3
+_pool: urllib3.PoolManager | None = None
 
-    return urllib3.PoolManager(maxsize=CONCURRENCY, block=False)
+
+def shared_pool() -> urllib3.PoolManager:
+    """One connection pool per process (a Lambda container reuses it across invocations)."""
+    global _pool
+    if _pool is None:
+        import urllib3
+
+        _pool = urllib3.PoolManager(maxsize=CONCURRENCY, block=False)
+    return _pool
 
 
 def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager) -> None:
@@ -57,6 +64,8 @@ def dispatch_task(ctx: Context, task_id: str, pool: urllib3.PoolManager) -> None
 
 def drain(ctx: Context, pool: urllib3.PoolManager) -> int:
     """Dispatch PENDING tasks while capacity lasts, highest priority first."""
+    # Slots were freed by other processes: this container's view of the fleet is stale.
+    ctx.fleet.invalidate()
     started: list[Assignment] = []
     for task in ctx.store.pending_tasks(DRAIN_BATCH):
         decision = dispatch.assign(ctx, task)

@@ -67,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--db", default=db, help=f"SQLite database file (default {db})")
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=8787)
+        if name == "dev":
+            command.add_argument(
+                "--aws",
+                action="store_true",
+                help="run the AWS code path: DynamoDB and SQS emulated by moto in-process (ignores --db)",
+            )
     token = commands.add_parser("token", help="mint a JWT (secret: JWT_SECRET, else the one beside --db)")
     token.add_argument("--role", action="append", default=[], help="admin, user or service (repeatable)")
     token.add_argument("--sub", required=True, help="the principal (task owner)")
@@ -101,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.role:
             args.role = [auth.USER]
         return _token(args)
+    if args.command == "dev" and args.aws:
+        from handlers import aws_dev
+
+        return aws_dev.run(args)
     return _serve(args, dev=args.command == "dev")
 
 

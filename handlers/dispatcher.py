@@ -23,7 +23,6 @@ logger = Logger()
 # A batch whose every record failed is reported like any other (each record retried by SQS).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 _context: Context | None = None
-_pool = sync_runtime.make_pool()
 
 
 def context() -> Context:
@@ -38,7 +37,7 @@ def record_handler(record: SQSRecord) -> None:
     if not isinstance(body, dict):
         raise ValueError("a dispatch message is a JSON object")
     logger.append_keys(task_id=body.get("taskId"))
-    sync_runtime.handle_message(context(), body, _pool)
+    sync_runtime.handle_message(context(), body, sync_runtime.shared_pool())
 
 
 @logger.inject_lambda_context

@@ -16,11 +16,12 @@ from core.context import Context
 from core.events import LocalEvents
 from core.queue import CallbackQueue
 from core.runtime import LocalRuntime
+from core.stats import Recorder
 from core.storage.sqlite import SqliteStore
-from handlers import servers, system, tasks
+from handlers import docs, metrics, servers, stats, system, tasks
 from handlers._http import create_app
 
-ROUTES = [*tasks.routes, *servers.routes, *system.routes]
+ROUTES = [*tasks.routes, *servers.routes, *stats.routes, *system.routes, *docs.routes, *metrics.routes]
 
 
 def secret_for(db_path: str) -> str:
@@ -38,7 +39,10 @@ def secret_for(db_path: str) -> str:
 
 def build_context(db_path: str, **overrides: object) -> Context:
     config = Config.from_env(jwt_secret=secret_for(db_path), **overrides)
-    return Context(store=SqliteStore(db_path), queue=CallbackQueue(), config=config, events=LocalEvents())
+    events = LocalEvents()
+    ctx = Context(store=SqliteStore(db_path), queue=CallbackQueue(), config=config, events=events)
+    events.listeners.append(Recorder(ctx))  # statistics, counted as tasks are written
+    return ctx
 
 
 def build_app(ctx: Context) -> Starlette:

@@ -15,7 +15,6 @@ from core.context import Context
 
 logger = Logger()
 _context: Context | None = None
-_pool = sync_runtime.make_pool()
 
 
 def context() -> Context:
@@ -27,6 +26,6 @@ def context() -> Context:
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, Any]:
-    report = dataclasses.asdict(sync_runtime.sweep(context(), _pool))
+    report = dataclasses.asdict(sync_runtime.sweep(context(), sync_runtime.shared_pool()))
     logger.info("sweep done", extra={"sweep": report})
     return report

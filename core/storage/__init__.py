@@ -20,7 +20,12 @@ from typing import Any
 
 from core.models import Server, Task, TaskStatus
 
-__all__ = ["IdempotencyRecord", "Store", "update_sources"]
+__all__ = ["CLOCK_SKEW_MS", "IdempotencyRecord", "Store", "update_sources"]
+
+# Writers' clocks may differ this much (Lambdas on different hosts): a release frees a slot of
+# the server registered under the task's server id unless that registration is clearly newer
+# than the task's start (a server unregistered and registered afresh meanwhile).
+CLOCK_SKEW_MS = 2_000
 
 
 def update_sources(from_status: Collection[TaskStatus], changes: Mapping[str, Any]) -> frozenset[TaskStatus]:

@@ -77,7 +77,7 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from core.errors import NoCapacityError, StaleWriteError, UnavailableError
 from core.models import Server, ServerStatus, Task, TaskStatus
-from core.storage import IdempotencyRecord, Store, update_sources
+from core.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, update_sources
 from core.storage.dynamodb_items import (
     HIGHEST,
     INDEX_GROUPS,
@@ -339,7 +339,8 @@ class DynamoStore(Store):
             slot.assign(name, value)
         slot.condition(f"attribute_exists(PK) AND {active} > {slot.value(0)}")
         if task.started_at is not None:  # not a registration made after the task started
-            slot.condition(f"{slot.name('registered_at')} <= {slot.value(task.started_at)}")
+            newest = task.started_at + CLOCK_SKEW_MS
+            slot.condition(f"{slot.name('registered_at')} <= {slot.value(newest)}")
         outcome_put = [] if outcome is None else [{"Put": {"TableName": self.table_name, "Item": outcome}}]
         task_reason, server_reason, *_ = self._transact(
             self._update(task_key(task.id), move, return_old=True),

@@ -21,7 +21,7 @@ import msgspec
 
 from core.errors import NoCapacityError, StaleWriteError
 from core.models import Server, ServerStatus, Task, TaskStatus
-from core.storage import IdempotencyRecord, Store, update_sources
+from core.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, update_sources
 
 S = TypeVar("S", Task, Server)
 
@@ -146,6 +146,10 @@ def _set_clause(kind: type, changes: Mapping[str, Any]) -> tuple[str, list[Any]]
         raise ValueError(f"unknown {kind.__name__} fields: {sorted(unknown)}")
     clause = ", ".join(f"{name} = ?" for name in changes)
     return clause, [_column_value(kind, name, value) for name, value in changes.items()]
+
+
+def _started_bound(task: Task) -> int:
+    return 2**62 if task.started_at is None else task.started_at + CLOCK_SKEW_MS
 
 
 class SqliteStore(Store):
@@ -290,7 +294,7 @@ class SqliteStore(Store):
                 conn.execute(
                     f"UPDATE servers SET active_tasks = active_tasks - 1{bumps}"
                     " WHERE id = ? AND active_tasks > 0 AND registered_at <= ?",
-                    [*counters.values(), *fixed_values, task.server_id, task.started_at or 2**62],
+                    [*counters.values(), *fixed_values, task.server_id, _started_bound(task)],
                 )
         except StaleWriteError:
             raise StaleWriteError(self.get_task(task.id)) from None

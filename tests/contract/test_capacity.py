@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import NoCapacityError, StaleWriteError
 from core.models import ServerStatus, TaskStatus
-from core.storage import Store
+from core.storage import CLOCK_SKEW_MS, Store
 
 from .factories import (
     NOW,
@@ -391,7 +391,7 @@ def test_release_of_an_old_registrations_task_leaves_the_new_registrations_slots
     old_task = put_pending(store)
     old = store.claim_task(old_task, claim_changes(old_task, server.id))
     store.delete_server(server.id)
-    fresh = put_online_server(store, id=server.id, registered_at=NOW + 20)
+    fresh = put_online_server(store, id=server.id, registered_at=NOW + 10 + CLOCK_SKEW_MS + 1)
     new_task = put_pending(store)
     store.claim_task(new_task, claim_changes(new_task, fresh.id))
 

@@ -6,7 +6,6 @@ event shape, THEN it answers in API Gateway's response format with the reference
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 from collections.abc import Iterator
@@ -71,9 +70,6 @@ def handler_module(name: str) -> ModuleType:
 
 
 def invoke(module: ModuleType, event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-    # Each Lambda invocation starts in a thread with an event loop; earlier tests in this
-    # process may have closed theirs (asyncio.run does).
-    asyncio.set_event_loop(asyncio.new_event_loop())
     response = module.handler(event, lambda_context())
     return response["statusCode"], json.loads(response["body"]), response["headers"]
 

@@ -1,0 +1,92 @@
+"""/openapi.json and /docs (Swagger UI), public. The UI's assets come from the installed
+swagger-ui-bundle-v2 package and are served from here: no CDN, so the docs work offline.
+
+The document describes every route of the API, so building it imports every route group;
+that happens on the first request, not at import, to keep this function's cold start small.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from mangum import Mangum
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import Route
+
+from core.aws import build_context
+from handlers._http import create_app
+
+ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"})
+
+# Relative URLs, so the page also works under a path prefix (an API Gateway stage).
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>taskgate API</title>
+  <link rel="stylesheet" href="docs/assets/swagger-ui.css">
+  <link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png" sizes="32x32">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/assets/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: "openapi.json",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      persistAuthorization: true,
+      presets: [SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout",
+    });
+  </script>
+</body>
+</html>
+"""
+
+
+@functools.cache
+def document() -> bytes:
+    """The OpenAPI document as served; static for the life of the process."""
+    import msgspec
+
+    from handlers.local import ROUTES
+    from handlers.openapi import build_spec
+
+    return msgspec.json.encode(build_spec(ROUTES))
+
+
+@functools.cache
+def _assets_dir() -> Path:
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    return Path(str(swagger_ui_path))
+
+
+async def openapi_json(request: Request) -> Response:
+    return Response(document(), media_type="application/json")
+
+
+async def swagger_ui(request: Request) -> Response:
+    return HTMLResponse(PAGE)
+
+
+async def asset(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in ASSETS:
+        raise HTTPException(404)
+    return FileResponse(_assets_dir() / name, headers={"Cache-Control": "public, max-age=86400"})
+
+
+routes = [
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/docs", swagger_ui, methods=["GET"]),
+    Route("/docs/assets/{name}", asset, methods=["GET"], include_in_schema=False),
+]
+
+app = create_app(routes, build_context)
+handler = Mangum(app, lifespan="off")

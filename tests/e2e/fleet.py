@@ -1,0 +1,478 @@
+"""A gateway and a fleet of mock backends as real processes on loopback, for dispatch tests.
+
+- `start_gateway`: one `taskgate serve` on a SQLite file, with timers made fast for tests.
+- `start_backends`: `taskgate mock-backend` processes, started in parallel; `BackendPool`
+  keeps a few started ahead of need for a gateway's tests, each then set up through `/_control`.
+- `Fleet`: what one test starts, registers and submits on a (shared) gateway, and the checks
+  every dispatch test ends with. Each test gets its own capability label, so its tasks only go
+  to its own servers however many other tests share the gateway.
+
+Every process is killed at teardown, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from core.storage.sqlite import SqliteStore
+
+from .harness import RATE_LIMITS_OFF, SECRET, Api, _free_port, unique
+
+CLI = [sys.executable, "-m", "handlers.cli"]
+TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"})
+# Sweeps and health checks every few hundred ms, short backoffs; a test module overrides what
+# it needs (MAX_ATTEMPTS, QUEUE_TIMEOUT, ...) when it starts its gateway. RECONCILE_GRACE keeps
+# its default: slot reconciliation at once would repair, and so hide, a leaked slot.
+FAST_TIMERS = {
+    "SWEEP_INTERVAL": "200",
+    "HEALTH_CHECK_INTERVAL": "300",
+    "HEALTH_CHECK_TIMEOUT": "500",
+    "HEARTBEAT_TIMEOUT": "2000",
+    "RETRY_BASE_DELAY": "50",
+    "RETRY_MAX_DELAY": "200",
+    "BUSY_RETRY_DELAY": "100",
+    "FLEET_CACHE": "200",
+}
+STARTUP_S = 20.0
+T = TypeVar("T")
+
+_ports_given: set[int] = set()
+
+
+def free_port() -> int:
+    """A port no process started here was given (processes start in parallel)."""
+    while (port := _free_port()) in _ports_given:
+        pass
+    _ports_given.add(port)
+    return port
+
+
+def eventually(read: Callable[[], T], until: Callable[[T], bool], *, timeout: float, what: str) -> T:
+    """Read until `until(value)`; fail naming `what` and the last value after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not until(value := read()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s; last seen {value!r}"
+        time.sleep(0.02)
+    return value
+
+
+def holds(read: Callable[[], T], check: Callable[[T], bool], *, seconds: float, what: str) -> None:
+    """Read for `seconds` s; fail naming `what` as soon as a value fails `check`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = read()
+        assert check(value), f"{what}: no longer true; seen {value!r}"
+        time.sleep(0.05)
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+def _spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(list(args), env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_up(started: Sequence[tuple[subprocess.Popen[bytes], str, Path]]) -> None:
+    """Wait until every process answers GET /health (any status: a mock may start unhealthy)."""
+    deadline = time.monotonic() + STARTUP_S
+    waiting = list(started)
+    with httpx.Client(timeout=1.0) as client:
+        while waiting:
+            proc, base, log = waiting[0]
+            assert proc.poll() is None, f"{base} exited with {proc.returncode}:\n{log.read_text()}"
+            try:
+                client.get(f"{base}/health")
+                waiting.pop(0)
+                continue
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"{base} did not start in {STARTUP_S} s:\n{log.read_text()}"
+            time.sleep(0.03)
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- the gateway ---------------------------------------------------------------------------
+
+
+@dataclass
+class Gateway:
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    api: Api
+    # The test's own connection to the gateway's SQLite file (WAL allows a second process).
+    store: SqliteStore
+    settings: dict[str, str]
+    backends: BackendPool
+
+    def set_algorithm(self, name: str) -> None:
+        """The dispatcher reads the setting on every dispatch."""
+        body = {"algorithm": name}
+        reply = self.api.post("/api/stats/load-balancer/algorithm", json=body, token=self.api.admin).ok()
+        assert reply["algorithm"] == name
+
+
+@contextlib.contextmanager
+def start_gateway(tmp: Path, *, spares: int = 3, **settings: int | str) -> Iterator[Gateway]:
+    """`taskgate serve` with FAST_TIMERS and `settings` (environment names, e.g. MAX_ATTEMPTS=1),
+    and a pool of `spares` mock backends for its tests."""
+    chosen = {**FAST_TIMERS, **{name: str(value) for name, value in settings.items()}}
+    env = {**os.environ, "JWT_SECRET": SECRET, **RATE_LIMITS_OFF, **chosen}
+    port, db, log = free_port(), tmp / "gateway.db", tmp / "gateway.log"
+    base = f"http://127.0.0.1:{port}"
+    proc = _spawn([*CLI, "serve", "--db", str(db), "--port", str(port)], log, env)
+    pool: BackendPool | None = None
+    try:
+        pool = BackendPool(tmp, spares)
+        _wait_up([(proc, base, log)])
+        store = SqliteStore(str(db))
+        try:
+            with httpx.Client(base_url=base, timeout=30.0) as client:
+                api = Api("serve", client, store, SECRET)
+                yield Gateway(base, proc, log, api, store, chosen, pool)
+        finally:
+            store.close()
+    finally:
+        if pool is not None:
+            pool.close()
+        _stop(proc, signal.SIGTERM)
+
+
+# -- backends ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mock:
+    """How to start one `taskgate mock-backend`. `prefix` starts its server id: ties in the
+    balancer go to the lower id, so "a-..." is tried before "b-..."."""
+
+    prefix: str = "srv"
+    mode: str = "sync"
+    delay_ms: int = 0
+    fail_rate: float = 0
+    busy_rate: float = 0
+    fail_status: int = 500
+    lose_callback_rate: float = 0
+    progress_steps: int = 1
+    unhealthy: bool = False
+    # The model.server_id its /health reports; None: the id it is registered under.
+    reports_id: str | None = None
+
+    def flags(self, server_id: str) -> list[str]:
+        flags = [
+            f"--mode={self.mode}",
+            f"--delay-ms={self.delay_ms}",
+            f"--fail-rate={self.fail_rate}",
+            f"--busy-rate={self.busy_rate}",
+            f"--fail-status={self.fail_status}",
+            f"--lose-callback-rate={self.lose_callback_rate}",
+            f"--progress-steps={self.progress_steps}",
+            f"--server-id={self.reports_id or server_id}",
+            f"--name={server_id}",
+            "--seed=7",
+        ]
+        return [*flags, "--unhealthy"] if self.unhealthy else flags
+
+    def settings(self, server_id: str) -> dict[str, Any]:
+        """The same, as a `/_control` body: how a started spare is given this behaviour."""
+        return {
+            "mode": self.mode,
+            "delayMs": self.delay_ms,
+            "failRate": self.fail_rate,
+            "busyRate": self.busy_rate,
+            "failStatus": self.fail_status,
+            "loseCallbackRate": self.lose_callback_rate,
+            "progressSteps": self.progress_steps,
+            "healthy": not self.unhealthy,
+            "serverId": self.reports_id or server_id,
+        }
+
+
+@dataclass(eq=False)
+class Backend:
+    server_id: str
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    mock: Mock
+    # Its --name, which it puts in every result as "server".
+    name: str
+    # The last /_stats read: what a killed backend had seen.
+    last_stats: dict[str, Any] | None = None
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {
+            "predict": f"{self.base}/predict",
+            "health": f"{self.base}/health",
+            "metrics": f"{self.base}/metrics",
+        }
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stats(self) -> dict[str, Any]:
+        if not self.alive:
+            assert self.last_stats is not None, f"{self.server_id} died before its stats were read"
+            return self.last_stats
+        reply = httpx.get(f"{self.base}/_stats", timeout=10.0)
+        assert reply.status_code == 200, reply.text
+        self.last_stats = reply.json()
+        return self.last_stats
+
+    def received(self, task_id: str) -> int:
+        return int(self.stats()["byTask"].get(task_id, 0))
+
+    def wait_received(self, task_id: str, times: int = 1, timeout: float = 5.0) -> None:
+        eventually(
+            lambda: self.received(task_id),
+            lambda n: n >= times,
+            timeout=timeout,
+            what=f"{self.server_id} received {task_id} {times} time(s)",
+        )
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        reply = httpx.post(f"{self.base}/_control", json=changes, timeout=10.0)
+        assert reply.status_code == 200, reply.text
+        settings: dict[str, Any] = reply.json()
+        return settings
+
+    def kill(self) -> None:
+        """kill -9, after reading what it received so far."""
+        self.stats()
+        _stop(self.proc, signal.SIGKILL)
+
+
+def start_backends(tmp: Path, mocks: Sequence[Mock]) -> list[Backend]:
+    """Start every mock at once and wait for all; on failure none is left running."""
+    started: list[Backend] = []
+    try:
+        for mock in mocks:
+            server_id, port = unique(mock.prefix), free_port()
+            log = tmp / f"{server_id}.log"
+            args = [*CLI, "mock-backend", "--port", str(port), *mock.flags(server_id)]
+            base = f"http://127.0.0.1:{port}"
+            started.append(Backend(server_id, base, _spawn(args, log), log, mock, server_id))
+        _wait_up([(b.proc, b.base, b.log) for b in started])
+    except BaseException:
+        for backend in started:
+            _stop(backend.proc)
+        raise
+    return started
+
+
+class BackendPool:
+    """Mock backends started before a test needs them, so tests do not each wait for Python
+    to start. A spare serves one test and is killed with it, so nothing carries over; the pool
+    starts replacements in the background while that test runs."""
+
+    def __init__(self, tmp: Path, spares: int) -> None:
+        self.tmp = tmp
+        self.spares = spares
+        self.ready: list[tuple[subprocess.Popen[bytes], str, Path]] = []
+        self.started: list[subprocess.Popen[bytes]] = []
+        self._launch(spares)
+
+    def _launch(self, count: int) -> None:
+        for _ in range(count):
+            port = free_port()
+            log = self.tmp / f"mock-{port}.log"
+            args = [*CLI, "mock-backend", "--port", str(port), f"--name={log.stem}", "--seed=7"]
+            proc = _spawn(args, log)
+            self.started.append(proc)
+            self.ready.append((proc, f"http://127.0.0.1:{port}", log))
+
+    def take(self, mocks: Sequence[Mock]) -> list[Backend]:
+        """Backends that behave as `mocks` say, each with a fresh server id and zero stats."""
+        self._launch(max(0, len(mocks) - len(self.ready)))
+        taken, self.ready = self.ready[: len(mocks)], self.ready[len(mocks) :]
+        _wait_up(taken)
+        backends = []
+        for mock, (proc, base, log) in zip(mocks, taken, strict=True):
+            backend = Backend(unique(mock.prefix), base, proc, log, mock, name=log.stem)
+            backend.control(**mock.settings(backend.server_id))
+            backends.append(backend)
+        self._launch(self.spares - len(self.ready))
+        return backends
+
+    def close(self) -> None:
+        for proc in self.started:
+            _stop(proc)
+
+
+# -- one test's fleet ----------------------------------------------------------------------
+
+
+class Fleet:
+    """One test's backends, servers and tasks on a gateway; `close` kills and unregisters."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.api = gateway.api
+        self.capability = unique("cap")
+        self.owner = self.api.user()
+        self.backends: list[Backend] = []
+        self.server_ids: list[str] = []
+        self.task_ids: list[str] = []
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            for server_id in self.server_ids:
+                self.api.delete(f"/api/servers/{server_id}", token=self.api.admin)
+        finally:
+            for backend in self.backends:
+                _stop(backend.proc)
+
+    # -- backends and servers --------------------------------------------------------------
+
+    def start(self, *mocks: Mock) -> list[Backend]:
+        started = self.gateway.backends.take(mocks)
+        self.backends.extend(started)
+        return started
+
+    def register(
+        self,
+        backend: Backend,
+        *,
+        max_concurrent: int = 10,
+        priority: int = 1,
+        capabilities: list[str] | None = None,
+        cancel: bool = False,
+    ) -> None:
+        """POST /api/servers with the backend's id and this test's capability."""
+        endpoints = dict(backend.endpoints)
+        if cancel:
+            endpoints["cancel"] = f"{backend.base}/cancel"
+        body = {
+            "id": backend.server_id,
+            "name": backend.server_id,
+            "endpoints": endpoints,
+            "maxConcurrent": max_concurrent,
+            "priority": priority,
+            "capabilities": [self.capability] if capabilities is None else capabilities,
+        }
+        reply = self.api.post("/api/servers", json=body, token=self.api.admin).ok()
+        assert reply["serverId"] == backend.server_id
+        self.server_ids.append(backend.server_id)
+
+    def add(self, *mocks: Mock, **registration: Any) -> list[Backend]:
+        """Start the mocks and register each (same registration settings for all)."""
+        started = self.start(*mocks)
+        for backend in started:
+            self.register(backend, **registration)
+        return started
+
+    def server(self, server_id: str) -> dict[str, Any]:
+        return self.api.server(server_id)
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def body(self, priority: int = 1, **fields: Any) -> dict[str, Any]:
+        return {
+            "type": "e2e-dispatch",
+            "priority": priority,
+            "payload": {"n": len(self.task_ids)},
+            "capabilities": [self.capability],
+            **fields,
+        }
+
+    def submit(self, priority: int = 1, **fields: Any) -> str:
+        """POST /api/task as this test's user (for this test's capability unless given)."""
+        reply = self.api.post("/api/task", json=self.body(priority, **fields), token=self.owner).ok()
+        self.task_ids.append(reply["id"])
+        return str(reply["id"])
+
+    def submit_and_wait(self, priority: int = 1, **fields: Any) -> dict[str, Any]:
+        """`async: false`: the finished task in the POST's reply."""
+        body = self.body(priority, **{"async": False, **fields})
+        task: dict[str, Any] = self.api.post("/api/task", json=body, token=self.owner).ok()
+        self.task_ids.append(task["id"])
+        return task
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.api.get(f"/api/task/{task_id}", token=self.owner).ok()
+        return body
+
+    def cancel(self, task_id: str) -> None:
+        self.api.post(f"/api/task/{task_id}/cancel", token=self.owner).ok()
+
+    def retry(self, task_id: str) -> None:
+        self.api.post(f"/api/task/{task_id}/retry", token=self.owner).ok()
+
+    def wait_status(self, task_id: str, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
+        return eventually(
+            lambda: self.task(task_id),
+            lambda t: t["status"] in statuses,
+            timeout=timeout,
+            what=f"task {task_id} {'/'.join(statuses)}",
+        )
+
+    def wait_terminal(self, task_ids: Collection[str] | None = None, timeout: float = 15.0) -> dict[str, Any]:
+        """Poll GET until every task is terminal (only the unfinished ones are read again)."""
+        waiting = list(self.task_ids if task_ids is None else task_ids)
+        done: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            for task_id in list(waiting):
+                task = self.task(task_id)
+                if task["status"] in TERMINAL:
+                    done[task_id] = task
+                    waiting.remove(task_id)
+            if not waiting:
+                return done
+            assert time.monotonic() < deadline, (
+                f"{len(waiting)} tasks not terminal within {timeout} s: "
+                f"{[(t, self.task(t)['status']) for t in waiting[:5]]}"
+            )
+            time.sleep(0.05)
+
+    # -- the checks every dispatch test ends with ------------------------------------------
+
+    def assert_settled(self, *, busy: Collection[Backend] = ()) -> dict[str, dict[str, Any]]:
+        """Every task terminal; each task received by the backends exactly once per attempt
+        (answers of `busy` backends are not attempts, so they are left out); every server's
+        slots free again. Returns the tasks."""
+        tasks = {task_id: self.task(task_id) for task_id in self.task_ids}
+        unfinished = {t["id"]: t["status"] for t in tasks.values() if t["status"] not in TERMINAL}
+        assert not unfinished, f"tasks not terminal: {unfinished}"
+        received: Counter[str] = Counter()
+        for backend in self.backends:
+            if backend not in busy:
+                received.update(backend.stats()["byTask"])
+        sent = {task_id: (received[task_id], task["attempts"]) for task_id, task in tasks.items()}
+        assert all(got == attempts for got, attempts in sent.values()), f"(received, attempts): {sent}"
+        strangers = set(received) - set(tasks)
+        assert not strangers, f"backends received tasks this test did not submit: {strangers}"
+        listed = self.api.servers()
+        active = {server_id: listed[server_id]["activeTasks"] for server_id in self.server_ids}
+        assert set(active.values()) <= {0}, f"slots still taken: {active}"
+        return tasks
