@@ -127,7 +127,8 @@ def test_a_task_waits_for_a_capable_server(fleet: Fleet) -> None:
 
 
 def test_backlog_runs_highest_priority_first(fleet: Fleet) -> None:
-    (backend,) = fleet.add(Mock(delay_ms=400), max_concurrent=1)
+    # The blocker runs long enough that all four are queued behind it, even on a loaded machine.
+    (backend,) = fleet.add(Mock(delay_ms=1500), max_concurrent=1)
     blocker = fleet.submit(priority=0)
     fleet.wait_status(blocker, "PROCESSING")
     queued = {priority: fleet.submit(priority=priority) for priority in (1, 9, 5, 3)}
