@@ -5,7 +5,7 @@ The HTTP routes run on `core.aws.build_context()` (DynamoDB, SQS, polling waits)
 Lambdas do; the dispatcher Lambda is fed SQS events the way an event source mapping feeds it,
 and the sweeper Lambda gets a schedule event every sweep interval (2 s). The endpoints call
 the blocking store and SQS code from the event loop, as they do inside a Lambda; one request
-at a time is what moto allows anyway (see `_one_request_at_a_time`).
+at a time is what moto allows anyway (see `moto_env.one_request_at_a_time`).
 
 A development command: boto3, moto and PyYAML (the dev extra) are imported only here, when it
 runs. Everything lives in memory and is gone when the process exits.
@@ -14,7 +14,6 @@ runs. Everything lives in memory and is gone when the process exits.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import logging
@@ -23,18 +22,16 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import handlers
+from handlers import moto_env
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef, MessageTypeDef
 
@@ -51,13 +48,6 @@ VISIBILITY_TIMEOUT_S = 5
 BATCH_SIZE = 10
 CONTAINERS = 8  # concurrent dispatcher invocations
 POLL_S = 0.1  # how often an idle poller looks again for delayed and re-visible messages
-FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-}
 Handler = Callable[[dict[str, Any], Any], Any]
 # One at a time: boto3's default session is not safe to make clients from in several threads.
 _cold_starts = threading.Lock()
@@ -66,96 +56,7 @@ _cold_starts = threading.Lock()
 # -- moto --------------------------------------------------------------------------------------
 
 
-def _use_fake_aws() -> None:
-    """Set before any boto3 client exists, so nothing can reach a real account."""
-    os.environ.update(FAKE_AWS_ENV)
-    for name in list(os.environ):
-        if name == "AWS_PROFILE" or name.startswith("AWS_ENDPOINT_URL"):
-            del os.environ[name]
-
-
-@contextlib.contextmanager
-def _one_request_at_a_time() -> Iterator[threading.Event]:
-    """Let moto handle one request at a time. DynamoDB applies each request atomically; moto
-    does not when threads call it at once (lost ADDs, two winners of one transaction). The
-    event yielded is set on every SQS SendMessage, to wake the queue poller."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    lock = threading.RLock()
-    sent = threading.Event()
-    handle = BotocoreStubber.__call__
-
-    def atomic_handle(self: BotocoreStubber, event_name: str, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            response = handle(self, event_name, *args, **kwargs)
-        if event_name.endswith(".sqs.SendMessage"):
-            sent.set()
-        return response
-
-    BotocoreStubber.__call__ = atomic_handle  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        BotocoreStubber.__call__ = handle  # type: ignore[method-assign]
-
-
 # -- resources from template.yaml ----------------------------------------------------------------
-
-
-def template_path() -> Path:
-    path = Path(handlers.__file__).resolve().parents[1] / "template.yaml"
-    if not path.is_file():
-        raise SystemExit(
-            f"taskgate dev --aws: {path} not found; it runs from a source checkout, where "
-            "template.yaml defines the table it emulates"
-        )
-    return path
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    """template.yaml, with CloudFormation short tags read as their long form."""
-    import yaml
-
-    class TemplateLoader(yaml.SafeLoader):
-        pass
-
-    def short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-        value: Any
-        if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_scalar(node)
-            if suffix == "GetAtt":
-                value = value.split(".", 1)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-        return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
-
-    TemplateLoader.add_multi_constructor("!", short_tag)
-    with path.open(encoding="utf-8") as file:
-        template: dict[str, Any] = yaml.load(file, Loader=TemplateLoader)  # a SafeLoader
-    return template
-
-
-def create_table(client: DynamoDBClient, template: dict[str, Any]) -> str:
-    """The template's `Table`, as it defines it (keys, indexes, stream, TTL)."""
-    table = template["Resources"]["Table"]["Properties"]
-    request: dict[str, Any] = {
-        "TableName": TABLE_NAME,
-        "KeySchema": table["KeySchema"],
-        "AttributeDefinitions": table["AttributeDefinitions"],
-        "BillingMode": table["BillingMode"],
-    }
-    if "GlobalSecondaryIndexes" in table:
-        request["GlobalSecondaryIndexes"] = table["GlobalSecondaryIndexes"]
-    if "StreamSpecification" in table:
-        request["StreamSpecification"] = {"StreamEnabled": True, **table["StreamSpecification"]}
-    client.create_table(**request)
-    if "TimeToLiveSpecification" in table:
-        client.update_time_to_live(
-            TableName=TABLE_NAME, TimeToLiveSpecification=table["TimeToLiveSpecification"]
-        )
-    return TABLE_NAME
 
 
 def create_queues(client: SQSClient, template: dict[str, Any]) -> tuple[str, str]:
@@ -349,8 +250,8 @@ def schedule(sweep: Handler, interval_s: float, stop: threading.Event) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    template = load_template(template_path())
-    _use_fake_aws()
+    template = moto_env.load_template()
+    moto_env.use_fake_aws()
     base = f"http://{args.host}:{args.port}"
     os.environ["PUBLIC_URL"] = base
     os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(48))
@@ -363,9 +264,11 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from moto import mock_aws
 
-    with _one_request_at_a_time() as sent, mock_aws():
+    with moto_env.one_request_at_a_time() as sent, mock_aws():
         sqs = boto3.client("sqs", region_name=REGION)
-        os.environ["TABLE_NAME"] = create_table(boto3.client("dynamodb", region_name=REGION), template)
+        os.environ["TABLE_NAME"] = moto_env.create_table(
+            boto3.client("dynamodb", region_name=REGION), TABLE_NAME, template
+        )
         queue_url, queue_arn = create_queues(sqs, template)
         os.environ["QUEUE_URL"] = queue_url
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from core.storage import Store
+from handlers.moto_env import FAKE_AWS_ENV
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -22,13 +22,6 @@ if TYPE_CHECKING:
 StoreFactory = Callable[[], Store]
 
 # Set before any boto3 client exists, so nothing can reach a real account.
-FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 UNSET_AWS_ENV = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB")
 
 
@@ -44,23 +37,15 @@ def moto_dynamodb() -> Iterator[DynamoDBClient]:
     """
     import boto3
     from moto import mock_aws
-    from moto.core.botocore_stubber import BotocoreStubber
 
+    from handlers.moto_env import one_request_at_a_time
     from tests.support import aws
 
-    one_request_at_a_time = threading.RLock()
-    handle = BotocoreStubber.__call__
-
-    def atomic_handle(self: BotocoreStubber, *args: Any, **kwargs: Any) -> Any:
-        with one_request_at_a_time:
-            return handle(self, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, one_request_at_a_time():
         for name, value in FAKE_AWS_ENV.items():
             patch.setenv(name, value)
         for name in UNSET_AWS_ENV:
             patch.delenv(name, raising=False)
-        patch.setattr(BotocoreStubber, "__call__", atomic_handle)
         # Parse template.yaml once per module, not once per table.
         load, template = aws.load_template, aws.load_template()
 

@@ -21,6 +21,7 @@ from core import auth
 from core.ids import now_ms
 from core.models import Task, TaskStatus
 from core.storage import Store
+from handlers.moto_env import FAKE_AWS_ENV
 
 SECRET = "e2e-test-secret-" + "x" * 48
 RATE_LIMITS_OFF = {
@@ -30,13 +31,6 @@ RATE_LIMITS_OFF = {
     "RATE_LIMIT_SERVICE": "0",
 }
 # Set before any boto3 client exists, so nothing can reach a real account.
-FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 HOUR_MS = 3_600_000
 # A capability no server has: tasks created with it stay PENDING until a test moves them.
 HELD = "held-for-test"

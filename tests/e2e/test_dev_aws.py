@@ -221,11 +221,11 @@ def moto_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str, str,
     that `dev --aws` wakes its poller with: (client, queue URL, DLQ URL, sent)."""
     from moto import mock_aws
 
-    from handlers import aws_dev
+    from handlers import aws_dev, moto_env
 
-    for name, value in aws_dev.FAKE_AWS_ENV.items():
+    for name, value in moto_env.FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
-    with aws_dev._one_request_at_a_time() as sent, mock_aws():
+    with moto_env.one_request_at_a_time() as sent, mock_aws():
         import boto3
 
         sqs = boto3.client("sqs", region_name=aws_dev.REGION)

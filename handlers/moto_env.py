@@ -1,0 +1,117 @@
+"""AWS emulated in this process by moto: for `taskgate dev --aws` and for the tests.
+
+The table is built from template.yaml's own `Table` definition, so what is emulated and what
+is deployed cannot drift apart. moto, PyYAML and boto3's models come from the dev extra and
+are imported only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import handlers
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def use_fake_aws() -> None:
+    """Set before any boto3 client exists, so nothing can reach a real account."""
+    os.environ.update(FAKE_AWS_ENV)
+    for name in list(os.environ):
+        if name == "AWS_PROFILE" or name.startswith("AWS_ENDPOINT_URL"):
+            del os.environ[name]
+
+
+@contextlib.contextmanager
+def one_request_at_a_time() -> Iterator[threading.Event]:
+    """Let moto handle one request at a time. DynamoDB applies each request atomically; moto
+    does not when threads call it at once (lost ADDs, two winners of one transaction). Threads
+    still interleave between requests, which is where real races are. The event yielded is
+    set on every SQS SendMessage (it wakes `dev --aws`'s queue poller)."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    sent = threading.Event()
+    handle = BotocoreStubber.__call__
+
+    def atomic_handle(self: BotocoreStubber, event_name: str, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            response = handle(self, event_name, *args, **kwargs)
+        if event_name.endswith(".sqs.SendMessage"):
+            sent.set()
+        return response
+
+    BotocoreStubber.__call__ = atomic_handle  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        BotocoreStubber.__call__ = handle  # type: ignore[method-assign]
+
+
+def template_path() -> Path:
+    path = Path(handlers.__file__).resolve().parents[1] / "template.yaml"
+    if not path.is_file():
+        raise SystemExit(
+            f"{path} not found: the AWS emulation runs from a source checkout, where template.yaml"
+            " defines the table it emulates"
+        )
+    return path
+
+
+def load_template(path: Path | None = None) -> dict[str, Any]:
+    """template.yaml, with CloudFormation short tags (`!Ref X`, `!GetAtt A.B`, `!Sub ...`)
+    read as the long form they stand for (`{"Ref": "X"}`, `{"Fn::GetAtt": ["A", "B"]}`)."""
+    import yaml
+
+    class TemplateLoader(yaml.SafeLoader):
+        pass
+
+    def short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+            if suffix == "GetAtt":
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
+
+    TemplateLoader.add_multi_constructor("!", short_tag)
+    with (path or template_path()).open(encoding="utf-8") as file:
+        template: dict[str, Any] = yaml.load(file, Loader=TemplateLoader)  # a SafeLoader
+    return template
+
+
+def create_table(client: DynamoDBClient, name: str, template: dict[str, Any] | None = None) -> str:
+    """Create the template's `Table` (keys, indexes, stream, TTL) as `name`; return the name."""
+    table = (template or load_template())["Resources"]["Table"]["Properties"]
+    request: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": table["KeySchema"],
+        "AttributeDefinitions": table["AttributeDefinitions"],
+        "BillingMode": table["BillingMode"],
+    }
+    if "GlobalSecondaryIndexes" in table:
+        request["GlobalSecondaryIndexes"] = table["GlobalSecondaryIndexes"]
+    if "StreamSpecification" in table:
+        request["StreamSpecification"] = {"StreamEnabled": True, **table["StreamSpecification"]}
+    client.create_table(**request)
+    if "TimeToLiveSpecification" in table:
+        client.update_time_to_live(TableName=name, TimeToLiveSpecification=table["TimeToLiveSpecification"])
+    return name
