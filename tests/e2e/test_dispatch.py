@@ -182,3 +182,28 @@ def test_cancel_frees_the_slot_at_once_and_tells_the_backend(fleet: Fleet) -> No
         what="the backend stopped both",
     )
     fleet.assert_settled()
+
+
+def test_hundreds_of_slow_synchronous_calls_leave_the_api_answering(fleet: Fleet) -> None:
+    # GIVEN two backends that hold every predict call for 3 s, with room for all of them
+    fleet.add(Mock("slow-a", delay_ms=3000), Mock("slow-b", delay_ms=3000), max_concurrent=150)
+    # WHEN 300 tasks are in flight on them at once
+    for _ in range(300):
+        fleet.submit()
+    eventually(
+        lambda: sum(fleet.server(b.server_id)["activeTasks"] for b in fleet.backends),
+        lambda active: active == 300,
+        timeout=10,
+        what="300 tasks in flight",
+    )
+    # THEN the API still answers at once: reads, writes and health
+    for _ in range(10):
+        started = time.perf_counter()
+        fleet.api.get("/health").ok()
+        fleet.task(fleet.task_ids[0])
+        fleet.api.get("/api/servers", token=fleet.api.admin).ok()
+        assert time.perf_counter() - started < 0.5
+    # AND every task completes once its call returns
+    done = fleet.wait_terminal(timeout=30)
+    assert {t["status"] for t in done.values()} == {"COMPLETED"}
+    fleet.assert_settled()
