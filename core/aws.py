@@ -12,14 +12,19 @@ from core.config import Config
 from core.context import Context
 from core.models import Task, TaskStatus
 
+SECRET_CACHE_S = 300
+
 
 def jwt_secret_from_env() -> str:
+    """JWT_SECRET, else the SSM SecureString named by JWT_SECRET_PARAMETER. Read on every use:
+    Powertools Parameters caches it for SECRET_CACHE_S, so a rotated secret is picked up by
+    warm containers within five minutes."""
     secret = os.environ.get("JWT_SECRET", "")
     parameter = os.environ.get("JWT_SECRET_PARAMETER", "")
     if not secret and parameter:
         from aws_lambda_powertools.utilities import parameters
 
-        value = parameters.get_parameter(parameter, decrypt=True, max_age=300)
+        value = parameters.get_parameter(parameter, decrypt=True, max_age=SECRET_CACHE_S)
         secret = value if isinstance(value, str) else ""
     if not secret:
         raise RuntimeError("Set JWT_SECRET or JWT_SECRET_PARAMETER")
@@ -36,6 +41,7 @@ def build_context() -> Context:
         store=DynamoStore(os.environ["TABLE_NAME"]),
         queue=SqsQueue(os.environ["QUEUE_URL"]),
         config=config,
+        secret_source=jwt_secret_from_env,
     )
     ctx.events.listeners.append(stats.Recorder(ctx))
     ctx.events.listeners.append(CancelNotifier(ctx))

@@ -21,6 +21,9 @@ class Context:
     config: Config
     clock: Callable[[], int] = field(default=now_ms)
     events: TaskEvents = field(default_factory=TaskEvents)
+    # Where the signing secret comes from when it can change while the process lives (AWS:
+    # SSM through Powertools' cache); else config.jwt_secret.
+    secret_source: Callable[[], str] | None = None
     fleet: FleetView = field(init=False)
 
     def __post_init__(self) -> None:
@@ -28,6 +31,10 @@ class Context:
 
     def now(self) -> int:
         return self.clock()
+
+    @property
+    def jwt_secret(self) -> str:
+        return self.secret_source() if self.secret_source is not None else self.config.jwt_secret
 
     def expiry_s(self, now: int) -> int:
         """When a task finished at `now` (ms) may be dropped, in epoch seconds."""

@@ -139,7 +139,7 @@ def _claim_changes(ctx: Context, task: Task, server: Server, now: int) -> dict[s
 def _request(ctx: Context, task: Task, server: Server, now: int) -> BackendRequest:
     ttl_s = max(1, ((task.deadline or now) - now) // 1000) + CALLBACK_TOKEN_GRACE_S
     token = auth.mint(
-        ctx.config.jwt_secret,
+        ctx.jwt_secret,
         sub=f"server:{server.id}",
         roles=[auth.SERVICE],
         ttl_s=ttl_s,

@@ -49,7 +49,7 @@ def register_server(ctx: Context, principal: Principal, body: RegisterServer) ->
     ctx.queue.check_server(server.id)
     ctx.queue.capacity_changed()
     token = auth.mint(
-        ctx.config.jwt_secret,
+        ctx.jwt_secret,
         sub=f"server:{server.id}",
         roles=[auth.SERVICE],
         ttl_s=SERVICE_TOKEN_TTL_S,

@@ -90,7 +90,7 @@ def authenticated(endpoint: Endpoint) -> Endpoint:
     @functools.wraps(endpoint)
     async def wrapper(request: Request) -> Response:
         ctx = context(request)
-        found = auth.verify(ctx.config.jwt_secret, request.headers.get("authorization"))
+        found = auth.verify(ctx.jwt_secret, request.headers.get("authorization"))
         request.state.principal = found
         route = request.scope.get("route")
         bucket = ratelimit.bucket_for(request.method, getattr(route, "path", request.url.path), found)

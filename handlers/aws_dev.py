@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
         for worker in workers:
             worker.start()
 
-        token = auth.mint(ctx.config.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
+        token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
         print(f"taskgate dev --aws: {base}")
         print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
         print(f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events")

@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
     ctx = build_context(args.db, **overrides)
     app = build_app(ctx)
     if dev:
-        token = auth.mint(ctx.config.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
+        token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
         base = ctx.config.public_url
         print(f"taskgate dev: {base}  (database {args.db})")
         print(f"  health:  {base}/health")

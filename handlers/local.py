@@ -15,7 +15,6 @@ from core.config import Config
 from core.context import Context
 from core.events import LocalEvents
 from core.queue import CallbackQueue
-from core.runtime import LocalRuntime
 from core.stats import Recorder
 from core.storage.sqlite import SqliteStore
 from handlers import docs, metrics, servers, stats, system, tasks
@@ -50,6 +49,9 @@ def build_app(ctx: Context) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # Imported here: the docs Lambda imports this module for ROUTES, without aiohttp.
+        from core.runtime import LocalRuntime
+
         runtime = LocalRuntime(ctx)
         await runtime.start()
         try:
