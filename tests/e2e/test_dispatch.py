@@ -185,16 +185,17 @@ def test_cancel_frees_the_slot_at_once_and_tells_the_backend(fleet: Fleet) -> No
 
 
 def test_hundreds_of_slow_synchronous_calls_leave_the_api_answering(fleet: Fleet) -> None:
-    # GIVEN two backends that hold every predict call for 3 s, with room for all of them
-    fleet.add(Mock("slow-a", delay_ms=3000), Mock("slow-b", delay_ms=3000), max_concurrent=150)
-    # WHEN 300 tasks are in flight on them at once
-    for _ in range(300):
+    # GIVEN two backends that hold every predict call for 8 s (longer than submitting takes on
+    # a loaded machine), with room for all of them
+    fleet.add(Mock("slow-a", delay_ms=8000), Mock("slow-b", delay_ms=8000), max_concurrent=100)
+    # WHEN 200 tasks are in flight on them at once
+    for _ in range(200):
         fleet.submit()
     eventually(
         lambda: sum(fleet.server(b.server_id)["activeTasks"] for b in fleet.backends),
-        lambda active: active == 300,
-        timeout=10,
-        what="300 tasks in flight",
+        lambda active: active == 200,
+        timeout=6,
+        what="200 tasks in flight",
     )
     # THEN the API still answers at once: reads, writes and health
     for _ in range(10):
