@@ -67,7 +67,7 @@ class Attempt:
 
 
 def algorithm(ctx: Context) -> str:
-    chosen = ctx.store.get_setting(ALGORITHM_SETTING)
+    chosen = ctx.fleet.setting(ALGORITHM_SETTING)
     return chosen if chosen in balancer.ALGORITHMS else balancer.DEFAULT_ALGORITHM
 
 

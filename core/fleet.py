@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -25,6 +26,7 @@ class FleetView:
         self._lock = threading.Lock()
         self._servers: dict[str, Server] = {}
         self._loaded_at: int | None = None
+        self._settings: dict[str, tuple[int, Any]] = {}
 
     def servers(self) -> list[Server]:
         with self._lock:
@@ -43,9 +45,19 @@ class FleetView:
         loaded = self._loaded_at
         return 0 if loaded is None else self._clock() - loaded
 
+    def setting(self, name: str) -> Any:
+        """A setting (the balancing algorithm), read at most every `ttl_ms` like the fleet."""
+        with self._lock:
+            now = self._clock()
+            cached = self._settings.get(name)
+            if cached is None or now - cached[0] >= self._ttl_ms:
+                cached = self._settings[name] = (now, self._store.get_setting(name))
+            return cached[1]
+
     def invalidate(self) -> None:
         with self._lock:
             self._loaded_at = None
+            self._settings.clear()
 
     def adjust(self, server_id: str, delta: int, **values: object) -> None:
         """Apply this process's own slot change (and server values) to the view."""

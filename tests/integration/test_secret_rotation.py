@@ -7,10 +7,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from core import auth
+from core import auth, aws
 from core.aws import build_context
 from core.errors import UnauthorizedError
 from handlers.moto_env import FAKE_AWS_ENV
@@ -30,9 +29,8 @@ def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
         monkeypatch.setenv("QUEUE_URL", boto3.client("sqs").create_queue(QueueName="q")["QueueUrl"])
         client = boto3.client("ssm")
         client.put_parameter(Name=NAME, Value="first-secret-" * 4, Type="SecureString")
-        parameters.clear_caches()
+        monkeypatch.setattr(aws, "_ssm", None)  # a fresh container's provider, inside the mock
         yield client
-        parameters.clear_caches()
 
 
 def test_a_rotated_secret_is_used_once_the_cache_expires(ssm: object) -> None:
@@ -45,7 +43,7 @@ def test_a_rotated_secret_is_used_once_the_cache_expires(ssm: object) -> None:
         Name=NAME, Value="second-secret-" * 4, Type="SecureString", Overwrite=True
     )
     assert ctx.jwt_secret == "first-secret-" * 4  # still cached
-    parameters.clear_caches()
+    aws.ssm_provider().clear_cache()
 
     # THEN the same context verifies only tokens signed with the new secret
     fresh = auth.mint("second-secret-" * 4, sub="a", roles=["user"], ttl_s=60)
