@@ -24,12 +24,12 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from handlers import moto_env
+from handlers.moto_env import LambdaContext
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -80,29 +80,6 @@ def _queue_arn(client: SQSClient, url: str) -> str:
 
 
 # -- Lambda ------------------------------------------------------------------------------------
-
-
-@dataclass
-class LambdaContext:
-    """What Powertools reads from the context object Lambda passes a handler."""
-
-    function_name: str
-    timeout_s: int = 60
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
 
 
 def dispatcher_container() -> Handler:

@@ -1,4 +1,5 @@
-"""AWS emulated in this process by moto: for `taskgate dev --aws` and for the tests.
+"""AWS emulated in this process by moto, and the context object Lambda hands a handler: for
+`taskgate dev --aws` and for the tests.
 
 The table is built from template.yaml's own `Table` definition, so what is emulated and what
 is deployed cannot drift apart. moto, PyYAML and boto3's models come from the dev extra and
@@ -10,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,3 +119,26 @@ def create_table(client: DynamoDBClient, name: str, template: dict[str, Any] | N
     if "TimeToLiveSpecification" in table:
         client.update_time_to_live(TableName=name, TimeToLiveSpecification=table["TimeToLiveSpecification"])
     return name
+
+
+@dataclass
+class LambdaContext:
+    """What Powertools reads from the context object Lambda passes a handler."""
+
+    function_name: str
+    timeout_s: int = 60
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))

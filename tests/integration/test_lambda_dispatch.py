@@ -14,7 +14,6 @@ import importlib
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -27,29 +26,15 @@ from core import auth
 from core.ids import new_task_id, now_ms
 from core.models import Task, TaskStatus
 from core.storage.dynamodb import DynamoStore
+from handlers.moto_env import LambdaContext
 from tests.e2e.fleet import Backend, Mock, start_backends
-from tests.support.aws import create_table
+from tests.support.aws import create_table, load_event
 
-EVENTS = Path(__file__).parents[2] / "events"
 SECRET = "lambda-dispatch-secret-" * 3
 
 
-def load_event(name: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return event
-
-
-def lambda_context() -> SimpleNamespace:
-    return SimpleNamespace(
-        function_name="taskgate-dispatch-test",
-        function_version="$LATEST",
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:taskgate-dispatch-test",
-        memory_limit_in_mb=512,
-        aws_request_id="0b8e6c1a-0000-4000-8000-000000000000",
-        log_group_name="/aws/lambda/taskgate-dispatch-test",
-        log_stream_name="2024/01/06/[$LATEST]def",
-        get_remaining_time_in_millis=lambda: 29_000,
-    )
+def lambda_context() -> LambdaContext:
+    return LambdaContext("taskgate-dispatch-test", timeout_s=29)
 
 
 @pytest.fixture(scope="module")

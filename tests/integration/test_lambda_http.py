@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -18,30 +17,14 @@ import pytest
 from moto import mock_aws
 
 from core import auth
-from tests.support.aws import create_table
+from handlers.moto_env import LambdaContext
+from tests.support.aws import create_table, load_event
 
-EVENTS = Path(__file__).parents[2] / "events"
 SECRET = "lambda-test-secret-" * 4
 
 
-def load_event(name: str, token: str | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    if token is not None:
-        event["headers"]["authorization"] = f"Bearer {token}"
-    return event
-
-
-def lambda_context() -> SimpleNamespace:
-    return SimpleNamespace(
-        function_name="taskgate-test",
-        function_version="$LATEST",
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:taskgate-test",
-        memory_limit_in_mb=512,
-        aws_request_id="8f6e3b1c-0000-4000-8000-000000000000",
-        log_group_name="/aws/lambda/taskgate-test",
-        log_stream_name="2024/01/06/[$LATEST]abc",
-        get_remaining_time_in_millis=lambda: 29_000,
-    )
+def lambda_context() -> LambdaContext:
+    return LambdaContext("taskgate-test", timeout_s=29)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ template and the tests cannot drift apart.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,3 +31,14 @@ def create_table(client: DynamoDBClient, path: Path | None = None) -> str:
     moto_env.create_table(client, name, template)
     client.get_waiter("table_exists").wait(TableName=name)
     return name
+
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def load_event(name: str, token: str | None = None) -> dict[str, Any]:
+    """An event from events/ (with a bearer token put in, for the API Gateway ones)."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    if token is not None:
+        event["headers"]["authorization"] = f"Bearer {token}"
+    return event
