@@ -76,3 +76,20 @@ class CancelNotifier:
             from core import backend_http, sync_runtime
 
             backend_http.cancel_sync(sync_runtime.shared_pool(), task, server)
+
+
+class LazyContext:
+    """The Context of a non-HTTP Lambda (dispatcher, sweeper): built on the first invocation
+    and kept for the container's life (the HTTP apps do the same through their app state)."""
+
+    def __init__(self) -> None:
+        self._context: Context | None = None
+
+    def __call__(self) -> Context:
+        if self._context is None:
+            self._context = build_context()
+        return self._context
+
+    def reset(self) -> None:
+        """Forget it (tests: each has its own emulated account)."""
+        self._context = None

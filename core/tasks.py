@@ -106,11 +106,7 @@ def finish(
     now = ctx.now()
     succeeded = status is TaskStatus.COMPLETED
     changes: dict[str, Any] = {
-        "status": status,
-        "updated_at": now,
-        "completed_at": now,
-        "deadline": None,
-        "expires_at": ctx.expiry_s(now),
+        **_finished(ctx, status, now),
         "progress": 100 if succeeded else (task.progress if progress is None else progress),
     }
     if succeeded:
@@ -153,7 +149,7 @@ def requeue(ctx: Context, task: Task, reason: str, *, backoff_ms: int = 0, count
             "progress": 0,
         }
     else:
-        changes |= {"status": TaskStatus.FAILED, "completed_at": now, "expires_at": ctx.expiry_s(now)}
+        changes |= _finished(ctx, TaskStatus.FAILED, now)
     released = _release(ctx, task, changes, {"failure_count": 1} if counts else {}, {})
     if released.status is PENDING:
         enqueue_safely(ctx.queue, released.id, delay_ms=backoff_ms)
@@ -165,27 +161,14 @@ def time_out(ctx: Context, task: Task, reason: str) -> Task:
     if task.attempts < task.attempt_limit:
         return requeue(ctx, task, reason)
     now = ctx.now()
-    changes: dict[str, Any] = {
-        "status": TaskStatus.TIMEOUT,
-        "updated_at": now,
-        "completed_at": now,
-        "deadline": None,
-        "expires_at": ctx.expiry_s(now),
-        "error": reason,
-    }
+    changes: dict[str, Any] = {**_finished(ctx, TaskStatus.TIMEOUT, now), "error": reason}
     return _release(ctx, task, changes, {"tasks_processed": 1, "failure_count": 1}, {})
 
 
 def expire_pending(ctx: Context, task: Task, reason: str) -> Task:
     """Queue timeout: a PENDING task that found no server in QUEUE_TIMEOUT."""
     now = ctx.now()
-    changes: dict[str, Any] = {
-        "status": TaskStatus.TIMEOUT,
-        "updated_at": now,
-        "completed_at": now,
-        "expires_at": ctx.expiry_s(now),
-        "error": reason,
-    }
+    changes: dict[str, Any] = {**_finished(ctx, TaskStatus.TIMEOUT, now), "error": reason}
     timed_out = ctx.store.update_task(task.id, changes, from_status={PENDING}, attempts=task.attempts)
     ctx.events.publish(timed_out, task.status)
     return timed_out
@@ -195,6 +178,17 @@ def backoff_ms(ctx: Context, attempt: int) -> int:
     """Exponential backoff with jitter, so retries of many tasks do not arrive together."""
     ceiling = min(ctx.config.retry_max_ms, ctx.config.retry_base_ms * 2 ** max(0, attempt - 1))
     return int(random.uniform(ceiling / 2, ceiling))
+
+
+def _finished(ctx: Context, status: TaskStatus, now: int) -> dict[str, Any]:
+    """The fields every move to a terminal state writes (the TTL clock starts here)."""
+    return {
+        "status": status,
+        "updated_at": now,
+        "completed_at": now,
+        "deadline": None,
+        "expires_at": ctx.expiry_s(now),
+    }
 
 
 def _release(
@@ -256,11 +250,7 @@ def cancel_task(ctx: Context, principal: Principal, task_id: str) -> Task:
             raise ConflictError(f"Cannot cancel a task that is {task.status.value}")
         now = ctx.now()
         changes: dict[str, Any] = {
-            "status": TaskStatus.CANCELLED,
-            "updated_at": now,
-            "completed_at": now,
-            "deadline": None,
-            "expires_at": ctx.expiry_s(now),
+            **_finished(ctx, TaskStatus.CANCELLED, now),
             "error": "Cancelled by " + principal.sub,
         }
         try:

@@ -16,20 +16,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import sync_runtime
-from core.aws import build_context
-from core.context import Context
+from core.aws import LazyContext
 
 logger = Logger()
 # A batch whose every record failed is reported like any other (each record retried by SQS).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-_context: Context | None = None
-
-
-def context() -> Context:
-    global _context
-    if _context is None:
-        _context = build_context()
-    return _context
+context = LazyContext()
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -10,18 +10,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import sync_runtime
-from core.aws import build_context
-from core.context import Context
+from core.aws import LazyContext
 
 logger = Logger()
-_context: Context | None = None
-
-
-def context() -> Context:
-    global _context
-    if _context is None:
-        _context = build_context()
-    return _context
+context = LazyContext()
 
 
 @logger.inject_lambda_context

@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from moto import mock_aws
 
 from core import auth
+from core.aws import LazyContext
 from core.ids import new_task_id, now_ms
 from core.models import Task, TaskStatus
 from core.storage.dynamodb import DynamoStore
@@ -72,8 +73,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
 def lambda_module(name: str) -> ModuleType:
     """A Lambda module with its cached Context dropped: each test has its own moto account."""
     module = importlib.import_module(f"handlers.{name}")
-    if hasattr(module, "_context"):
-        setattr(module, "_context", None)  # noqa: B010 - the Lambda caches it per container
+    if isinstance(getattr(module, "context", None), LazyContext):
+        module.context.reset()  # the Lambda caches it per container
     else:
         module.app.state.context = None
     return module
