@@ -21,13 +21,20 @@ PENDING, PROCESSING = TaskStatus.PENDING, TaskStatus.PROCESSING
 _CAS_ROUNDS = 5
 
 
-def create_task(ctx: Context, principal: Principal, body: CreateTask) -> Task:
+def check_create(principal: Principal, body: CreateTask) -> None:
+    """What a create checks before it writes anything."""
     auth.require_any(principal, auth.USER, auth.ADMIN)
     if body.webhook is not None:
         check_url(body.webhook, "webhook")
+
+
+def create_task(ctx: Context, principal: Principal, body: CreateTask, *, task_id: str | None = None) -> Task:
+    """Store a new PENDING task and wake a dispatcher. `task_id` (an Idempotency-Key's claim):
+    StaleWriteError if a task with that id exists."""
+    check_create(principal, body)
     now = ctx.now()
     task = Task(
-        id=new_task_id(),
+        id=task_id or new_task_id(),
         owner=principal.sub,
         type=body.type,
         priority=body.priority,

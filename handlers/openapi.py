@@ -97,6 +97,7 @@ class Operation:
     # Errors particular to the route; 401, 429 and 503 come with auth, 500 with every route.
     errors: tuple[int, ...] = ()
     query: tuple[Param, ...] = ()
+    headers: tuple[Param, ...] = ()
     public: bool = False
     description: str = ""
     media_type: str = "application/json"
@@ -107,6 +108,13 @@ DATE_QUERY = Param(
 )
 STATUS_QUERY = Param("status", "Filter by status", {"enum": [status.value for status in ServerStatus]})
 GROUP_QUERY = Param("group", "Filter by server group", {"type": "string"})
+IDEMPOTENCY_HEADER = Param(
+    "Idempotency-Key",
+    "Retrying with the same key (per principal, for 24 h) and the same body returns the first "
+    "request's task (200, with `Idempotent-Replayed: true`) instead of creating another; the same "
+    "key with another body is 409. 1-255 printable ASCII characters.",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+)
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/task"): Operation(
@@ -121,9 +129,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "capabilities": ["video"],
             "async": True,
         },
-        errors=(400, 403, 413),
+        errors=(400, 403, 409, 413),
+        headers=(IDEMPOTENCY_HEADER,),
         description="Creates a new task for processing. With `async: false` the reply waits (up to 25 s) "
-        "and is the task as it then stands, with its result if it finished.",
+        "and is the task as it then stands, with its result if it finished. With a `webhook` URL, "
+        "the finished task is POSTed there, signed (see the README). 409: the `Idempotency-Key` was "
+        "used with another body.",
     ),
     ("GET", "/api/task/{id}"): Operation(
         "Get task status",
@@ -341,6 +352,10 @@ def _operation(route: Route, path: str, op: Operation, schema_of: dict[Any, Any]
     parameters += [
         {"name": p.name, "in": "query", "required": False, "description": p.description, "schema": p.schema}
         for p in op.query
+    ]
+    parameters += [
+        {"name": p.name, "in": "header", "required": False, "description": p.description, "schema": p.schema}
+        for p in op.headers
     ]
 
     operation: dict[str, Any] = {

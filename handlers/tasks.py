@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import tasks
+from core import idempotency, tasks
 from core.aws import build_context
 from core.schemas import CreateTask, UpdateTask, decode
 from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
@@ -15,18 +15,25 @@ from handlers._http import authenticated, context, create_app, json_response, pa
 
 @authenticated
 async def create_task(request: Request) -> Response:
+    key = idempotency.check_key(request.headers.get(idempotency.HEADER))
     body = decode(await read_body(request), CreateTask)
     ctx = context(request)
-    task = tasks.create_task(ctx, principal(request), body)
+    replayed = False
+    if key is None:
+        task = tasks.create_task(ctx, principal(request), body)
+    else:
+        task, replayed = idempotency.create_task_once(ctx, principal(request), body, key)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
     if not body.is_async:
-        return json_response((await tasks.wait_finished(ctx, task)).to_api())
+        return json_response((await tasks.wait_finished(ctx, task)).to_api(), headers=headers)
     return json_response(
         {
             "id": task.id,
             "status": task.status.value,
             "createdAt": task.created_at,
             "updatedAt": task.updated_at,
-        }
+        },
+        headers=headers,
     )
 
 
