@@ -1,7 +1,8 @@
 """The AWS deployment's Context: DynamoDB and SQS, built once per Lambda container.
 
 Configuration comes from the function's environment (see template.yaml):
-TABLE_NAME, QUEUE_URL, and JWT_SECRET or JWT_SECRET_PARAMETER (an SSM SecureString name).
+TABLE_NAME, QUEUE_URL, and JWT_SECRET or JWT_SECRET_PARAMETER (an SSM SecureString name);
+optionally WEBHOOK_SECRET or WEBHOOK_SECRET_PARAMETER.
 """
 
 from __future__ import annotations
@@ -44,10 +45,22 @@ def jwt_secret_from_env() -> str:
     return secret
 
 
+def webhook_secret_from_env() -> str:
+    """WEBHOOK_SECRET, else the SSM SecureString named by WEBHOOK_SECRET_PARAMETER (cached like
+    the JWT secret), else "" (the Context then derives one from the JWT secret)."""
+    secret = os.environ.get("WEBHOOK_SECRET", "")
+    parameter = os.environ.get("WEBHOOK_SECRET_PARAMETER", "")
+    if not secret and parameter:
+        value = ssm_provider().get(parameter, decrypt=True, max_age=SECRET_CACHE_S)
+        secret = value if isinstance(value, str) else ""
+    return secret
+
+
 def build_context() -> Context:
     from core import stats
     from core.sqs import SqsQueue
     from core.storage.dynamodb import DynamoStore
+    from core.webhook_delivery import WebhookScheduler
 
     config = Config.from_env(jwt_secret=jwt_secret_from_env())
     ctx = Context(
@@ -55,8 +68,10 @@ def build_context() -> Context:
         queue=SqsQueue(os.environ["QUEUE_URL"]),
         config=config,
         secret_source=jwt_secret_from_env,
+        webhook_secret_source=webhook_secret_from_env,
     )
     ctx.events.listeners.append(stats.Recorder(ctx))
+    ctx.events.listeners.append(WebhookScheduler(ctx))
     ctx.events.listeners.append(CancelNotifier(ctx))
     return ctx
 

@@ -57,6 +57,14 @@ class Config:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # Where backends send callbacks: the public base URL of this deployment.
     public_url: str = "http://127.0.0.1:8787"
+    # Webhooks: the signing secret (empty: derived from the JWT secret, see core.webhooks),
+    # attempts per delivery, backoff base * 2^(attempt-1) capped and jittered, and how long a
+    # receiver may take to answer.
+    webhook_secret: str = ""
+    webhook_max_attempts: int = 6
+    webhook_retry_base_ms: int = 5_000
+    webhook_retry_max_ms: int = HOUR_MS
+    webhook_timeout_ms: int = 10_000
     # Loopback and private backends are normal for a GPU fleet; metadata addresses never are.
     allow_private_endpoints: bool = True
 
@@ -84,12 +92,21 @@ class Config:
                 server_register=_int(env, "RATE_LIMIT_SERVER_REGISTER", 10),
                 service=_int(env, "RATE_LIMIT_SERVICE", 1000),
             ),
+            "webhook_secret": env.get("WEBHOOK_SECRET", ""),
+            "webhook_max_attempts": _int(env, "WEBHOOK_MAX_ATTEMPTS", 6),
+            "webhook_retry_base_ms": _int(env, "WEBHOOK_RETRY_BASE_DELAY", 5_000),
+            "webhook_retry_max_ms": _int(env, "WEBHOOK_RETRY_MAX_DELAY", HOUR_MS),
+            "webhook_timeout_ms": _int(env, "WEBHOOK_TIMEOUT", 10_000),
             "public_url": env.get("PUBLIC_URL", "http://127.0.0.1:8787").rstrip("/"),
         }
         values.update(overrides)
         config = cls(**values)  # type: ignore[arg-type]
         if config.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
+        if config.webhook_max_attempts < 1:
+            raise ValueError("WEBHOOK_MAX_ATTEMPTS must be at least 1")
+        if config.webhook_timeout_ms < 1 or config.webhook_retry_base_ms < 0:
+            raise ValueError("WEBHOOK_TIMEOUT must be positive and WEBHOOK_RETRY_BASE_DELAY not negative")
         for name, value in vars(config.rate_limits).items():
             if value < 0:
                 raise ValueError(f"RATE_LIMIT_{name.upper()} must be 0 (off) or more, got {value}")

@@ -24,6 +24,9 @@ class Context:
     # Where the signing secret comes from when it can change while the process lives (AWS:
     # SSM through Powertools' cache); else config.jwt_secret.
     secret_source: Callable[[], str] | None = None
+    # The same for the webhook signing secret (AWS: WEBHOOK_SECRET_PARAMETER); else
+    # config.webhook_secret, else one derived from the JWT secret.
+    webhook_secret_source: Callable[[], str] | None = None
     fleet: FleetView = field(init=False)
 
     def __post_init__(self) -> None:
@@ -35,6 +38,13 @@ class Context:
     @property
     def jwt_secret(self) -> str:
         return self.secret_source() if self.secret_source is not None else self.config.jwt_secret
+
+    @property
+    def webhook_secret(self) -> str:
+        from core.webhooks import derive_secret
+
+        explicit = self.webhook_secret_source() if self.webhook_secret_source else self.config.webhook_secret
+        return explicit or derive_secret(self.jwt_secret)
 
     def expiry_s(self, now: int) -> int:
         """When a task finished at `now` (ms) may be dropped, in epoch seconds."""

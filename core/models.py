@@ -173,3 +173,67 @@ class Server(msgspec.Struct, kw_only=True):
                 "reported": self.reported,
             },
         }
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class DeliveryAttempt(msgspec.Struct, kw_only=True):
+    """One POST to a webhook (or one whose sender stopped before recording it)."""
+
+    at: int
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+    # When the next attempt is due, if there is one.
+    next_retry_at: int | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "durationMs": self.duration_ms,
+            "statusCode": self.status_code,
+            "error": self.error,
+            "nextRetryAt": self.next_retry_at,
+        }
+
+
+class WebhookDelivery(msgspec.Struct, kw_only=True):
+    """The finished task, to be POSTed to its webhook: one per time the task finished
+    (`round` is the task's `retries` then, so a retried task that finishes again is another)."""
+
+    task_id: str
+    round: int
+    url: str
+    task_status: TaskStatus
+    # The task as GET showed it when it finished: the body of every attempt.
+    body: str
+    state: DeliveryState = DeliveryState.PENDING
+    # Attempts claimed so far; every claim and every outcome is conditional on it.
+    attempts: int = 0
+    # PENDING only: when the next attempt may be claimed (a claim moves it past its lease).
+    next_attempt_at: int
+    created_at: int
+    updated_at: int
+    log: list[DeliveryAttempt] = []
+    # Epoch seconds after which the store may drop it (TTL), like the task.
+    expires_at: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.task_id}.{self.round}"
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "taskStatus": self.task_status.value,
+            "state": self.state.value,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "nextAttemptAt": self.next_attempt_at if self.state is DeliveryState.PENDING else None,
+            "attempts": [attempt.to_api() for attempt in self.log],
+        }

@@ -25,6 +25,9 @@ class TaskQueue(ABC):
     def check_server(self, server_id: str) -> None:  # noqa: B027 - optional hook
         """A server was registered: check its health now rather than at the next sweep."""
 
+    def webhook_due(self, task_id: str, round_: int, *, delay_ms: int = 0) -> None:  # noqa: B027
+        """A webhook delivery is due (after `delay_ms`); a lost hint is found by the sweep."""
+
 
 def enqueue_safely(queue: TaskQueue, task_id: str, *, delay_ms: int = 0) -> None:
     """Enqueue after the task is stored; a lost message is found again by the sweeper."""
@@ -41,6 +44,7 @@ class CallbackQueue(TaskQueue):
         self.on_enqueue: Callable[[str, int], None] | None = None
         self.on_capacity: Callable[[], None] | None = None
         self.on_check_server: Callable[[str], None] | None = None
+        self.on_webhook: Callable[[int], None] | None = None
 
     def enqueue(self, task_id: str, *, delay_ms: int = 0) -> None:
         if self.on_enqueue is not None:
@@ -53,3 +57,7 @@ class CallbackQueue(TaskQueue):
     def check_server(self, server_id: str) -> None:
         if self.on_check_server is not None:
             self.on_check_server(server_id)
+
+    def webhook_due(self, task_id: str, round_: int, *, delay_ms: int = 0) -> None:
+        if self.on_webhook is not None:
+            self.on_webhook(delay_ms)

@@ -17,17 +17,18 @@ from typing import Any
 
 import aiohttp
 
-from core import backend_http, dispatch, servers, sweeper
+from core import backend_http, dispatch, servers, sweeper, webhook_delivery, webhook_http
 from core.context import Context
 from core.dispatch import Assignment, Attempt, Waiting
 from core.events import LocalEvents
-from core.models import Task, TaskStatus
+from core.models import DeliveryState, Task, TaskStatus, WebhookDelivery
 from core.protocol import Kind
 from core.queue import CallbackQueue
 
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 256
+WEBHOOK_BATCH = 100
 HEALTH_CHECK_CONCURRENCY = 64
 
 
@@ -40,6 +41,7 @@ class LocalRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._sweep_now = asyncio.Event()
+        self._webhooks_due = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -59,15 +61,18 @@ class LocalRuntime:
         self.queue.on_enqueue = self._on_enqueue
         self.queue.on_capacity = self.wake
         self.queue.on_check_server = self._on_check_server
+        self.queue.on_webhook = self._on_webhook
         if isinstance(self.ctx.events, LocalEvents):
             self.ctx.events.listeners.append(self._on_task_change)
         self._spawn(self._dispatch_loop())
         self._spawn(self._sweep_loop())
+        self._spawn(self._webhook_loop())
         self.wake()
 
     async def stop(self) -> None:
         self.queue.on_enqueue = self.queue.on_capacity = None
         self.queue.on_check_server = None
+        self.queue.on_webhook = None
         if self._timer is not None:
             self._timer.cancel()
         for job in list(self._background):
@@ -187,6 +192,40 @@ class LocalRuntime:
             if server is not None and server.endpoints.cancel:
                 call = backend_http.cancel_async(self.client, task, server)
                 self._loop.call_soon_threadsafe(lambda: self._spawn(call))
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    def _on_webhook(self, delay_ms: int) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if delay_ms > 0:
+            loop.call_soon_threadsafe(lambda: loop.call_later(delay_ms / 1000, self._webhooks_due.set))
+        else:
+            loop.call_soon_threadsafe(self._webhooks_due.set)
+
+    async def _webhook_loop(self) -> None:
+        """Send what is due: at once when a delivery is recorded, when a backoff ends, and
+        at every sweep interval (deliveries left by an earlier process). Each POST runs on its
+        own, so a slow receiver holds nothing else up."""
+        interval = self.ctx.config.sweep_interval_ms / 1000
+        while True:
+            try:
+                for due in self.ctx.store.due_deliveries(self.ctx.now(), WEBHOOK_BATCH):
+                    claimed = webhook_delivery.claim(self.ctx, due)
+                    if claimed is not None:
+                        self._spawn(self._deliver(claimed))
+            except Exception:
+                log.exception("webhook sweep failed; trying again at the next interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._webhooks_due.wait(), interval)
+            self._webhooks_due.clear()
+
+    async def _deliver(self, claimed: WebhookDelivery) -> None:
+        outcome = await webhook_http.send_async(self.client, webhook_delivery.request(self.ctx, claimed))
+        settled = webhook_delivery.settle(self.ctx, claimed, outcome)
+        if settled is not None and settled.state is DeliveryState.PENDING:
+            self._on_webhook(max(0, settled.next_attempt_at - self.ctx.now()))
 
     # -- sweeper -------------------------------------------------------------------------
 

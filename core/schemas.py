@@ -165,6 +165,35 @@ class TaskView(Reply):
     message: str | msgspec.UnsetType = msgspec.UNSET
 
 
+class WebhookAttemptView(Reply):
+    """One POST to the webhook."""
+
+    at: Ms
+    duration_ms: Duration
+    status_code: Annotated[int, msgspec.Meta(description="The receiver's HTTP status")] | None
+    error: Annotated[str, msgspec.Meta(description="Why no status: connection error, timeout")] | None
+    next_retry_at: Annotated[int, msgspec.Meta(description="Epoch ms of the retry, if one follows")] | None
+
+
+class WebhookDeliveryView(Reply):
+    """The finished task's delivery to its webhook (one per time the task finished)."""
+
+    id: str
+    url: str
+    task_status: TaskStatus
+    state: Literal["pending", "delivered", "failed"]
+    created_at: Ms
+    updated_at: Ms
+    next_attempt_at: Annotated[int, msgspec.Meta(description="Epoch ms; while pending")] | None
+    attempts: list[WebhookAttemptView]
+
+
+class WebhookDeliveries(Reply):
+    task_id: str
+    webhook: str | None
+    deliveries: list[WebhookDeliveryView]
+
+
 class RetryReply(Reply):
     message: str
     task_id: str

@@ -55,6 +55,11 @@ class SqsQueue(TaskQueue):
     def check_server(self, server_id: str) -> None:
         self._hint({"checkServer": server_id})
 
+    def webhook_due(self, task_id: str, round_: int, *, delay_ms: int = 0) -> None:
+        """Past SQS's 15 minute delay limit the message comes early: the dispatcher sends it
+        on again, and the sweeper finds the delivery when it is due in any case."""
+        self._hint({"webhook": {"taskId": task_id, "round": round_}}, delay_ms)
+
     def _hint(self, body: dict[str, Any], delay_ms: int = 0) -> None:
         # Hints only: if one is lost, the next sweep drains and checks what is due.
         try:

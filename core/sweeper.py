@@ -32,6 +32,8 @@ class SweepReport:
     slots_reconciled: int = 0
     pending_nudged: bool = False
     purged: int = 0
+    # Filled by the AWS runtime, which sends due webhooks after the sweep.
+    webhooks_sent: int = 0
 
 
 def sweep(ctx: Context) -> SweepReport:

@@ -1,8 +1,9 @@
 """The AWS runtime: dispatch and sweeps as blocking calls inside one Lambda invocation.
 
 Messages on the dispatch queue say what to look at: `{"taskId": ...}` (a task was created or
-requeued), `{"drain": true}` (capacity freed: dispatch PENDING tasks in priority order) or
-`{"checkServer": ...}` (a server was registered: check its health now). Each is idempotent,
+requeued), `{"drain": true}` (capacity freed: dispatch PENDING tasks in priority order),
+`{"checkServer": ...}` (a server was registered: check its health now) or `{"webhook":
+{"taskId", "round"}}` (a webhook delivery is due: one attempt, bounded by WEBHOOK_TIMEOUT). Each is idempotent,
 since SQS delivers at least once: the claim is a conditional write only one caller wins.
 """
 
@@ -12,10 +13,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from core import backend_http, dispatch, servers, sweeper
+from core import backend_http, dispatch, servers, sweeper, webhook_delivery, webhook_http
 from core.context import Context
 from core.dispatch import Assignment, Attempt, Waiting
-from core.models import TaskStatus
+from core.models import DeliveryState, TaskStatus, WebhookDelivery
 from core.protocol import Kind
 from core.queue import enqueue_safely
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 100
+WEBHOOK_BATCH = 100
 CONCURRENCY = 16
 
 
@@ -49,6 +51,8 @@ def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager
         drain(ctx, pool)
     elif "checkServer" in body:
         check_server(ctx, str(body["checkServer"]), pool)
+    elif isinstance(body.get("webhook"), dict):
+        deliver_webhook(ctx, str(body["webhook"].get("taskId")), int(body["webhook"].get("round", 0)), pool)
     else:
         log.warning("ignoring an unknown dispatch message: %s", sorted(body))
 
@@ -101,10 +105,38 @@ def check_server(ctx: Context, server_id: str, pool: urllib3.PoolManager) -> Non
     servers.record_check(ctx, server_id, healthy)
 
 
+def deliver_webhook(ctx: Context, task_id: str, round_: int, pool: urllib3.PoolManager) -> None:
+    """A `{"webhook": ...}` message: make the attempt if it is due and nobody else has it."""
+    delivery = webhook_delivery.find(ctx, task_id, round_)
+    if delivery is None or delivery.state is not DeliveryState.PENDING:
+        return
+    wait_ms = delivery.next_attempt_at - ctx.now()
+    if wait_ms > 0:  # early (SQS delays at most 15 minutes): on again
+        ctx.queue.webhook_due(task_id, round_, delay_ms=wait_ms)
+        return
+    send_webhook(ctx, delivery, pool)
+
+
+def send_webhook(ctx: Context, delivery: WebhookDelivery, pool: urllib3.PoolManager) -> bool:
+    """Claim, POST and record one attempt; ask for the next one if it is to be retried."""
+    claimed = webhook_delivery.claim(ctx, delivery)
+    if claimed is None:
+        return False
+    outcome = webhook_http.send_sync(pool, webhook_delivery.request(ctx, claimed))
+    settled = webhook_delivery.settle(ctx, claimed, outcome)
+    if settled is not None and settled.state is DeliveryState.PENDING:
+        delay = max(0, settled.next_attempt_at - ctx.now())
+        ctx.queue.webhook_due(settled.task_id, settled.round, delay_ms=delay)
+    return True
+
+
 def sweep(ctx: Context, pool: urllib3.PoolManager) -> sweeper.SweepReport:
-    """The scheduled sweep, then the health checks that are due (concurrently)."""
+    """The scheduled sweep, then the health checks and webhook attempts that are due
+    (concurrently; a webhook whose message was lost or delayed past SQS's limit is sent here)."""
     report = sweeper.sweep(ctx)
     due = sweeper.due_for_check(ctx)
+    deliveries = ctx.store.due_deliveries(ctx.now(), WEBHOOK_BATCH)
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
         list(workers.map(lambda s: check_server(ctx, s.id, pool), due))
+        report.webhooks_sent = sum(workers.map(lambda d: send_webhook(ctx, d, pool), deliveries))
     return report

@@ -170,6 +170,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=(400, 403, 404, 409),
         description="Cancels a PENDING or PROCESSING task.",
     ),
+    ("GET", "/api/task/{id}/webhooks"): Operation(
+        "Get webhook deliveries",
+        "Tasks",
+        s.WebhookDeliveries,
+        errors=(400, 404),
+        description="Every delivery of the finished task to its `webhook` and each attempt: when, the "
+        "receiver's status or the error, how long it took, and when the next retry is due. The task's "
+        "owner or an admin; anyone else gets 404.",
+    ),
     ("POST", "/api/servers"): Operation(
         "Register server",
         "Servers",

@@ -1,4 +1,4 @@
-"""Task routes: create, read, report (backend callback), retry, cancel."""
+"""Task routes: create, read, report (backend callback), retry, cancel, webhook deliveries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import idempotency, tasks
+from core import idempotency, tasks, webhook_delivery
 from core.aws import build_context
 from core.schemas import CreateTask, UpdateTask, decode
 from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
@@ -63,12 +63,22 @@ async def cancel_task(request: Request) -> Response:
     return json_response({"message": "Task cancelled", "taskId": task.id})
 
 
+@authenticated
+async def task_webhooks(request: Request) -> Response:
+    task_id = path_id(request, "id", "task")
+    task, deliveries = webhook_delivery.deliveries(context(request), principal(request), task_id)
+    return json_response(
+        {"taskId": task.id, "webhook": task.webhook, "deliveries": [d.to_api() for d in deliveries]}
+    )
+
+
 routes = [
     Route("/api/task", create_task, methods=["POST"]),
     Route("/api/task/{id}", get_task, methods=["GET"]),
     Route("/api/task/{id}", update_task, methods=["PUT"]),
     Route("/api/task/{id}/retry", retry_task, methods=["POST"]),
     Route("/api/task/{id}/cancel", cancel_task, methods=["POST"]),
+    Route("/api/task/{id}/webhooks", task_webhooks, methods=["GET"]),
 ]
 
 app = create_app(routes, build_context)

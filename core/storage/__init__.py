@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.models import Server, Task, TaskStatus
+from core.models import Server, Task, TaskStatus, WebhookDelivery
 
 __all__ = ["CLOCK_SKEW_MS", "IdempotencyRecord", "Store", "update_sources"]
 
@@ -180,6 +180,28 @@ class Store(ABC):
     def put_idempotency(self, record: IdempotencyRecord, *, now_s: int) -> IdempotencyRecord | None:
         """Store `record` unless a record with its key that expires after `now_s` exists;
         return that record if so (and store nothing)."""
+
+    # -- webhook deliveries --------------------------------------------------------------
+
+    @abstractmethod
+    def put_delivery(self, delivery: WebhookDelivery) -> None:
+        """Store a new delivery. StaleWriteError if one exists for that task and round."""
+
+    @abstractmethod
+    def deliveries_of_task(self, task_id: str) -> list[WebhookDelivery]:
+        """Every delivery of the task, oldest round first."""
+
+    @abstractmethod
+    def due_deliveries(self, now: int, limit: int) -> list[WebhookDelivery]:
+        """PENDING deliveries whose next attempt is at or before `now`, earliest first."""
+
+    @abstractmethod
+    def update_delivery(
+        self, delivery: WebhookDelivery, changes: Mapping[str, Any], *, due_by: int | None = None
+    ) -> WebhookDelivery:
+        """Apply `changes` if the delivery is still PENDING with `delivery.attempts` (and, when
+        `due_by` is given, its next attempt is at or before it). Returns it as written.
+        StaleWriteError(current) otherwise: someone else claimed or settled it."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -11,6 +11,7 @@ on `expiresAt` (epoch seconds). The table is the `Table` resource in template.ya
 | Counters    | COUNTER#<key>     | COUNTER     | one number per counter name; expiresAt        |
 | Rate window | RATE#<key>        | RATE        | hits; expiresAt                               |
 | Idempotency | IDEMPOTENCY#<key> | IDEMPOTENCY | body_hash, task_id; expiresAt                 |
+| Delivery    | WEBHOOK#<task id> | DELIVERY#<round:6> | WebhookDelivery fields; GSI2 while due; expiresAt |
 
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
@@ -24,6 +25,7 @@ task on every task write: set while the state needs them, removed otherwise.
 | ByStatus | GSI2PK PENDING    | GSI2SK <10-priority:2>#<queuedAt:13>#<id>  | PENDING       |
 | ByStatus | GSI2PK PROCESSING | GSI2SK <deadline:13, 9999999999999>#<id>   | PROCESSING    |
 | ByServer | GSI3PK SERVER#<s> | GSI3SK <id>                                | PROCESSING    |
+| ByStatus | GSI2PK WEBHOOK_DUE | GSI2SK <nextAttemptAt:13>#<task>#<round:6> | delivery PENDING |
 
 A finished task carries expiresAt (its `expires_at`) and TTL drops it. Index reads are
 eventually consistent; every write is conditional on the base item, so a stale index entry
@@ -56,6 +58,12 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
 |                             |          | expiresAt <= :now                 |                   |
+| 19 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>, if new | WEBHOOK#t-1   |
+| 20 Deliveries of a task     | table    | PK = WEBHOOK#<task>               | WEBHOOK#t-1       |
+| 21 Deliveries due           | ByStatus | GSI2PK = WEBHOOK_DUE AND          | WEBHOOK_DUE,      |
+|                             |          | GSI2SK <= <now:13>#~              | 1700000000000#~   |
+| 22 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
+|                             |          | state = pending AND attempts = :n |                   |
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
 a failed condition becomes StaleWriteError or NoCapacityError.
@@ -76,9 +84,10 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from core.errors import NoCapacityError, StaleWriteError, UnavailableError
-from core.models import Server, ServerStatus, Task, TaskStatus
+from core.models import DeliveryState, Server, ServerStatus, Task, TaskStatus, WebhookDelivery
 from core.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, update_sources
 from core.storage.dynamodb_items import (
+    DELIVERIES_DUE,
     HIGHEST,
     INDEX_GROUPS,
     OUTCOME_FIELDS,
@@ -89,6 +98,10 @@ from core.storage.dynamodb_items import (
     check_fields,
     counter_key,
     counters_name,
+    delivery_from_item,
+    delivery_index_attributes,
+    delivery_key,
+    delivery_to_item,
     field_value,
     field_values,
     idempotency_key,
@@ -119,7 +132,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DynamoStore"]
 
-T = TypeVar("T", Task, Server)
+T = TypeVar("T", Task, Server, WebhookDelivery)
 
 BUSY = "Storage is busy, retry shortly"
 _BUSY_CODES = frozenset(
@@ -590,6 +603,56 @@ class DynamoStore(Store):
                     expires_at=int(old[TTL]["N"]),
                 )
         raise UnavailableError(BUSY)
+
+    # -- webhook deliveries --------------------------------------------------------------
+
+    def put_delivery(self, delivery: WebhookDelivery) -> None:
+        """Pattern 19."""
+        self._put_new(delivery_to_item(delivery))
+
+    def deliveries_of_task(self, task_id: str) -> list[WebhookDelivery]:
+        """Pattern 20."""
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "PK = :pk",
+            "ExpressionAttributeValues": {":pk": delivery_key(task_id, 0)["PK"]},
+            "ConsistentRead": True,
+        }
+        return [delivery_from_item(item) for item in self._query(request)]
+
+    def due_deliveries(self, now: int, limit: int) -> list[WebhookDelivery]:
+        """Pattern 21."""
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": "ByStatus",
+            "KeyConditionExpression": "GSI2PK = :due AND GSI2SK <= :now",
+            "ExpressionAttributeValues": {
+                ":due": {"S": DELIVERIES_DUE},
+                ":now": {"S": f"{now:013d}#{HIGHEST}"},
+            },
+        }
+        return [delivery_from_item(item) for item in self._query(request, limit)]
+
+    def update_delivery(
+        self, delivery: WebhookDelivery, changes: Mapping[str, Any], *, due_by: int | None = None
+    ) -> WebhookDelivery:
+        """Pattern 22."""
+        check_fields(WebhookDelivery, changes)
+        if {"task_id", "round"} & changes.keys():
+            raise ValueError("a delivery's task and round never change")
+        written = msgspec.structs.replace(delivery, **changes)
+        update = Expression()
+        for name, value in field_values(changes).items():
+            update.assign(name, value)
+        for attribute, derived in delivery_index_attributes(msgspec.structs.asdict(written)).items():
+            update.assign(attribute, None if derived is None else to_value(derived))
+        update.equals("state", DeliveryState.PENDING.value)
+        update.equals("attempts", delivery.attempts)
+        if due_by is not None:
+            update.condition(f"{update.name('next_attempt_at')} <= {update.value(due_by)}")
+        return self._update_or_stale(
+            delivery_key(delivery.task_id, delivery.round), update, delivery_from_item
+        )
 
     # -- requests ------------------------------------------------------------------------
 

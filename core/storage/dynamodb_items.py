@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from core.models import Server, Task, TaskStatus
+from core.models import DeliveryState, Server, Task, TaskStatus, WebhookDelivery
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
     Item = dict[str, AttributeValueTypeDef]
 
-S = TypeVar("S", Task, Server)
+S = TypeVar("S", Task, Server, WebhookDelivery)
 
 TTL = "expiresAt"
-JSON_FIELDS = frozenset({"payload", "result", "error", "reported", "endpoints"})
+JSON_FIELDS = frozenset({"payload", "result", "error", "reported", "endpoints", "log"})
 # Sorts after every character a task id may hold ([A-Za-z0-9_-]).
 HIGHEST = "~"
 NO_DEADLINE = 9_999_999_999_999
@@ -246,6 +246,40 @@ def server_to_item(server: Server) -> Item:
 
 def server_from_item(item: Item) -> Server:
     return _fields_from_item(Server, item)
+
+
+# -- webhook deliveries ------------------------------------------------------------------------
+
+# The due index shares ByStatus with tasks, under its own partition value.
+DELIVERIES_DUE = "WEBHOOK_DUE"
+
+
+def delivery_key(task_id: str, round_: int) -> Item:
+    return key(f"WEBHOOK#{task_id}", f"DELIVERY#{round_:06d}")
+
+
+def delivery_index_attributes(delivery: Mapping[str, Any]) -> dict[str, str | int | None]:
+    """ByStatus while PENDING (due order), nothing once delivered or failed; the TTL always."""
+    if DeliveryState(delivery["state"]) is DeliveryState.PENDING:
+        sort = f"{delivery['next_attempt_at']:013d}#{delivery['task_id']}#{delivery['round']:06d}"
+        return {"GSI2PK": DELIVERIES_DUE, "GSI2SK": sort, TTL: delivery["expires_at"]}
+    return {"GSI2PK": None, "GSI2SK": None, TTL: delivery["expires_at"]}
+
+
+def delivery_to_item(delivery: WebhookDelivery) -> Item:
+    item = delivery_key(delivery.task_id, delivery.round)
+    fields = msgspec.structs.asdict(delivery)
+    for name, value in field_values(fields).items():
+        if value is not None:
+            item[name] = value
+    for name, derived in delivery_index_attributes(fields).items():
+        if derived is not None:
+            item[name] = to_value(derived)
+    return item
+
+
+def delivery_from_item(item: Item) -> WebhookDelivery:
+    return _fields_from_item(WebhookDelivery, item)
 
 
 # -- expressions -----------------------------------------------------------------------------

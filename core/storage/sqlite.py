@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from core.errors import NoCapacityError, StaleWriteError
-from core.models import Server, ServerStatus, Task, TaskStatus
+from core.models import DeliveryState, Server, ServerStatus, Task, TaskStatus, WebhookDelivery
 from core.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, update_sources
 
-S = TypeVar("S", Task, Server)
+S = TypeVar("S", Task, Server, WebhookDelivery)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -104,6 +104,25 @@ CREATE TABLE IF NOT EXISTS rate_windows (
     key TEXT PRIMARY KEY, hits INTEGER NOT NULL, expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rate_windows_expiry ON rate_windows (expires_at);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    task_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    task_status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    log BLOB NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (task_id, round)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_expiry ON webhook_deliveries (expires_at)
+    WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, task_id TEXT NOT NULL,
     expires_at INTEGER NOT NULL
@@ -114,9 +133,15 @@ CREATE TABLE IF NOT EXISTS idempotency (
 _JSON_FIELDS: dict[type, frozenset[str]] = {
     Task: frozenset({"payload", "capabilities", "result", "error"}),
     Server: frozenset({"endpoints", "capabilities", "groups", "reported"}),
+    WebhookDelivery: frozenset({"log"}),
 }
 _TASK_COLUMNS = Task.__struct_fields__
 _SERVER_COLUMNS = Server.__struct_fields__
+_COLUMNS: dict[type, tuple[str, ...]] = {
+    Task: _TASK_COLUMNS,
+    Server: _SERVER_COLUMNS,
+    WebhookDelivery: WebhookDelivery.__struct_fields__,
+}
 
 
 def _column_value(kind: type, name: str, value: Any) -> Any:
@@ -124,7 +149,7 @@ def _column_value(kind: type, name: str, value: Any) -> Any:
         return None
     if name in _JSON_FIELDS[kind]:
         return msgspec.json.encode(value)
-    if isinstance(value, TaskStatus | ServerStatus):
+    if isinstance(value, TaskStatus | ServerStatus | DeliveryState):
         return value.value
     if isinstance(value, bool):
         return int(value)
@@ -140,7 +165,7 @@ def _from_row(kind: type[S], row: sqlite3.Row) -> S:
 
 
 def _set_clause(kind: type, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    columns = _TASK_COLUMNS if kind is Task else _SERVER_COLUMNS
+    columns = _COLUMNS[kind]
     unknown = set(changes) - set(columns)
     if unknown:
         raise ValueError(f"unknown {kind.__name__} fields: {sorted(unknown)}")
@@ -452,6 +477,46 @@ class SqliteStore(Store):
             )
         return None
 
+    # -- webhook deliveries --------------------------------------------------------------
+
+    def put_delivery(self, delivery: WebhookDelivery) -> None:
+        self._insert("webhook_deliveries", WebhookDelivery, delivery)
+
+    def deliveries_of_task(self, task_id: str) -> list[WebhookDelivery]:
+        rows = self._conn().execute(
+            "SELECT * FROM webhook_deliveries WHERE task_id = ? ORDER BY round", (task_id,)
+        )
+        return [_from_row(WebhookDelivery, row) for row in rows]
+
+    def due_deliveries(self, now: int, limit: int) -> list[WebhookDelivery]:
+        rows = self._conn().execute(
+            "SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, task_id, round LIMIT ?",
+            (now, limit),
+        )
+        return [_from_row(WebhookDelivery, row) for row in rows]
+
+    def update_delivery(
+        self, delivery: WebhookDelivery, changes: Mapping[str, Any], *, due_by: int | None = None
+    ) -> WebhookDelivery:
+        if {"task_id", "round"} & changes.keys():
+            raise ValueError("a delivery's task and round never change")
+        clause, params = _set_clause(WebhookDelivery, changes)
+        where = "task_id = ? AND round = ? AND state = 'pending' AND attempts = ?"
+        params += [delivery.task_id, delivery.round, delivery.attempts]
+        if due_by is not None:
+            where += " AND next_attempt_at <= ?"
+            params.append(due_by)
+        row = (
+            self._conn()
+            .execute(f"UPDATE webhook_deliveries SET {clause} WHERE {where} RETURNING *", params)
+            .fetchone()
+        )
+        if row is None:
+            current = [d for d in self.deliveries_of_task(delivery.task_id) if d.round == delivery.round]
+            raise StaleWriteError(current[0] if current else None)
+        return _from_row(WebhookDelivery, row)
+
     def purge_expired(self, now_s: int) -> int:
         with self._transaction() as conn:
             purged = conn.execute(
@@ -460,4 +525,7 @@ class SqliteStore(Store):
             conn.execute("DELETE FROM counters WHERE expires_at <= ?", (now_s,))
             conn.execute("DELETE FROM rate_windows WHERE expires_at <= ?", (now_s,))
             conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now_s,))
+            conn.execute(
+                "DELETE FROM webhook_deliveries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now_s,)
+            )
         return purged

@@ -247,10 +247,13 @@ class Checked:
         token: str | None = "admin",
         json: Any = None,
         expect: int = 200,
+        headers: dict[str, str] | None = None,
         **ids: str,
     ) -> Any:
         path = template.format(**ids) if ids else template
-        headers = {} if token is None else {"Authorization": f"Bearer {self.tokens[token]}"}
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {self.tokens[token]}"
         reply = self.client.request(method, path, headers=headers, json=json)
         assert reply.status_code == expect, f"{method} {path}: {reply.status_code} {reply.text}"
         path_template = re.sub(r"\?.*", "", template)
@@ -330,6 +333,19 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
     assert done["status"] == "COMPLETED" and "completedAt" in done
     call("PUT", "/api/task/{id}", id=task_id, json=EXAMPLE_COMPLETED, expect=409)  # finished
     call("POST", "/api/task", json=task, token="admin")
+    keyed = {"Idempotency-Key": "openapi-1"}
+    first = call("POST", "/api/task", json=task, token="user", headers=keyed)
+    assert call("POST", "/api/task", json=task, token="user", headers=keyed)["id"] == first["id"]
+    call("POST", "/api/task", json={**task, "priority": 9}, token="user", headers=keyed, expect=409)
+    call("POST", "/api/task", json=task, token="user", headers={"Idempotency-Key": ""}, expect=400)
+    hooked = call("POST", "/api/task", json={**task, "webhook": f"{dead}/hook"}, token="user")["id"]
+    call("POST", "/api/task/{id}/cancel", id=hooked, token="user")
+    deliveries = call("GET", "/api/task/{id}/webhooks", id=hooked, token="user")["deliveries"]
+    assert [(d["taskStatus"], d["state"], d["attempts"]) for d in deliveries] == [
+        ("CANCELLED", "pending", [])
+    ]
+    call("GET", "/api/task/{id}/webhooks", id=task_id, token="user")
+    call("GET", "/api/task/{id}/webhooks", id="task_abc123", expect=404)
     waited = call("POST", "/api/task", json={**task, "async": False}, token="user")
     assert waited["status"] == "PENDING" and waited["type"] == task["type"]  # a TaskView
 
