@@ -1,4 +1,4 @@
-"""The `taskgate` command: serve, dev, token, mock-backend."""
+"""The `taskgate` command: serve, dev, token, webhook-secret, mock-backend."""
 
 from __future__ import annotations
 
@@ -55,6 +55,16 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook_secret(args: argparse.Namespace) -> int:
+    import os
+
+    from core.webhooks import derive_secret
+    from handlers.local import secret_for
+
+    print(os.environ.get("WEBHOOK_SECRET") or derive_secret(secret_for(args.db)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="taskgate", description="A task gateway for backend inference servers."
@@ -80,6 +90,11 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
     token.add_argument("--server-id", help="for service tokens: the server it speaks for")
     token.add_argument("--db", default="taskgate.db", help="database whose secret to use")
+    hook = commands.add_parser(
+        "webhook-secret",
+        help="print the webhook signing secret (WEBHOOK_SECRET, else derived from the JWT secret)",
+    )
+    hook.add_argument("--db", default="taskgate.db", help="database whose JWT secret to derive it from")
     mock = commands.add_parser("mock-backend", help="a fake inference backend, for tests and trying taskgate")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8080)
@@ -104,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         from handlers import mock_backend
 
         return mock_backend.run(args)
+    if args.command == "webhook-secret":
+        return _webhook_secret(args)
     if args.command == "token":
         if not args.role:
             args.role = [auth.USER]

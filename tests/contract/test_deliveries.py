@@ -1,0 +1,103 @@
+"""Webhook deliveries in the store: put once, listed per task, due in order, claimed and
+settled by compare-and-set on their attempt count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.errors import StaleWriteError
+from core.models import DeliveryAttempt, DeliveryState, TaskStatus, WebhookDelivery
+from core.storage import Store
+
+from .conftest import StoreFactory
+from .factories import NOW, run_concurrently, split, unique_id
+
+
+def make_delivery(**overrides: Any) -> WebhookDelivery:
+    fields: dict[str, Any] = {
+        "task_id": unique_id("task"),
+        "round": 0,
+        "url": "http://127.0.0.1:9/hook",
+        "task_status": TaskStatus.COMPLETED,
+        "body": '{"id": "t", "result": {"x": 1.5}}',
+        "next_attempt_at": NOW,
+        "created_at": NOW,
+        "updated_at": NOW,
+        "expires_at": NOW // 1000 + 86_400,
+    }
+    fields.update(overrides)
+    return WebhookDelivery(**fields)
+
+
+def test_a_delivery_round_trips_and_is_put_once(store: Store) -> None:
+    delivery = make_delivery()
+    store.put_delivery(delivery)
+    assert store.deliveries_of_task(delivery.task_id) == [delivery]
+    with pytest.raises(StaleWriteError):
+        store.put_delivery(make_delivery(task_id=delivery.task_id, url="http://other/"))
+    assert store.deliveries_of_task(delivery.task_id) == [delivery]
+
+
+def test_deliveries_of_a_task_are_listed_by_round_and_no_others(store: Store) -> None:
+    task_id = unique_id("task")
+    for round_ in (2, 0, 1):
+        store.put_delivery(make_delivery(task_id=task_id, round=round_))
+    store.put_delivery(make_delivery())
+    assert [d.round for d in store.deliveries_of_task(task_id)] == [0, 1, 2]
+    assert store.deliveries_of_task("task_none") == []
+
+
+def test_due_deliveries_are_pending_ones_at_or_before_now_earliest_first(store: Store) -> None:
+    late = make_delivery(next_attempt_at=NOW + 10)
+    early = make_delivery(next_attempt_at=NOW - 10)
+    future = make_delivery(next_attempt_at=NOW + 11)
+    done = make_delivery(next_attempt_at=NOW - 20, state=DeliveryState.DELIVERED)
+    for delivery in (late, early, future, done):
+        store.put_delivery(delivery)
+    due = store.due_deliveries(NOW + 10, 10)
+    assert [d.task_id for d in due] == [early.task_id, late.task_id]
+    assert [d.task_id for d in store.due_deliveries(NOW + 10, 1)] == [early.task_id]
+
+
+def test_a_claim_then_an_outcome_move_the_delivery_out_of_the_due_list(store: Store) -> None:
+    delivery = make_delivery()
+    store.put_delivery(delivery)
+
+    claimed = store.update_delivery(
+        delivery, {"attempts": 1, "next_attempt_at": NOW + 15_000, "updated_at": NOW}, due_by=NOW
+    )
+    assert (claimed.attempts, claimed.next_attempt_at) == (1, NOW + 15_000)
+    assert store.due_deliveries(NOW, 10) == []
+
+    entry = DeliveryAttempt(at=NOW, duration_ms=12, status_code=200)
+    settled = store.update_delivery(claimed, {"state": DeliveryState.DELIVERED, "log": [entry]})
+    assert settled.state is DeliveryState.DELIVERED and settled.log == [entry]
+    assert store.deliveries_of_task(delivery.task_id) == [settled]
+    assert store.due_deliveries(NOW + 10**9, 10) == []
+
+
+def test_stale_claims_and_early_claims_fail_and_change_nothing(store: Store) -> None:
+    delivery = make_delivery(next_attempt_at=NOW + 5)
+    store.put_delivery(delivery)
+    with pytest.raises(StaleWriteError):  # not due yet
+        store.update_delivery(delivery, {"attempts": 1}, due_by=NOW)
+    store.update_delivery(delivery, {"attempts": 1}, due_by=NOW + 5)
+    with pytest.raises(StaleWriteError) as lost:  # another sender already claimed attempt 1
+        store.update_delivery(delivery, {"attempts": 1}, due_by=NOW + 5)
+    assert isinstance(lost.value.current, WebhookDelivery) and lost.value.current.attempts == 1
+
+
+def test_concurrent_claims_of_one_delivery_have_one_winner(store: Store, open_store: StoreFactory) -> None:
+    delivery = make_delivery()
+    store.put_delivery(delivery)
+    stores = [open_store() for _ in range(12)]
+
+    outcomes = run_concurrently(
+        12, lambda i: stores[i].update_delivery(delivery, {"attempts": 1, "updated_at": NOW + i}, due_by=NOW)
+    )
+
+    wins, losses = split(outcomes, StaleWriteError)
+    assert len(wins) == 1 and len(losses) == 11
+    assert store.deliveries_of_task(delivery.task_id)[0].updated_at == NOW + wins[0].index
