@@ -8,10 +8,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from .fleet import (
     start_gateway,
 )
 from .harness import HELD, RATE_LIMITS_OFF, SECRET, Api, unique
+from .webhook_receiver import Receiver, start_receiver
 
 MAX_ATTEMPTS = 3
 # Short backoffs: retries 50-100 ms, then 100-200 ms after the failures.
@@ -43,34 +42,6 @@ WEBHOOK_SETTINGS = {
     "WEBHOOK_RETRY_BASE_DELAY": 100,
     "WEBHOOK_TIMEOUT": 2000,
 }
-
-
-@dataclass
-class Receiver:
-    url: str
-    log: Path
-    proc: subprocess.Popen[bytes]
-
-    def requests(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-
-    def wait_requests(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        return eventually(
-            self.requests, lambda r: len(r) >= count, timeout=timeout, what=f"{count} webhook requests"
-        )
-
-
-def start_receiver(tmp: Path, statuses: str = "200") -> Receiver:
-    port = free_port()
-    name = unique("receiver")
-    log, out = tmp / f"{name}.jsonl", tmp / f"{name}.out"
-    args = [sys.executable, "-m", "tests.e2e.webhook_receiver", "--port", str(port), "--log", str(log)]
-    proc = _spawn([*args, "--statuses", statuses], out)
-    base = f"http://127.0.0.1:{port}"
-    _wait_up([(proc, base, out)])
-    return Receiver(f"{base}/hook", log, proc)
 
 
 @pytest.fixture(scope="module")

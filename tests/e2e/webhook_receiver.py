@@ -4,21 +4,28 @@
 
 Answers POST /hook with the given statuses in turn (the last one from then on) and appends
 each request (time, headers, raw body) to the log as one JSON line, flushed at once.
-GET /health answers 200 so the harness knows it is up.
+GET /health answers 200 so the harness knows it is up. `start_receiver` starts one for a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+
+from tests.e2e import fleet, harness
 
 
 def build(log_path: str, statuses: list[int]) -> Starlette:
@@ -45,6 +52,34 @@ def build(log_path: str, statuses: list[int]) -> Starlette:
         return PlainTextResponse("ok")
 
     return Starlette(routes=[Route("/hook", hook, methods=["POST"]), Route("/health", health)])
+
+
+@dataclass
+class Receiver:
+    url: str
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def wait_requests(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        return fleet.eventually(
+            self.requests, lambda r: len(r) >= count, timeout=timeout, what=f"{count} webhook requests"
+        )
+
+
+def start_receiver(tmp: Path, statuses: str = "200") -> Receiver:
+    port = fleet.free_port()
+    name = harness.unique("receiver")
+    log, out = tmp / f"{name}.jsonl", tmp / f"{name}.out"
+    args = [sys.executable, "-m", "tests.e2e.webhook_receiver", "--port", str(port), "--log", str(log)]
+    proc = fleet._spawn([*args, "--statuses", statuses], out)
+    base = f"http://127.0.0.1:{port}"
+    fleet._wait_up([(proc, base, out)])
+    return Receiver(f"{base}/hook", log, proc)
 
 
 def main() -> None:
