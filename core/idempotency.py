@@ -58,7 +58,8 @@ def body_hash(body: CreateTask) -> str:
 
 
 def create_task_once(ctx: Context, principal: Principal, body: CreateTask, key: str) -> tuple[Task, bool]:
-    """The task for this key: created now (False) or the one an earlier request made (True)."""
+    """The task for this key, and whether it is a replay: False when this request wrote it
+    (also when completing a claim another request left), True when another request did."""
     tasks.check_create(principal, body)
     record = IdempotencyRecord(
         key=scoped_key(principal, key),
@@ -75,7 +76,7 @@ def create_task_once(ctx: Context, principal: Principal, body: CreateTask, key: 
     if earlier is not None and (found := ctx.store.get_task(claim.task_id)) is not None:
         return found, True
     try:
-        return tasks.create_task(ctx, principal, body, task_id=claim.task_id), earlier is not None
+        return tasks.create_task(ctx, principal, body, task_id=claim.task_id), False
     except StaleWriteError:
         # Another request with this key created it between our read and our write.
         found = ctx.store.get_task(claim.task_id)

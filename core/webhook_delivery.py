@@ -120,7 +120,7 @@ def request(ctx: Context, claimed: WebhookDelivery) -> WebhookRequest:
     body = claimed.body.encode()
     return WebhookRequest(
         url=claimed.url,
-        headers=signed_headers(ctx.webhook_secret, ctx.now() // 1000, body),
+        headers=signed_headers(ctx.webhook_secret, ctx.now() // 1000, body, claimed.id),
         body=body,
         timeout_s=ctx.config.webhook_timeout_ms / 1000,
     )

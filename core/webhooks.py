@@ -24,6 +24,8 @@ import hmac
 
 TIMESTAMP_HEADER = "X-Taskgate-Timestamp"
 SIGNATURE_HEADER = "X-Taskgate-Signature"
+# Names the delivery (`<task id>.<round>`): the same on every attempt, for de-duplication.
+DELIVERY_HEADER = "X-Taskgate-Delivery"
 TOLERANCE_S = 300
 _DERIVATION = b"taskgate webhook signing v1"
 
@@ -38,13 +40,18 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"v1={digest}"
 
 
-def signed_headers(secret: str, timestamp: int, body: bytes) -> dict[str, str]:
-    return {
+def signed_headers(
+    secret: str, timestamp: int, body: bytes, delivery_id: str | None = None
+) -> dict[str, str]:
+    headers = {
         "Content-Type": "application/json",
         "User-Agent": "taskgate-webhook/1",
         TIMESTAMP_HEADER: str(timestamp),
         SIGNATURE_HEADER: sign(secret, timestamp, body),
     }
+    if delivery_id is not None:
+        headers[DELIVERY_HEADER] = delivery_id
+    return headers
 
 
 def verify(

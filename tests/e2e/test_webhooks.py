@@ -119,6 +119,7 @@ def test_a_completed_task_is_posted_signed_with_its_get_body(
             time.time(),
         )
         assert headers["content-type"] == "application/json"
+        assert headers["x-taskgate-delivery"] == f"{task_id}.0"
         assert json.loads(body) == finished and finished["status"] == "COMPLETED"
 
         delivery = settled(fleet.api, task_id)
@@ -157,6 +158,7 @@ def test_two_500s_then_200_make_three_recorded_attempts(
     assert second["at"] >= first["nextRetryAt"] and third["at"] >= second["nextRetryAt"]
     sent = receiver.wait_requests(3)
     assert len({r["body"] for r in sent}) == 1 and json.loads(sent[0]["body"])["status"] == "CANCELLED"
+    assert {r["headers"]["x-taskgate-delivery"] for r in sent} == {f"{task_id}.0"}
     holds(lambda: len(receiver.requests()), lambda n: n == 3, seconds=0.5, what="no fourth request")
 
 
@@ -171,6 +173,30 @@ def test_a_400_is_not_retried(gateway: Gateway, receivers: list[Receiver], tmp_p
     assert delivery["state"] == "failed"
     assert [(a["statusCode"], a["nextRetryAt"]) for a in delivery["attempts"]] == [(400, None)]
     holds(lambda: len(receiver.requests()), lambda n: n == 1, seconds=0.6, what="no retry after a 400")
+
+
+def test_a_task_retried_and_finished_again_is_delivered_again(
+    gateway: Gateway, receivers: list[Receiver], tmp_path: Path
+) -> None:
+    receiver = start_receiver(tmp_path)
+    receivers.append(receiver)
+    api, owner = gateway.api, gateway.api.user()
+    task_id = held_task(api, owner, receiver.url)
+    api.post(f"/api/task/{task_id}/cancel", token=owner).ok()
+    receiver.wait_requests(1)
+    api.post(f"/api/task/{task_id}/retry", token=owner).ok()
+    api.post(f"/api/task/{task_id}/cancel", token=owner).ok()
+
+    sent = receiver.wait_requests(2)
+    assert [r["headers"]["x-taskgate-delivery"] for r in sent] == [f"{task_id}.0", f"{task_id}.1"]
+    rounds = eventually(
+        lambda: deliveries(api, task_id)["deliveries"],
+        lambda d: [x["state"] for x in d] == ["delivered", "delivered"],
+        timeout=5,
+        what="both rounds delivered",
+    )
+    assert [d["id"] for d in rounds] == [f"{task_id}.0", f"{task_id}.1"]
+    holds(lambda: len(receiver.requests()), lambda n: n == 2, seconds=0.3, what="one POST per round")
 
 
 def test_a_receiver_that_is_down_is_retried_up_to_the_limit(gateway: Gateway) -> None:

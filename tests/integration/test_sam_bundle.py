@@ -35,6 +35,7 @@ DIRECT_EXTRAS = {"urllib3"}
 ONE_MACHINE_IMPORTS = {
     "core/backend_http.py": {"aiohttp"},
     "core/runtime.py": {"aiohttp"},
+    "core/webhook_http.py": {"aiohttp"},
 }
 # Loaded on the AWS path after import (first request, first message), named here because the
 # handler modules import them lazily.
