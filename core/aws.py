@@ -60,7 +60,7 @@ def build_context() -> Context:
     from core import stats
     from core.sqs import SqsQueue
     from core.storage.dynamodb import DynamoStore
-    from core.webhook_delivery import WebhookScheduler
+    from core.webhook_delivery import WebhookWaker
 
     config = Config.from_env(jwt_secret=jwt_secret_from_env())
     ctx = Context(
@@ -71,7 +71,7 @@ def build_context() -> Context:
         webhook_secret_source=webhook_secret_from_env,
     )
     ctx.events.listeners.append(stats.Recorder(ctx))
-    ctx.events.listeners.append(WebhookScheduler(ctx))
+    ctx.events.listeners.append(WebhookWaker(ctx))
     ctx.events.listeners.append(CancelNotifier(ctx))
     return ctx
 

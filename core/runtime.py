@@ -222,7 +222,11 @@ class LocalRuntime:
             self._webhooks_due.clear()
 
     async def _deliver(self, claimed: WebhookDelivery) -> None:
-        outcome = await webhook_http.send_async(self.client, webhook_delivery.request(self.ctx, claimed))
+        request = webhook_delivery.request(self.ctx, claimed)
+        if isinstance(request, webhook_delivery.WebhookOutcome):
+            outcome = request
+        else:
+            outcome = await webhook_http.send_async(self.client, request)
         settled = webhook_delivery.settle(self.ctx, claimed, outcome)
         if settled is not None and settled.state is DeliveryState.PENDING:
             self._on_webhook(max(0, settled.next_attempt_at - self.ctx.now()))

@@ -122,7 +122,11 @@ def send_webhook(ctx: Context, delivery: WebhookDelivery, pool: urllib3.PoolMana
     claimed = webhook_delivery.claim(ctx, delivery)
     if claimed is None:
         return False
-    outcome = webhook_http.send_sync(pool, webhook_delivery.request(ctx, claimed))
+    request = webhook_delivery.request(ctx, claimed)
+    if isinstance(request, webhook_delivery.WebhookOutcome):
+        outcome = request
+    else:
+        outcome = webhook_http.send_sync(pool, request)
     settled = webhook_delivery.settle(ctx, claimed, outcome)
     if settled is not None and settled.state is DeliveryState.PENDING:
         delay = max(0, settled.next_attempt_at - ctx.now())

@@ -6,12 +6,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from core import auth, balancer, states
+import msgspec
+
+from core import auth, balancer, states, webhook_delivery
 from core.auth import Principal
 from core.context import Context
 from core.errors import ConflictError, NotFoundError, StaleWriteError
 from core.ids import new_task_id
-from core.models import Task, TaskStatus
+from core.models import Task, TaskStatus, WebhookDelivery
 from core.queue import enqueue_safely
 from core.schemas import CreateTask, UpdateTask
 from core.urls import check_url
@@ -176,7 +178,13 @@ def expire_pending(ctx: Context, task: Task, reason: str) -> Task:
     """Queue timeout: a PENDING task that found no server in QUEUE_TIMEOUT."""
     now = ctx.now()
     changes: dict[str, Any] = {**_finished(ctx, TaskStatus.TIMEOUT, now), "error": reason}
-    timed_out = ctx.store.update_task(task.id, changes, from_status={PENDING}, attempts=task.attempts)
+    timed_out = ctx.store.update_task(
+        task.id,
+        changes,
+        from_status={PENDING},
+        attempts=task.attempts,
+        delivery=_delivery(ctx, task, changes),
+    )
     ctx.events.publish(timed_out, task.status)
     return timed_out
 
@@ -198,10 +206,19 @@ def _finished(ctx: Context, status: TaskStatus, now: int) -> dict[str, Any]:
     }
 
 
+def _delivery(ctx: Context, task: Task, changes: dict[str, Any]) -> WebhookDelivery | None:
+    """The webhook delivery to store with this write, if it finishes a task that has one."""
+    if task.webhook is None or "status" not in changes:
+        return None
+    return webhook_delivery.for_finish(ctx, msgspec.structs.replace(task, **changes))
+
+
 def _release(
     ctx: Context, task: Task, changes: dict[str, Any], counters: dict[str, int], values: dict[str, Any]
 ) -> Task:
-    released = ctx.store.release_task(task, changes, server_counters=counters, server_values=values)
+    released = ctx.store.release_task(
+        task, changes, server_counters=counters, server_values=values, delivery=_delivery(ctx, task, changes)
+    )
     if task.server_id is not None:
         ctx.fleet.adjust(task.server_id, -1, **values)
     ctx.events.publish(released, task.status)
@@ -263,7 +280,11 @@ def cancel_task(ctx: Context, principal: Principal, task_id: str) -> Task:
         try:
             if task.status is PENDING:
                 cancelled = ctx.store.update_task(
-                    task.id, changes, from_status={PENDING}, attempts=task.attempts
+                    task.id,
+                    changes,
+                    from_status={PENDING},
+                    attempts=task.attempts,
+                    delivery=_delivery(ctx, task, changes),
                 )
                 ctx.events.publish(cancelled, PENDING)
                 return cancelled

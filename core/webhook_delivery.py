@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # A sender that claimed an attempt has this long past the receiver's timeout to record it.
 LEASE_MARGIN_MS = 5_000
 LOST = "the sender stopped before recording an outcome"
+SUPERSEDED = "not sent: the task was retried before its large finished state was delivered"
+# A finished task's body up to this size is kept on the delivery (a DynamoDB item holds 400 KB;
+# a result may be 256 KiB); a larger one is read from the task when it is sent.
+BODY_INLINE_LIMIT = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class WebhookOutcome:
     status_code: int | None
     error: str | None
     duration_ms: int
+    # An error no retry can mend (the URL resolves to a metadata address, the task moved on).
+    final: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -55,13 +61,33 @@ class WebhookOutcome:
     @property
     def retryable(self) -> bool:
         if self.status_code is None:
-            return self.error is not None and not self.error.startswith("refused")
+            return not self.final
         return self.status_code >= 500 or self.status_code == 429
 
 
-class WebhookScheduler:
-    """A task listener: when a task with a webhook finishes, record its delivery and ask for
-    it to be sent now. Never raises into the write that finished the task."""
+def for_finish(ctx: Context, finished: Task) -> WebhookDelivery | None:
+    """The delivery a task's move to a terminal state stores in the same write (None if the
+    task has no webhook), so a crash cannot finish a task and lose its webhook."""
+    if finished.webhook is None or not TaskStatus(finished.status).is_terminal:
+        return None
+    now = ctx.now()
+    body = msgspec.json.encode(finished.to_api())
+    return WebhookDelivery(
+        task_id=finished.id,
+        round=finished.retries,
+        url=finished.webhook,
+        task_status=finished.status,
+        body=body.decode() if len(body) <= BODY_INLINE_LIMIT else "",
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+        expires_at=finished.expires_at if finished.expires_at is not None else ctx.expiry_s(now),
+    )
+
+
+class WebhookWaker:
+    """A task listener: when a task with a webhook has just finished (its delivery stored
+    with it), ask for the delivery to be sent now rather than at the next sweep."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -71,33 +97,7 @@ class WebhookScheduler:
             return
         if previous is not None and previous.is_terminal:
             return
-        try:
-            schedule(self.ctx, task)
-        except Exception:
-            log.exception("webhook delivery not recorded", extra={"task_id": task.id})
-
-
-def schedule(ctx: Context, task: Task) -> WebhookDelivery | None:
-    """Record the delivery of a finished task (once per round) and wake a sender."""
-    assert task.webhook is not None
-    now = ctx.now()
-    delivery = WebhookDelivery(
-        task_id=task.id,
-        round=task.retries,
-        url=task.webhook,
-        task_status=task.status,
-        body=msgspec.json.encode(task.to_api()).decode(),
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-        expires_at=task.expires_at if task.expires_at is not None else ctx.expiry_s(now),
-    )
-    try:
-        ctx.store.put_delivery(delivery)
-    except StaleWriteError:
-        return None  # this round's delivery exists already
-    ctx.queue.webhook_due(task.id, task.retries)
-    return delivery
+        self.ctx.queue.webhook_due(task.id, task.retries)
 
 
 def claim(ctx: Context, delivery: WebhookDelivery) -> WebhookDelivery | None:
@@ -116,8 +116,15 @@ def claim(ctx: Context, delivery: WebhookDelivery) -> WebhookDelivery | None:
         return None
 
 
-def request(ctx: Context, claimed: WebhookDelivery) -> WebhookRequest:
+def request(ctx: Context, claimed: WebhookDelivery) -> WebhookRequest | WebhookOutcome:
+    """The signed POST for this attempt; or, when the body must be read from a task that has
+    been retried since, the outcome that ends the delivery."""
     body = claimed.body.encode()
+    if not body:  # too large to keep on the delivery: the task as it stands
+        task = ctx.store.get_task(claimed.task_id)
+        if task is None or task.retries != claimed.round or not task.status.is_terminal:
+            return WebhookOutcome(None, SUPERSEDED, 0, final=True)
+        body = msgspec.json.encode(task.to_api())
     return WebhookRequest(
         url=claimed.url,
         headers=signed_headers(ctx.webhook_secret, ctx.now() // 1000, body, claimed.id),

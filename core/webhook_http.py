@@ -33,7 +33,7 @@ async def send_async(client: aiohttp.ClientSession, request: WebhookRequest) -> 
 
     started = time.monotonic()
     if not resolves_safely(request.url):
-        return WebhookOutcome(None, UNSAFE, 0)
+        return WebhookOutcome(None, UNSAFE, 0, final=True)
     try:
         async with client.post(
             request.url,
@@ -55,7 +55,7 @@ def send_sync(pool: urllib3.PoolManager, request: WebhookRequest) -> WebhookOutc
 
     started = time.monotonic()
     if not resolves_safely(request.url):
-        return WebhookOutcome(None, UNSAFE, 0)
+        return WebhookOutcome(None, UNSAFE, 0, final=True)
     try:
         response = pool.request(
             "POST",

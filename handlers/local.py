@@ -17,7 +17,7 @@ from core.events import LocalEvents
 from core.queue import CallbackQueue
 from core.stats import Recorder
 from core.storage.sqlite import SqliteStore
-from core.webhook_delivery import WebhookScheduler
+from core.webhook_delivery import WebhookWaker
 from handlers import docs, metrics, servers, stats, system, tasks
 from handlers._http import create_app
 
@@ -42,7 +42,7 @@ def build_context(db_path: str, **overrides: object) -> Context:
     events = LocalEvents()
     ctx = Context(store=SqliteStore(db_path), queue=CallbackQueue(), config=config, events=events)
     events.listeners.append(Recorder(ctx))  # statistics, counted as tasks are written
-    events.listeners.append(WebhookScheduler(ctx))  # a finished task's webhook, recorded
+    events.listeners.append(WebhookWaker(ctx))  # a finished task's webhook, sent now
     return ctx
 
 

@@ -67,9 +67,11 @@ class Store(ABC):
         from_status: Collection[TaskStatus],
         attempts: int | None = None,
         server_id: str | None = None,
+        delivery: WebhookDelivery | None = None,
     ) -> Task:
         """Apply `changes` (Task field -> value) if the task is in one of `from_status` (and
         has that attempt count and server, when given). Returns the task as written.
+        `delivery` (a task finishing with a webhook) is stored in the same atomic write.
 
         Never moves a task into or out of PROCESSING (see claim_task and release_task): a
         task found PROCESSING when `changes` set another status, or not PROCESSING when they
@@ -97,8 +99,10 @@ class Store(ABC):
         *,
         server_counters: Mapping[str, int] | None = None,
         server_values: Mapping[str, Any] | None = None,
+        delivery: WebhookDelivery | None = None,
     ) -> Task:
-        """Move `task` out of PROCESSING and free its slot on `task.server_id`, atomically.
+        """Move `task` out of PROCESSING and free its slot on `task.server_id`, atomically
+        (with `delivery`, when given, stored in the same write).
 
         Conditional on the task still being PROCESSING on that server with `task.attempts`;
         `server_counters` (Server field -> increment) are added and `server_values` (Server

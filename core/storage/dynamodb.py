@@ -209,8 +209,9 @@ class DynamoStore(Store):
         from_status: Collection[TaskStatus],
         attempts: int | None = None,
         server_id: str | None = None,
+        delivery: WebhookDelivery | None = None,
     ) -> Task:
-        """Pattern 3."""
+        """Pattern 3 (with pattern 19 in one transaction when there is a delivery)."""
         check_fields(Task, changes)
         if "id" in changes:
             raise ValueError("a task's id never changes")
@@ -234,7 +235,15 @@ class DynamoStore(Store):
         if server_id is not None:
             update.equals("server_id", server_id)
         self._derive_index_keys(update, task_id, changes, statuses, server_id)
-        return self._update_or_stale(task_key(task_id), update, task_from_item)
+        if delivery is None:
+            return self._update_or_stale(task_key(task_id), update, task_from_item)
+        (task_reason, _) = self._transact(
+            self._update(task_key(task_id), update, return_old=True), self._put(delivery_to_item(delivery))
+        )
+        current = self.get_task(task_id)
+        if task_reason is not None or current is None:
+            raise StaleWriteError(self._current_task(task_id, task_reason) if task_reason else current)
+        return current
 
     def _derive_index_keys(
         self,
@@ -315,10 +324,12 @@ class DynamoStore(Store):
         *,
         server_counters: Mapping[str, int] | None = None,
         server_values: Mapping[str, Any] | None = None,
+        delivery: WebhookDelivery | None = None,
     ) -> Task:
-        """Pattern 5: one transaction moves the task and frees the slot. If the server was
-        unregistered meanwhile (or registered afresh under the same id after the task
-        started), the task still moves, alone, on the same condition."""
+        """Pattern 5: one transaction moves the task and frees the slot (and puts the
+        delivery, pattern 19, when given). If the server was unregistered meanwhile (or
+        registered afresh under the same id after the task started), the task still moves,
+        alone, on the same condition."""
         released = msgspec.structs.replace(task, **changes)
         if TaskStatus(released.status) is TaskStatus.PROCESSING or task.server_id is None:
             raise ValueError("a release moves a task that has a server out of PROCESSING")
@@ -354,20 +365,20 @@ class DynamoStore(Store):
         if task.started_at is not None:  # not a registration made after the task started
             newest = task.started_at + CLOCK_SKEW_MS
             slot.condition(f"{slot.name('registered_at')} <= {slot.value(newest)}")
-        outcome_put = [] if outcome is None else [{"Put": {"TableName": self.table_name, "Item": outcome}}]
+        puts = [] if outcome is None else [self._put(outcome)]
+        if delivery is not None:
+            puts.append(self._put(delivery_to_item(delivery)))
         task_reason, server_reason, *_ = self._transact(
             self._update(task_key(task.id), move, return_old=True),
             self._update(server_key(task.server_id), slot),
-            *outcome_put,
+            *puts,
         )
         if task_reason is not None:
             raise StaleWriteError(self._current_task(task.id, task_reason))
-        if server_reason is not None and outcome is None:
+        if server_reason is not None and not puts:
             self._update_or_stale(task_key(task.id), move, task_from_item)
         elif server_reason is not None:
-            (task_reason,) = self._transact(
-                self._update(task_key(task.id), move, return_old=True), *outcome_put
-            )[:1]
+            (task_reason,) = self._transact(self._update(task_key(task.id), move, return_old=True), *puts)[:1]
             if task_reason is not None:
                 raise StaleWriteError(self._current_task(task.id, task_reason))
         return released
@@ -734,6 +745,10 @@ class DynamoStore(Store):
         if return_old:
             request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         return {"Update": request}
+
+    def _put(self, item: Item) -> dict[str, Any]:
+        """One unconditional Put of a TransactWriteItems request."""
+        return {"Put": {"TableName": self.table_name, "Item": item}}
 
     def _transact(self, *writes: dict[str, Any]) -> list[Mapping[str, Any] | None]:
         """Run the writes as one transaction. Returns, per write, None if the whole

@@ -244,6 +244,7 @@ class SqliteStore(Store):
         from_status: Collection[TaskStatus],
         attempts: int | None = None,
         server_id: str | None = None,
+        delivery: WebhookDelivery | None = None,
     ) -> Task:
         clause, params = _set_clause(Task, changes)
         statuses = [s.value for s in update_sources(from_status, changes)]
@@ -257,7 +258,14 @@ class SqliteStore(Store):
         if server_id is not None:
             where += " AND server_id = ?"
             params.append(server_id)
-        row = self._conn().execute(f"UPDATE tasks SET {clause} WHERE {where} RETURNING *", params).fetchone()
+        sql = f"UPDATE tasks SET {clause} WHERE {where} RETURNING *"
+        if delivery is None:
+            row = self._conn().execute(sql, params).fetchone()
+        else:
+            with self._transaction() as conn:
+                row = conn.execute(sql, params).fetchone()
+                if row is not None:
+                    self._put_delivery(conn, delivery)
         if row is None:
             raise StaleWriteError(self.get_task(task_id))
         return _from_row(Task, row)
@@ -296,6 +304,7 @@ class SqliteStore(Store):
         *,
         server_counters: Mapping[str, int] | None = None,
         server_values: Mapping[str, Any] | None = None,
+        delivery: WebhookDelivery | None = None,
     ) -> Task:
         clause, params = _set_clause(Task, changes)
         counters = dict(server_counters or {})
@@ -321,6 +330,8 @@ class SqliteStore(Store):
                     " WHERE id = ? AND active_tasks > 0 AND registered_at <= ?",
                     [*counters.values(), *fixed_values, task.server_id, _started_bound(task)],
                 )
+                if delivery is not None:
+                    self._put_delivery(conn, delivery)
         except StaleWriteError:
             raise StaleWriteError(self.get_task(task.id)) from None
         return msgspec.structs.replace(task, **changes)
@@ -481,6 +492,16 @@ class SqliteStore(Store):
 
     def put_delivery(self, delivery: WebhookDelivery) -> None:
         self._insert("webhook_deliveries", WebhookDelivery, delivery)
+
+    def _put_delivery(self, conn: sqlite3.Connection, delivery: WebhookDelivery) -> None:
+        """Inside a task's transition: a delivery of that round already there stays as it is."""
+        columns = WebhookDelivery.__struct_fields__
+        values = [_column_value(WebhookDelivery, name, getattr(delivery, name)) for name in columns]
+        conn.execute(
+            f"INSERT OR IGNORE INTO webhook_deliveries ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' * len(columns))})",
+            values,
+        )
 
     def deliveries_of_task(self, task_id: str) -> list[WebhookDelivery]:
         rows = self._conn().execute(

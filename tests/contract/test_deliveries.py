@@ -12,7 +12,7 @@ from core.models import DeliveryAttempt, DeliveryState, TaskStatus, WebhookDeliv
 from core.storage import Store
 
 from .conftest import StoreFactory
-from .factories import NOW, run_concurrently, split, unique_id
+from .factories import NOW, make_server, make_task, run_concurrently, split, unique_id
 
 
 def make_delivery(**overrides: Any) -> WebhookDelivery:
@@ -101,3 +101,73 @@ def test_concurrent_claims_of_one_delivery_have_one_winner(store: Store, open_st
     wins, losses = split(outcomes, StaleWriteError)
     assert len(wins) == 1 and len(losses) == 11
     assert store.deliveries_of_task(delivery.task_id)[0].updated_at == NOW + wins[0].index
+
+
+# -- stored with the task's finishing write -----------------------------------------------
+
+
+def test_update_task_stores_the_delivery_with_the_transition(store: Store) -> None:
+    task = make_task(webhook="http://127.0.0.1:9/hook")
+    store.put_task(task)
+    delivery = make_delivery(task_id=task.id, task_status=TaskStatus.CANCELLED)
+
+    written = store.update_task(
+        task.id,
+        {"status": TaskStatus.CANCELLED, "updated_at": NOW + 1},
+        from_status={TaskStatus.PENDING},
+        delivery=delivery,
+    )
+
+    assert written.status is TaskStatus.CANCELLED and written.updated_at == NOW + 1
+    assert store.deliveries_of_task(task.id) == [delivery]
+    assert [d.task_id for d in store.due_deliveries(NOW, 100) if d.task_id == task.id] == [task.id]
+
+
+def test_a_stale_update_task_stores_no_delivery(store: Store) -> None:
+    task = make_task(status=TaskStatus.COMPLETED)
+    store.put_task(task)
+    with pytest.raises(StaleWriteError) as stale:
+        store.update_task(
+            task.id,
+            {"status": TaskStatus.CANCELLED},
+            from_status={TaskStatus.PENDING},
+            delivery=make_delivery(task_id=task.id),
+        )
+    assert isinstance(stale.value.current, type(task)) and stale.value.current.status is TaskStatus.COMPLETED
+    assert store.deliveries_of_task(task.id) == []
+
+
+def _processing(store: Store, **server: Any) -> tuple[Any, Any]:
+    srv = make_server(**server)
+    store.put_server(srv)
+    task = make_task(webhook="http://127.0.0.1:9/hook")
+    store.put_task(task)
+    changes = {"status": TaskStatus.PROCESSING, "server_id": srv.id, "attempts": 1, "started_at": NOW}
+    return srv, store.claim_task(task, changes)
+
+
+@pytest.mark.parametrize("server_gone", [False, True], ids=["server", "server-unregistered"])
+def test_release_task_stores_the_delivery_with_the_transition(store: Store, server_gone: bool) -> None:
+    srv, running = _processing(store)
+    if server_gone:
+        store.delete_server(srv.id)
+    delivery = make_delivery(task_id=running.id, body="x" * 20_000)
+
+    store.release_task(running, {"status": TaskStatus.COMPLETED, "result": {"ok": 1}}, delivery=delivery)
+
+    current = store.get_task(running.id)
+    assert current is not None and current.status is TaskStatus.COMPLETED
+    assert store.deliveries_of_task(running.id) == [delivery]
+    if not server_gone:
+        server = store.get_server(srv.id)
+        assert server is not None and server.active_tasks == 0
+
+
+def test_a_stale_release_stores_no_delivery(store: Store) -> None:
+    _, running = _processing(store)
+    store.release_task(running, {"status": TaskStatus.FAILED})
+    with pytest.raises(StaleWriteError):
+        store.release_task(
+            running, {"status": TaskStatus.COMPLETED}, delivery=make_delivery(task_id=running.id)
+        )
+    assert store.deliveries_of_task(running.id) == []

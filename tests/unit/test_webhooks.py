@@ -84,7 +84,11 @@ def test_the_derived_secret_is_stable_and_not_the_jwt_secret() -> None:
         (WebhookOutcome(301, None, 5), False, False),
         (WebhookOutcome(None, "ConnectionRefusedError", 1), False, True),
         (WebhookOutcome(None, "timed out after 10 s", 10_000), False, True),
-        (WebhookOutcome(None, "refused: the webhook resolves to a cloud metadata address", 0), False, False),
+        (
+            WebhookOutcome(None, "refused: the webhook resolves to a cloud metadata address", 0, final=True),
+            False,
+            False,
+        ),
     ],
 )
 def test_what_is_retried(outcome: WebhookOutcome, delivered: bool, retryable: bool) -> None:
