@@ -1,8 +1,9 @@
 """Webhook deliveries: recorded when a task with a `webhook` finishes, then POSTed at least
 once, retried with backoff, each attempt recorded on the delivery.
 
-A delivery is a stored item with the time of its next attempt, so it outlives the process
-that scheduled it: the one-machine runtime and the AWS sweeper pick up whatever is due. Every
+A delivery is stored in the same atomic write that finishes its task (`for_finish`, passed to
+the store by core.tasks), with the time of its next attempt, so it outlives the process that
+finished the task: the one-machine runtime and the AWS sweeper pick up whatever is due. Every
 attempt starts with a claim, a conditional write that bumps `attempts` and moves the next
 attempt past a lease; only one sender wins it, so a delivery is never sent twice at once, and
 one whose sender died is due again when the lease runs out. The outcome is written on the

@@ -58,7 +58,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
 |                             |          | expiresAt <= :now                 |                   |
-| 19 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>, if new | WEBHOOK#t-1   |
+| 19 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>;    | WEBHOOK#t-1       |
+|                             |          | with pattern 3 or 5 when finishing |                  |
 | 20 Deliveries of a task     | table    | PK = WEBHOOK#<task>               | WEBHOOK#t-1       |
 | 21 Deliveries due           | ByStatus | GSI2PK = WEBHOOK_DUE AND          | WEBHOOK_DUE,      |
 |                             |          | GSI2SK <= <now:13>#~              | 1700000000000#~   |
