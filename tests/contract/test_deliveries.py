@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from core.errors import StaleWriteError
@@ -171,3 +172,37 @@ def test_a_stale_release_stores_no_delivery(store: Store) -> None:
             running, {"status": TaskStatus.COMPLETED}, delivery=make_delivery(task_id=running.id)
         )
     assert store.deliveries_of_task(running.id) == []
+
+
+# -- the service: bodies too large to keep on the delivery --------------------------------
+
+
+def test_a_large_body_is_read_from_the_task_and_a_retried_task_ends_the_delivery(store: Store) -> None:
+    from core import webhook_delivery
+    from core.config import Config
+    from core.context import Context
+    from core.queue import CallbackQueue
+
+    ctx = Context(store=store, queue=CallbackQueue(), config=Config(jwt_secret="s"), clock=lambda: NOW)
+    _, running = _processing(store)
+    finished = {"status": TaskStatus.COMPLETED, "result": {"blob": "x" * 40_000}, "completed_at": NOW}
+    delivery = webhook_delivery.for_finish(ctx, msgspec.structs.replace(running, **finished))
+    assert delivery is not None and delivery.body == ""
+    done = store.release_task(running, finished, delivery=delivery)
+
+    # WHEN it is sent, the body is the task as GET shows it
+    claimed = webhook_delivery.claim(ctx, store.deliveries_of_task(done.id)[0])
+    assert claimed is not None
+    request = webhook_delivery.request(ctx, claimed)
+    assert isinstance(request, webhook_delivery.WebhookRequest)
+    assert msgspec.json.decode(request.body) == msgspec.json.decode(msgspec.json.encode(done.to_api()))
+
+    # AND once the task is retried, that round's delivery ends without a POST
+    store.update_task(
+        done.id, {"status": TaskStatus.PENDING, "retries": 1}, from_status={TaskStatus.COMPLETED}
+    )
+    outcome = webhook_delivery.request(ctx, claimed)
+    assert isinstance(outcome, webhook_delivery.WebhookOutcome) and not outcome.retryable
+    settled = webhook_delivery.settle(ctx, claimed, outcome)
+    assert settled is not None and settled.state is DeliveryState.FAILED
+    assert settled.log[-1].error == webhook_delivery.SUPERSEDED
