@@ -8,11 +8,13 @@ optionally WEBHOOK_SECRET or WEBHOOK_SECRET_PARAMETER.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from core.config import Config
 from core.context import Context
 from core.models import Task, TaskStatus
+from core.telemetry import Telemetry
 
 SECRET_CACHE_S = 300
 _ssm: Any = None
@@ -56,7 +58,7 @@ def webhook_secret_from_env() -> str:
     return secret
 
 
-def build_context() -> Context:
+def build_context(telemetry: Telemetry | None = None) -> Context:
     from core import stats
     from core.sqs import SqsQueue
     from core.storage.dynamodb import DynamoStore
@@ -69,6 +71,7 @@ def build_context() -> Context:
         config=config,
         secret_source=jwt_secret_from_env,
         webhook_secret_source=webhook_secret_from_env,
+        telemetry=telemetry or Telemetry(),
     )
     ctx.events.listeners.append(stats.Recorder(ctx))
     ctx.events.listeners.append(WebhookWaker(ctx))
@@ -97,12 +100,13 @@ class LazyContext:
     """The Context of a non-HTTP Lambda (dispatcher, sweeper): built on the first invocation
     and kept for the container's life (the HTTP apps do the same through their app state)."""
 
-    def __init__(self) -> None:
+    def __init__(self, build: Callable[[], Context] = build_context) -> None:
+        self._build = build
         self._context: Context | None = None
 
     def __call__(self) -> Context:
         if self._context is None:
-            self._context = build_context()
+            self._context = self._build()
         return self._context
 
     def reset(self) -> None:

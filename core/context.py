@@ -12,6 +12,7 @@ from core.fleet import FleetView
 from core.ids import now_ms
 from core.queue import TaskQueue
 from core.storage import Store
+from core.telemetry import Telemetry
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Context:
     # The same for the webhook signing secret (AWS: WEBHOOK_SECRET_PARAMETER); else
     # config.webhook_secret, else one derived from the JWT secret.
     webhook_secret_source: Callable[[], str] | None = None
+    telemetry: Telemetry = field(default_factory=Telemetry)
     fleet: FleetView = field(init=False)
 
     def __post_init__(self) -> None:

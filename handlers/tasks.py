@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from mangum import Mangum
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from core import idempotency, tasks, webhook_delivery
-from core.aws import build_context
 from core.schemas import CreateTask, UpdateTask, decode
-from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
+from handlers._http import (
+    authenticated,
+    aws_context,
+    context,
+    create_app,
+    json_response,
+    lambda_handler,
+    path_id,
+    principal,
+    read_body,
+)
 
 
 @authenticated
@@ -81,5 +89,5 @@ routes = [
     Route("/api/task/{id}/webhooks", task_webhooks, methods=["GET"]),
 ]
 
-app = create_app(routes, build_context)
-handler = Mangum(app, lifespan="off")
+app = create_app(routes, aws_context)
+handler = lambda_handler(app)
