@@ -59,12 +59,12 @@ def webhook_secret_from_env() -> str:
 
 
 def build_context(telemetry: Telemetry | None = None) -> Context:
-    from core import stats
     from core.sqs import SqsQueue
     from core.storage.dynamodb import DynamoStore
     from core.webhook_delivery import WebhookWaker
 
-    config = Config.from_env(jwt_secret=jwt_secret_from_env())
+    # The secret is read when first needed (the statistics function never needs it).
+    config = Config.from_env()
     ctx = Context(
         store=DynamoStore(os.environ["TABLE_NAME"]),
         queue=SqsQueue(os.environ["QUEUE_URL"]),
@@ -73,7 +73,7 @@ def build_context(telemetry: Telemetry | None = None) -> Context:
         webhook_secret_source=webhook_secret_from_env,
         telemetry=telemetry or Telemetry(),
     )
-    ctx.events.listeners.append(stats.Recorder(ctx))
+    # Statistics are counted from the table's stream (core/stream.py), not by each request.
     ctx.events.listeners.append(WebhookWaker(ctx))
     ctx.events.listeners.append(CancelNotifier(ctx))
     return ctx

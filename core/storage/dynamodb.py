@@ -58,12 +58,14 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
 |                             |          | expiresAt <= :now                 |                   |
-| 19 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>;    | WEBHOOK#t-1       |
+| 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new,    | COUNTERBATCH#9f2e#0 |
+|                             |          | + up to 99 COUNTER#<key> ADDs     |                   |
+| 20 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>;    | WEBHOOK#t-1       |
 |                             |          | with pattern 3 or 5 when finishing |                  |
-| 20 Deliveries of a task     | table    | PK = WEBHOOK#<task>               | WEBHOOK#t-1       |
-| 21 Deliveries due           | ByStatus | GSI2PK = WEBHOOK_DUE AND          | WEBHOOK_DUE,      |
+| 21 Deliveries of a task     | table    | PK = WEBHOOK#<task>               | WEBHOOK#t-1       |
+| 22 Deliveries due           | ByStatus | GSI2PK = WEBHOOK_DUE AND          | WEBHOOK_DUE,      |
 |                             |          | GSI2SK <= <now:13>#~              | 1700000000000#~   |
-| 22 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
+| 23 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
 |                             |          | state = pending AND attempts = :n |                   |
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
@@ -97,6 +99,7 @@ from core.storage.dynamodb_items import (
     TTL,
     Expression,
     check_fields,
+    counter_batch_key,
     counter_key,
     counters_name,
     delivery_from_item,
@@ -151,6 +154,9 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 # Two transactions on one item at once: the loser is cancelled and may simply try again.
 _CONFLICT_RETRIES = 4
+# A transaction holds up to 100 writes: a batch marker and 99 counter keys.
+_COUNTER_BATCH_KEYS = 99
+_COUNTER_BATCH_TTL_S = 2 * 86_400
 _CONFLICT_BACKOFF_S = 0.025
 _BATCH_GET_LIMIT = 100
 
@@ -212,7 +218,7 @@ class DynamoStore(Store):
         server_id: str | None = None,
         delivery: WebhookDelivery | None = None,
     ) -> Task:
-        """Pattern 3 (with pattern 19 in one transaction when there is a delivery)."""
+        """Pattern 3 (with pattern 20 in one transaction when there is a delivery)."""
         check_fields(Task, changes)
         if "id" in changes:
             raise ValueError("a task's id never changes")
@@ -328,7 +334,7 @@ class DynamoStore(Store):
         delivery: WebhookDelivery | None = None,
     ) -> Task:
         """Pattern 5: one transaction moves the task and frees the slot (and puts the
-        delivery, pattern 19, when given). If the server was unregistered meanwhile (or
+        delivery, pattern 20, when given). If the server was unregistered meanwhile (or
         registered afresh under the same id after the task started), the task still moves,
         alone, on the same condition."""
         released = msgspec.structs.replace(task, **changes)
@@ -563,6 +569,33 @@ class DynamoStore(Store):
         with _translated_errors():
             self._client.update_item(TableName=self.table_name, Key=counter_key(key), **update.request())
 
+    def add_counters_once(
+        self, batch_id: str, increments: Mapping[str, Mapping[str, int]], *, expires_at: int, now_s: int
+    ) -> bool:
+        """Pattern 19: one transaction per 99 keys, each with a marker item that exists only
+        if that part was added (TransactWriteItems' own ClientRequestToken forgets after ten
+        minutes, and moto does not implement it)."""
+        keys = [key for key, counts in increments.items() if counts]
+        if not keys:
+            return True
+        added = False
+        for part, start in enumerate(range(0, len(keys), _COUNTER_BATCH_KEYS)):
+            marker = Expression()
+            marker.assign(TTL, now_s + _COUNTER_BATCH_TTL_S)
+            marker.condition("attribute_not_exists(PK)")
+            writes = [self._update(counter_batch_key(f"{batch_id}#{part}"), marker)]
+            for key in keys[start : start + _COUNTER_BATCH_KEYS]:
+                if {"PK", "SK", TTL} & increments[key].keys():
+                    raise ValueError(f"counter names clash with key attributes: {sorted(increments[key])}")
+                update = Expression()
+                for name, amount in increments[key].items():
+                    update.add(name, amount)
+                update.assign(TTL, expires_at)
+                writes.append(self._update(counter_key(key), update))
+            marker_reason, *_ = self._transact(*writes)
+            added = added or marker_reason is None
+        return added
+
     def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:
         """Pattern 16: BatchGetItem, 100 keys a request."""
         unique = list(dict.fromkeys(keys))
@@ -619,11 +652,11 @@ class DynamoStore(Store):
     # -- webhook deliveries --------------------------------------------------------------
 
     def put_delivery(self, delivery: WebhookDelivery) -> None:
-        """Pattern 19."""
+        """Pattern 20."""
         self._put_new(delivery_to_item(delivery))
 
     def deliveries_of_task(self, task_id: str) -> list[WebhookDelivery]:
-        """Pattern 20."""
+        """Pattern 21."""
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
             "KeyConditionExpression": "PK = :pk",
@@ -633,7 +666,7 @@ class DynamoStore(Store):
         return [delivery_from_item(item) for item in self._query(request)]
 
     def due_deliveries(self, now: int, limit: int) -> list[WebhookDelivery]:
-        """Pattern 21."""
+        """Pattern 22."""
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
             "IndexName": "ByStatus",
@@ -648,7 +681,7 @@ class DynamoStore(Store):
     def update_delivery(
         self, delivery: WebhookDelivery, changes: Mapping[str, Any], *, due_by: int | None = None
     ) -> WebhookDelivery:
-        """Pattern 22."""
+        """Pattern 23."""
         check_fields(WebhookDelivery, changes)
         if {"task_id", "round"} & changes.keys():
             raise ValueError("a delivery's task and round never change")
