@@ -111,10 +111,13 @@ def claim(ctx: Context, delivery: WebhookDelivery) -> WebhookDelivery | None:
     }
     if len(delivery.log) < delivery.attempts:  # a claimed attempt never settled
         changes["log"] = [*delivery.log, DeliveryAttempt(at=delivery.updated_at, duration_ms=0, error=LOST)]
+        if delivery.attempts >= ctx.config.webhook_max_attempts:  # and it was the last one
+            changes = {"state": DeliveryState.FAILED, "updated_at": now, "log": changes["log"]}
     try:
-        return ctx.store.update_delivery(delivery, changes, due_by=now)
+        claimed = ctx.store.update_delivery(delivery, changes, due_by=now)
     except StaleWriteError:
         return None
+    return claimed if claimed.state is DeliveryState.PENDING else None
 
 
 def request(ctx: Context, claimed: WebhookDelivery) -> WebhookRequest | WebhookOutcome:

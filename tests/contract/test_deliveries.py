@@ -206,3 +206,32 @@ def test_a_large_body_is_read_from_the_task_and_a_retried_task_ends_the_delivery
     settled = webhook_delivery.settle(ctx, claimed, outcome)
     assert settled is not None and settled.state is DeliveryState.FAILED
     assert settled.log[-1].error == webhook_delivery.SUPERSEDED
+
+
+def test_a_lost_attempt_is_recorded_and_a_lost_last_attempt_ends_the_delivery(store: Store) -> None:
+    from core import webhook_delivery
+    from core.config import Config
+    from core.context import Context
+    from core.queue import CallbackQueue
+
+    ctx = Context(
+        store=store,
+        queue=CallbackQueue(),
+        config=Config(jwt_secret="s", webhook_max_attempts=2),
+        clock=lambda: NOW,
+    )
+    # GIVEN a delivery whose first attempt was claimed and never settled (its lease is over)
+    lost = make_delivery(attempts=1, next_attempt_at=NOW - 1)
+    store.put_delivery(lost)
+
+    # WHEN it is claimed again, the lost attempt is recorded and attempt 2 is made
+    second = webhook_delivery.claim(ctx, lost)
+    assert second is not None and second.attempts == 2
+    assert [entry.error for entry in second.log] == [webhook_delivery.LOST]
+
+    # AND when attempt 2 is lost too, the next claim ends the delivery instead of a third POST
+    expired = store.update_delivery(second, {"next_attempt_at": NOW - 1})
+    assert webhook_delivery.claim(ctx, expired) is None
+    (ended,) = store.deliveries_of_task(lost.task_id)
+    assert ended.state is DeliveryState.FAILED and ended.attempts == 2
+    assert [entry.error for entry in ended.log] == [webhook_delivery.LOST, webhook_delivery.LOST]
