@@ -2,9 +2,10 @@
 are declared in handlers/cli.py. Each calls the client and prints.
 
 Exit codes: 0 done; 1 the task ended FAILED, TIMEOUT or CANCELLED; 2 the command failed (an
-API error, the gateway unreachable, bad input, `--wait-timeout` passed). Standard output gets
-what a script wants (the task id, the result, JSON, the table); progress and errors go to
-standard error, so `id=$(taskgate submit ...)` keeps working with `--wait`.
+API error, the gateway unreachable, bad input, `--wait-timeout` passed); 130 interrupted
+(Ctrl-C). Standard output gets what a script wants (the task id, the result, JSON, the
+table); progress and errors go to standard error, so `id=$(taskgate submit ...)` keeps working
+with `--wait`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from taskgate.models import Server, Task, TaskStatus
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
 BAR_WIDTH = 30
 
 Command = Callable[[Client, argparse.Namespace, TextIO, TextIO], int]
@@ -39,6 +41,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except (TaskgateError, WaitTimeout, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        # Ctrl-C while waiting stops the wait, not the task.
+        print("interrupted", file=err)
+        return EXIT_INTERRUPTED
 
 
 def submit(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

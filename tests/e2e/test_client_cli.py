@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -163,6 +164,31 @@ def test_submit_wait_exits_1_when_the_task_is_cancelled_and_retry_queues_it_agai
 
     retried = taskgate("tasks", "retry", task_id, *gateway_flags(fleet))
     assert (retried.returncode, retried.stdout) == (0, f"Task queued for retry: {task_id}\n")
+    assert fleet.task(task_id)["status"] == "PENDING"
+    fleet.cancel(task_id)
+
+
+def test_ctrl_c_stops_the_wait_not_the_task(fleet: Fleet) -> None:
+    args = ["--type", "e2e-cli", "--payload", "{}", "--capability", HELD, "--wait"]
+    waiting = subprocess.Popen(
+        [*CLI, "submit", *gateway_flags(fleet), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(),
+        text=True,
+    )
+    try:
+        assert waiting.stdout is not None
+        task_id = waiting.stdout.readline().strip()
+        eventually(lambda: fleet.task(task_id)["status"], lambda s: s == "PENDING", timeout=5, what="created")
+        waiting.send_signal(signal.SIGINT)
+        _, stderr = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert waiting.returncode == 130 and stderr.splitlines()[-1] == "interrupted", stderr
+    assert "Traceback" not in stderr
     assert fleet.task(task_id)["status"] == "PENDING"
     fleet.cancel(task_id)
 
