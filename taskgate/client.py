@@ -12,18 +12,15 @@ or raises a `taskgate.errors.TaskgateError` subclass.
 
 from __future__ import annotations
 
-import datetime
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
-from urllib.parse import quote
+from typing import Any, Literal, overload
 
 import httpx
-import msgspec
 
-from taskgate.errors import NetworkError, RateLimited, TaskgateError, WaitTimeout, from_response
+from taskgate._http import Connection, Day, day_query, segment
+from taskgate.errors import RateLimited, WaitTimeout
 from taskgate.models import (
     AlgorithmSet,
     HeartbeatReply,
@@ -44,9 +41,6 @@ from taskgate.models import (
 
 __all__ = ["Client"]
 
-URL_ENV = "TASKGATE_URL"
-TOKEN_ENV = "TASKGATE_TOKEN"
-DEFAULT_URL = "http://localhost:8787"
 # `async_=False` makes the gateway hold the request up to 25 s before it answers.
 SYNC_CREATE_TIMEOUT = 40.0
 # wait(): the pause between polls grows from the first to the last, so a long wait costs about
@@ -54,9 +48,6 @@ SYNC_CREATE_TIMEOUT = 40.0
 FIRST_PAUSE = 0.1
 LAST_PAUSE = 1.0
 PAUSE_GROWTH = 1.5
-
-R = TypeVar("R")
-Day = str | datetime.date
 
 
 class Client:
@@ -75,12 +66,8 @@ class Client:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
-        token = os.environ.get(TOKEN_ENV) if token is None else token
-        headers = {"Accept": "application/json", "User-Agent": "taskgate-python-client"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self._http = Connection(url, token, timeout=timeout, transport=transport)
+        self.url = self._http.url
 
     def close(self) -> None:
         self._http.close()
@@ -161,19 +148,21 @@ class Client:
         body.update({name: value for name, value in optional.items() if value is not None})
         headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
         if async_:
-            return self._call("POST", "/api/task", TaskCreated, body=body, headers=headers)
-        return self._call("POST", "/api/task", Task, body=body, headers=headers, timeout=SYNC_CREATE_TIMEOUT)
+            return self._http.call("POST", "/api/task", TaskCreated, body=body, headers=headers)
+        return self._http.call(
+            "POST", "/api/task", Task, body=body, headers=headers, timeout=SYNC_CREATE_TIMEOUT
+        )
 
     def get_task(self, task_id: str) -> Task:
-        return self._call("GET", f"/api/task/{_segment(task_id)}", Task)
+        return self._http.call("GET", f"/api/task/{segment(task_id)}", Task)
 
     def cancel_task(self, task_id: str) -> TaskAction:
         """Cancel a PENDING or PROCESSING task; a finished one is a `Conflict`."""
-        return self._call("POST", f"/api/task/{_segment(task_id)}/cancel", TaskAction)
+        return self._http.call("POST", f"/api/task/{segment(task_id)}/cancel", TaskAction)
 
     def retry_task(self, task_id: str) -> TaskAction:
         """Queue a FAILED, TIMEOUT or CANCELLED task again; any other status is a `Conflict`."""
-        return self._call("POST", f"/api/task/{_segment(task_id)}/retry", TaskAction)
+        return self._http.call("POST", f"/api/task/{segment(task_id)}/retry", TaskAction)
 
     def wait(
         self,
@@ -243,16 +232,16 @@ class Client:
             "priority": priority,
         }
         body.update({field: value for field, value in optional.items() if value is not None})
-        return self._call("POST", "/api/servers", ServerRegistered, body=body)
+        return self._http.call("POST", "/api/servers", ServerRegistered, body=body)
 
     def list_servers(self, *, status: str | None = None, group: str | None = None) -> list[Server]:
         """Every registered server, or those with this status (online, degraded, offline,
         maintenance) and/or in this group."""
         params = {name: value for name, value in (("status", status), ("group", group)) if value is not None}
-        return self._call("GET", "/api/servers", ServerList, params=params).servers
+        return self._http.call("GET", "/api/servers", ServerList, params=params).servers
 
     def get_server_metrics(self, server_id: str) -> ServerMetrics:
-        return self._call("GET", f"/api/servers/{_segment(server_id)}/metrics", ServerMetrics)
+        return self._http.call("GET", f"/api/servers/{segment(server_id)}/metrics", ServerMetrics)
 
     def heartbeat(
         self,
@@ -268,11 +257,13 @@ class Client:
             body["activeTasks"] = active_tasks
         if metrics is not None:
             body["metrics"] = dict(metrics)
-        return self._call("POST", f"/api/servers/{_segment(server_id)}/heartbeat", HeartbeatReply, body=body)
+        return self._http.call(
+            "POST", f"/api/servers/{segment(server_id)}/heartbeat", HeartbeatReply, body=body
+        )
 
     def unregister_server(self, server_id: str) -> ServerUnregistered:
         """Remove the server; its PROCESSING tasks go back to the queue."""
-        return self._call("DELETE", f"/api/servers/{_segment(server_id)}", ServerUnregistered)
+        return self._http.call("DELETE", f"/api/servers/{segment(server_id)}", ServerUnregistered)
 
     def set_maintenance(
         self, server_id: str, maintenance: bool = True, *, reason: str | None = None
@@ -281,71 +272,27 @@ class Client:
         body: dict[str, Any] = {"maintenance": maintenance}
         if reason is not None:
             body["reason"] = reason
-        path = f"/api/servers/{_segment(server_id)}/maintenance"
-        return self._call("POST", path, MaintenanceReply, body=body)
+        path = f"/api/servers/{segment(server_id)}/maintenance"
+        return self._http.call("POST", path, MaintenanceReply, body=body)
 
     # -- statistics and load balancing ----------------------------------------------------
 
     def task_stats(self, date: Day | None = None) -> TaskStats:
         """That UTC day's counts (default today); `pending_tasks` is the backlog now."""
-        return self._call("GET", "/api/stats/tasks", TaskStats, params=_day(date))
+        return self._http.call("GET", "/api/stats/tasks", TaskStats, params=day_query(date))
 
     def hourly_report(self, date: Day | None = None) -> HourlyReport:
-        return self._call("GET", "/api/stats/hourly", HourlyReport, params=_day(date))
+        return self._http.call("GET", "/api/stats/hourly", HourlyReport, params=day_query(date))
 
     def server_stats(self, server_id: str, date: Day | None = None) -> ServerStats:
-        return self._call("GET", f"/api/stats/servers/{_segment(server_id)}", ServerStats, params=_day(date))
+        return self._http.call(
+            "GET", f"/api/stats/servers/{segment(server_id)}", ServerStats, params=day_query(date)
+        )
 
     def load_balancer(self) -> LoadBalancerStatus:
-        return self._call("GET", "/api/stats/load-balancer", LoadBalancerStatus)
+        return self._http.call("GET", "/api/stats/load-balancer", LoadBalancerStatus)
 
     def set_algorithm(self, algorithm: str) -> AlgorithmSet:
         """round-robin, least-connections, weighted-round-robin, random, response-time or p2c."""
         body = {"algorithm": algorithm}
-        return self._call("POST", "/api/stats/load-balancer/algorithm", AlgorithmSet, body=body)
-
-    # -- HTTP ------------------------------------------------------------------------------
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        reply: type[R],
-        *,
-        body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> R:
-        sent = dict(headers or {})
-        content = None
-        if body is not None:
-            content = msgspec.json.encode(body)
-            sent["Content-Type"] = "application/json"
-        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        try:
-            response = self._http.request(method, path, content=content, params=params, headers=sent, **extra)
-        except httpx.TimeoutException as exc:
-            raise NetworkError("Timed out", f"{method} {self.url}{path}: no answer in time ({exc})") from exc
-        except httpx.TransportError as exc:
-            raise NetworkError("Network error", f"{method} {self.url}{path}: {exc}") from exc
-        if not response.is_success:
-            raise from_response(response)
-        try:
-            return msgspec.json.decode(response.content, type=reply)
-        except msgspec.MsgspecError as exc:
-            status = response.status_code
-            raise TaskgateError(status, "Unexpected reply", f"{method} {path}: {exc}") from exc
-
-
-def _segment(value: str) -> str:
-    """A path id, escaped: whatever it holds stays one path segment."""
-    if not value:
-        raise ValueError("an id must not be empty")
-    return quote(value, safe="")
-
-
-def _day(date: Day | None) -> dict[str, str]:
-    if date is None:
-        return {}
-    return {"date": date.isoformat() if isinstance(date, datetime.date) else date}
+        return self._http.call("POST", "/api/stats/load-balancer/algorithm", AlgorithmSet, body=body)
