@@ -56,7 +56,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
 |                             |          | expiresAt <= :now                 |                   |
-| 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new,    | COUNTERBATCH#9f2e#0 |
+| 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new or  | COUNTERBATCH#9f2e#0 |
+|                             |          | expiresAt <= :now,                |                   |
 |                             |          | + up to 99 COUNTER#<key> ADDs     |                   |
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
@@ -557,7 +558,8 @@ class DynamoStore(Store):
         for part, start in enumerate(range(0, len(keys), _COUNTER_BATCH_KEYS)):
             marker = Expression()
             marker.assign(TTL, now_s + _COUNTER_BATCH_TTL_S)
-            marker.condition("attribute_not_exists(PK)")
+            # TTL deletes lazily: an expired marker counts as gone.
+            marker.condition(f"attribute_not_exists(PK) OR {marker.name(TTL)} <= {marker.value(now_s)}")
             writes = [self._update(counter_batch_key(f"{batch_id}#{part}"), marker)]
             for key in keys[start : start + _COUNTER_BATCH_KEYS]:
                 if {"PK", "SK", TTL} & increments[key].keys():
