@@ -3,8 +3,8 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const SERIES = ["created", "completed", "failed"];
-const WIDTH = 720;
-const HEIGHT = 200;
+const WIDTH = 960;
+const HEIGHT = 220;
 const AXIS = 20;
 
 function svg(tag, attributes) {
@@ -23,7 +23,6 @@ export function hourlyChart(hours, titleId) {
     role: "img",
     "aria-labelledby": titleId,
     class: "hourly",
-    preserveAspectRatio: "none",
   });
   for (const hour of hours) {
     const group = svg("g", { class: "hour", "data-hour": hour.hour });

@@ -12,12 +12,13 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
-// A bar showing `value` of `max`, with its numbers for assistive technology.
-export function bar(value, max, label, text) {
+// A bar showing `value` of `max`, with its numbers for assistive technology; `warnFrom`: the
+// fraction from which it is coloured as a warning (a server near its capacity).
+export function bar(value, max, label, text, warnFrom = Infinity) {
   const fraction = max > 0 ? Math.min(1, Math.max(0, value / max)) : 0;
   const fill = el("span", { class: "fill" });
   fill.style.width = `${(fraction * 100).toFixed(1)}%`;
-  if (fraction >= 0.9) fill.classList.add("high");
+  if (fraction >= warnFrom) fill.classList.add("high");
   return el(
     "div",
     {

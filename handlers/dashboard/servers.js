@@ -40,10 +40,11 @@ function row(server) {
     el("td", { class: "health", text: health.status || "unknown",
       title: `${health.consecutiveFailures || 0} consecutive failures` }),
     el("td", { class: "load" }, bar(server.activeTasks, server.maxConcurrent,
-      `Load of ${server.name}`, `${server.activeTasks}/${server.maxConcurrent}`)),
+      `Load of ${server.name}`, `${server.activeTasks}/${server.maxConcurrent}`, 0.9)),
     el("td", { class: "tags", text: server.capabilities.join(", ") || "–" }),
     el("td", { class: "tags", text: server.groups.join(", ") || "–" }),
-    el("td", { text: ago(server.lastHeartbeat) }),
+    el("td", {}, ago(server.lastHeartbeat),
+      health.lastCheckAt ? el("small", { text: `checked ${ago(health.lastCheckAt)}` }) : null),
     el("td", { class: "admin-only" }, toggle),
   );
 }
