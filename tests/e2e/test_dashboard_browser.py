@@ -111,7 +111,9 @@ def test_an_operator_watches_and_steers_the_fleet(fleet: Fleet, browser: Browser
     assert shown[quick.server_id]["cells"][3] == "0/8"
 
     # AND the running task's progress bar moves while its backend reports
-    browser.wait_for(f"!!document.querySelector('#tasks tr[data-task-id=\"{running}\"]')", what="the task row")
+    browser.wait_for(
+        f"!!document.querySelector('#tasks tr[data-task-id=\"{running}\"]')", what="the task row"
+    )
     first = eventually(lambda: progress_of(browser, running), lambda p: p > 0, timeout=10, what="progress")
     later = eventually(
         lambda: progress_of(browser, running), lambda p: p > first, timeout=10, what="progress moving on"
