@@ -8,14 +8,18 @@ Set DASHBOARD_SCREENSHOT=docs/dashboard.png to keep the laptop-size screenshot (
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from core import auth
 
 from .browser import Browser
 from .fleet import Fleet, Gateway, Mock, eventually, start_gateway
@@ -149,6 +153,15 @@ def test_an_operator_watches_and_steers_the_fleet(fleet: Fleet, browser: Browser
     browser.wait_for("document.getElementById('detail-live').innerText !== ''", what="live or polling")
     browser.press("Escape")
     browser.wait_for("!document.getElementById('task-detail').open", what="the detail to close")
+    # AND opened again, focus is on its Close button, which Enter presses
+    browser.evaluate(f"document.querySelector('#tasks tr[data-task-id=\"{waiting}\"] button').focus()")
+    browser.press("Enter")
+    browser.wait_for("document.activeElement?.id === 'detail-close'", what="focus on Close")
+    # (Fleet numbers its payloads: the waiting task was the sixth submitted)
+    assert json.loads(browser.evaluate("document.getElementById('detail-payload').innerText")) == {"n": 5}
+    assert browser.evaluate("document.getElementById('detail-title').innerText") == f"Task {waiting}"
+    browser.press("Enter")
+    browser.wait_for("!document.getElementById('task-detail').open", what="Close to close it")
 
     # WHEN the operator puts the quick server in maintenance from its row, with the keyboard
     toggle = f'#servers tr[data-server-id="{quick.server_id}"] button.toggle'
@@ -227,8 +240,6 @@ def test_the_page_and_its_assets_load_nothing_from_elsewhere_and_allow_no_inline
 
 def test_a_refused_token_brings_back_the_form(gateway: Gateway, browser: Browser) -> None:
     # GIVEN a token signed with another secret, already in the tab's sessionStorage
-    from core import auth
-
     forged = auth.mint("another-secret-" + "y" * 40, sub="mallory", roles=["admin"], ttl_s=600)
     browser.open(f"{gateway.base}/dashboard")
     browser.evaluate(f"sessionStorage.setItem('taskgate.token', {json.dumps(forged)})")
@@ -243,14 +254,10 @@ def test_a_refused_token_brings_back_the_form(gateway: Gateway, browser: Browser
 
 
 def _utc_hour() -> int:
-    import datetime
-
     return datetime.datetime.now(datetime.UTC).hour
 
 
 def _check_png(data: bytes, *, width: int) -> None:
-    import zlib
-
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     got_width, height = struct.unpack(">II", data[16:24])
     assert got_width == width and height >= 900, (got_width, height)
