@@ -209,9 +209,12 @@ def test_an_operator_watches_and_steers_the_fleet(fleet: Fleet, browser: Browser
 
     # AND on a phone the page fits the screen's width, with nothing wider than it
     browser.viewport(390, 844, mobile=True)
+    # (a mobile viewport widens to fit content that overflows: so its width must stay 390)
     browser.wait_for(
-        "document.documentElement.scrollWidth <= window.innerWidth + 1", what="no sideways scroll"
+        "window.innerWidth === 390 && document.documentElement.scrollWidth <= 390", what="no sideways scroll"
     )
+    progress_right = f"document.querySelector('#tasks tr[data-task-id=\"{running}\"] [role=progressbar]')"
+    assert browser.evaluate(progress_right + ".getBoundingClientRect().right") <= 390
     assert browser.problems() == []
 
     fleet.gateway.set_algorithm("round-robin")
