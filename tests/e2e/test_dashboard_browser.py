@@ -266,3 +266,28 @@ def _check_png(data: bytes, *, width: int) -> None:
     assert got_width == width and height >= 900, (got_width, height)
     pixels = zlib.decompress(b"".join(_chunks(data, b"IDAT")))
     assert len(data) > 20_000 and len(set(pixels)) > 64
+
+
+def test_a_user_sees_only_its_own_tasks_and_no_admin_controls(gateway: Gateway, browser: Browser) -> None:
+    # GIVEN a user with a task waiting, and another user's task
+    api = gateway.api
+    user = api.user()
+    mine = api.create_task(user)
+    theirs = api.create_task(api.user())
+
+    # WHEN the user opens the dashboard with its token
+    browser.open(f"{gateway.base}/dashboard")
+    browser.evaluate(f"sessionStorage.setItem('taskgate.token', {json.dumps(user)})")
+    browser.open(f"{gateway.base}/dashboard")
+
+    # THEN only its own task is listed, and what only admins may do is not offered
+    browser.wait_for(
+        f"!!document.querySelector('#tasks tr[data-task-id=\"{mine}\"]')", what="the user's task"
+    )
+    assert [row["taskId"] for row in rows(browser, "tasks")] == [mine]
+    assert theirs not in browser.evaluate("document.getElementById('tasks').innerText")
+    assert "Only admins" in browser.evaluate("document.getElementById('servers').innerText")
+    assert browser.evaluate("document.getElementById('algorithm').disabled") is True
+    assert browser.evaluate("document.getElementById('algorithm-apply').hidden") is True
+    assert browser.evaluate("document.getElementById('problem').hidden") is True
+    assert browser.problems() == []
