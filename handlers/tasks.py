@@ -1,4 +1,4 @@
-"""Task routes: create, read, report (backend callback), retry, cancel, webhook deliveries."""
+"""Task routes: create, list, read, report (backend callback), retry, cancel, webhook deliveries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import idempotency, tasks, webhook_delivery
+from core import idempotency, task_listing, tasks, webhook_delivery
 from core.schemas import CreateTask, UpdateTask, decode
 from handlers._http import (
     authenticated,
@@ -46,6 +46,19 @@ async def create_task(request: Request) -> Response:
 
 
 @authenticated
+async def list_tasks(request: Request) -> Response:
+    query = request.query_params
+    page = task_listing.list_tasks(
+        context(request),
+        principal(request),
+        status=query.get("status"),
+        limit=query.get("limit"),
+        cursor=query.get("cursor"),
+    )
+    return json_response(page)
+
+
+@authenticated
 async def get_task(request: Request) -> Response:
     task = tasks.get_task(context(request), principal(request), path_id(request, "id", "task"))
     return json_response(task.to_api())
@@ -82,6 +95,7 @@ async def task_webhooks(request: Request) -> Response:
 
 routes = [
     Route("/api/task", create_task, methods=["POST"]),
+    Route("/api/tasks", list_tasks, methods=["GET"]),
     Route("/api/task/{id}", get_task, methods=["GET"]),
     Route("/api/task/{id}", update_task, methods=["PUT"]),
     Route("/api/task/{id}/retry", retry_task, methods=["POST"]),
