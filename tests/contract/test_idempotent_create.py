@@ -12,6 +12,7 @@ from core.config import Config
 from core.context import Context
 from core.errors import ConflictError, ValidationError
 from core.idempotency import body_hash, check_key, create_task_once, scoped_key
+from core.models import Task
 from core.queue import TaskQueue
 from core.schemas import CreateTask
 from core.storage import IdempotencyRecord, Store
@@ -26,7 +27,7 @@ class RecordingQueue(TaskQueue):
     def __init__(self) -> None:
         self.enqueued: list[str] = []
 
-    def enqueue(self, task_id: str, *, delay_ms: int = 0) -> None:
+    def enqueue(self, task_id: str, *, delay_ms: int = 0, snapshot: Task | None = None) -> None:
         self.enqueued.append(task_id)
 
 

@@ -148,7 +148,7 @@ def test_the_same_key_and_body_return_the_first_task(aws: SimpleNamespace) -> No
         and "idempotent-replayed" not in first["headers"]
     )
     assert [t.id for t in aws.store.tasks_by_owner("alice")] == [created["id"]]
-    assert [m for m in queued(aws) if "taskId" in m] == [{"taskId": created["id"]}]
+    assert [m["taskId"] for m in queued(aws) if "taskId" in m] == [created["id"]]
 
 
 def test_the_same_key_with_another_body_is_409_and_another_user_is_not_affected(aws: SimpleNamespace) -> None:
