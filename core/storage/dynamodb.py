@@ -11,6 +11,8 @@ on `expiresAt` (epoch seconds). The table is the `Table` resource in template.ya
 | Counters    | COUNTER#<key>     | COUNTER     | one number per counter name; expiresAt        |
 | Rate window | RATE#<key>        | RATE        | hits; expiresAt                               |
 | Idempotency | IDEMPOTENCY#<key> | IDEMPOTENCY | body_hash, task_id; expiresAt                 |
+| Connection  | CONN#<conn>       | CONN        | sub, roles, tasks (string set); expiresAt     |
+| Subscription| SUBS#<task>       | CONN#<conn> | connection_id; expiresAt                      |
 
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
@@ -56,6 +58,19 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
 |                             |          | expiresAt <= :now                 |                   |
+| 19 Open a WebSocket conn.   | table    | CONN#<conn> / CONN                | CONN#R2D2dcQ5oA=  |
+| 20 Get a connection         | table    | CONN#<conn> / CONN, consistent    | CONN#R2D2dcQ5oA=  |
+| 21 Subscribe to a task      | table    | CONN#<conn>: ADD tasks if open    | CONN#R2D2dcQ5oA=, |
+|                             |          | and size(tasks) < max; then put   | SUBS#t-1 /        |
+|                             |          | SUBS#<task> / CONN#<conn>         | CONN#R2D2dcQ5oA=  |
+| 22 Unsubscribe, end one     | table    | delete SUBS#<task> / CONN#<conn>; | SUBS#t-1          |
+|                             |          | CONN#<conn>: DELETE tasks if open |                   |
+| 23 Subscribers of a task    | table    | PK = SUBS#<task>, consistent      | SUBS#t-1          |
+| 24 Close a connection       | table    | delete CONN#<conn> (ALL_OLD), then| CONN#R2D2dcQ5oA=  |
+|                             |          | BatchWrite delete its SUBS items  |                   |
+
+Patterns 19-24 are core.storage.dynamodb_connections (AWS only; one machine follows tasks in
+memory). A task's stream records carry its changes to the WebSocket notifier.
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
 a failed condition becomes StaleWriteError or NoCapacityError.
@@ -168,6 +183,11 @@ class DynamoStore(Store):
         """`client` is created once per process when not given (Lambda reuses it)."""
         self.table_name = table_name
         self._client = client or boto3.client("dynamodb", config=_CLIENT_CONFIG)
+
+    @property
+    def client(self) -> DynamoDBClient:
+        """The one client, for other adapters on the same table (WebSocket connections)."""
+        return self._client
 
     # -- tasks ---------------------------------------------------------------------------
 

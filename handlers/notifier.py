@@ -1,0 +1,36 @@
+"""The notifier: the table's stream in, each task change posted to the WebSocket connections
+following that task. The event source's FilterCriteria passes task items only (template.yaml);
+a record that fails (the table or API Gateway unavailable) is reported and retried from there,
+so a subscriber may get a state twice, never out of order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from core import update_push
+
+logger = Logger()
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+push = update_push.LazyPush()
+
+
+def record_handler(record: DynamoDBRecord) -> None:
+    change: dict[str, Any] = record.raw_event["dynamodb"]
+    image = change.get("NewImage")
+    if image is None or change["Keys"]["SK"]["S"] != "TASK":  # a TTL removal; not a task
+        return
+    sent = push(update_push.endpoint()).notify(image)
+    logger.debug("task change posted", extra={"task_id": image["id"]["S"], "sent": sent})
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], lambda_context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=lambda_context
+    )
