@@ -518,7 +518,7 @@ class Aws:
         """As if more than FLEET_CACHE and the drain coalescing window had passed."""
         for module in self.functions.values():
             app = getattr(module, "app", None)
-            ctx = app.state.context if app is not None else getattr(module, "_context", None)
+            ctx = app.state.context if app is not None else module.context._context
             if ctx is not None:
                 ctx.fleet.invalidate()
                 if hasattr(ctx.queue, "_last_drain"):
@@ -546,7 +546,7 @@ def start_aws(meter: Meter, modules: dict[str, ModuleType]) -> Aws:
         if hasattr(module, "app"):
             module.app.state.context = None
         else:
-            module._context = None  # type: ignore[attr-defined]
+            module.context.reset()
     return Aws(meter, sqs, queue_url, queue_arn, modules)
 
 
