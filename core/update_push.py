@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from core import updates
 from core.auth import Principal
-from core.aws import LazyContext
+from core.aws import LazyContext, build_context
 from core.context import Context
 from core.errors import StaleWriteError, TaskgateError, UnauthorizedError, ValidationError
 from core.models import Task
@@ -173,8 +173,8 @@ class LazyPush:
     """A Lambda container's Push: the Context and the connection records built on first use
     (on the table adapter's client) and kept; the endpoint is given per invocation."""
 
-    def __init__(self) -> None:
-        self.context = LazyContext()
+    def __init__(self, build: Callable[[], Context] = build_context) -> None:
+        self.context = LazyContext(build)
         self._connections: ConnectionStore | None = None
 
     def __call__(self, endpoint: str) -> Push:

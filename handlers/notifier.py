@@ -7,17 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import update_push
+from handlers._lambda import build_context, instrumented, logger
 
-logger = Logger()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
-push = update_push.LazyPush()
+push = update_push.LazyPush(build_context)
 
 
 def record_handler(record: DynamoDBRecord) -> None:
@@ -25,12 +24,16 @@ def record_handler(record: DynamoDBRecord) -> None:
     image = change.get("NewImage")
     if image is None or change["Keys"]["SK"]["S"] != "TASK":  # a TTL removal; not a task
         return
+    logger.append_keys(task_id=image["id"]["S"])
     sent = push(update_push.endpoint()).notify(image)
-    logger.debug("task change posted", extra={"task_id": image["id"]["S"], "sent": sent})
+    if sent:  # most task writes have no subscriber: no line for those
+        logger.info("task change posted", extra={"status": image["status"]["S"], "subscribers": sent})
 
 
-@logger.inject_lambda_context
-def handler(event: dict[str, Any], lambda_context: LambdaContext) -> PartialItemFailureResponse:
+def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=lambda_context
     )
+
+
+handler = instrumented(_handle)

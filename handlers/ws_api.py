@@ -9,18 +9,16 @@ import base64
 from typing import Any
 
 import msgspec
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import update_push
 from core.errors import UnauthorizedError
+from handlers._lambda import build_context, instrumented, logger
 
-logger = Logger()
-push = update_push.LazyPush()
+push = update_push.LazyPush(build_context)
 
 
-@logger.inject_lambda_context
-def handler(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, Any]:
+def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, Any]:
     request = event["requestContext"]
     route, connection_id = request["routeKey"], request["connectionId"]
     logger.append_keys(route=route, connection_id=connection_id)
@@ -40,3 +38,6 @@ def handler(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, A
             body = base64.b64decode(body).decode("utf-8", "replace")
         channel.receive(connection_id, body)
     return {"statusCode": 200}
+
+
+handler = instrumented(_handle)
