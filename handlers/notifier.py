@@ -1,7 +1,8 @@
 """The notifier: the table's stream in, each task change posted to the WebSocket connections
 following that task. The event source's FilterCriteria passes task items only (template.yaml);
-a record that fails (the table or API Gateway unavailable) is reported and retried from there,
-so a subscriber may get a state twice, never out of order."""
+a record that fails (the table or API Gateway unavailable) is reported, and so is every record
+after it in the batch without being tried, so Lambda retries from there in order: a subscriber
+may get a state twice, never an older one after a newer one."""
 
 from __future__ import annotations
 
@@ -19,7 +20,24 @@ processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire
 push = update_push.LazyPush(build_context)
 
 
+class EarlierRecordFailedError(Exception):
+    """Not tried: an earlier record of the batch failed, and order matters."""
+
+
+_failed_at: list[str | None] = []  # the batch's first failed sequence number, if any
+
+
 def record_handler(record: DynamoDBRecord) -> None:
+    if _failed_at:
+        raise EarlierRecordFailedError(f"record {_failed_at[0]} failed before this one")
+    try:
+        _post(record)
+    except Exception:
+        _failed_at.append(record.dynamodb.sequence_number if record.dynamodb else None)
+        raise
+
+
+def _post(record: DynamoDBRecord) -> None:
     change: dict[str, Any] = record.raw_event["dynamodb"]
     image = change.get("NewImage")
     if image is None or change["Keys"]["SK"]["S"] != "TASK":  # a TTL removal; not a task
@@ -31,6 +49,7 @@ def record_handler(record: DynamoDBRecord) -> None:
 
 
 def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> PartialItemFailureResponse:
+    _failed_at.clear()
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=lambda_context
     )

@@ -468,3 +468,31 @@ def test_a_failing_record_is_reported_for_a_retry(
         "batchItemFailures": [{"itemIdentifier": event["Records"][0]["dynamodb"]["SequenceNumber"]}]
     }
     assert aws.connections.subscribers(task.id) == ["conn-1"]  # kept: it was not gone
+
+
+def test_records_after_a_failed_one_wait_for_its_retry(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a batch of three changes to two followed tasks, the first one's post failing
+    first, second = new_task(aws, "alice"), new_task(aws, "alice")
+    connect("conn-1", token("alice"))
+    subscribe("conn-1", first.id)
+    subscribe("conn-1", second.id)
+    event = stream_event(aws, first.id, second.id, first.id)
+    numbers = [record["dynamodb"]["SequenceNumber"] for record in event["Records"]]
+    client = update_push.management_client(ENDPOINT)
+    with Stubber(client) as stub:
+        stub.add_client_error("post_to_connection", "LimitExceededException", "slow down", 429)
+        stub.add_response("post_to_connection", {})
+        stub.add_response("post_to_connection", {})
+        answer = notify(event, monkeypatch)
+        # THEN nothing after it was posted: the two answers ready for the others are unused
+        with pytest.raises(AssertionError, match="2 responses remaining"):
+            stub.assert_no_pending_responses()
+    # and all three are reported, so Lambda retries them in order
+    assert answer == {"batchItemFailures": [{"itemIdentifier": n} for n in numbers]}
+
+    # WHEN the retry succeeds, every change arrives, in order
+    before = len(posted("conn-1"))
+    assert notify(event, monkeypatch) == {"batchItemFailures": []}
+    assert [m["task"]["id"] for m in posted("conn-1")[before:]] == [first.id, second.id, first.id]
