@@ -47,11 +47,11 @@ def jwt_secret_from_env() -> str:
 
 
 def build_context(telemetry: Telemetry | None = None) -> Context:
-    from core import stats
     from core.sqs import SqsQueue
     from core.storage.dynamodb import DynamoStore
 
-    config = Config.from_env(jwt_secret=jwt_secret_from_env())
+    # The secret is read when first needed (the statistics function never needs it).
+    config = Config.from_env()
     ctx = Context(
         store=DynamoStore(os.environ["TABLE_NAME"]),
         queue=SqsQueue(os.environ["QUEUE_URL"]),
@@ -59,7 +59,7 @@ def build_context(telemetry: Telemetry | None = None) -> Context:
         secret_source=jwt_secret_from_env,
         telemetry=telemetry or Telemetry(),
     )
-    ctx.events.listeners.append(stats.Recorder(ctx))
+    # Statistics are counted from the table's stream (core/stream.py), not by each request.
     ctx.events.listeners.append(CancelNotifier(ctx))
     return ctx
 

@@ -1,5 +1,5 @@
 """WebSocket connections and their subscriptions in the DynamoDB table (AWS only: one machine
-keeps them in memory, core.update_hub). Patterns 19-24 of the access-pattern table in
+keeps them in memory, core.update_hub). Patterns 20-25 of the access-pattern table in
 core.storage.dynamodb.
 
 A subscription is an item in its task's own SUBS#<task> partition, so the notifier finds a
@@ -44,12 +44,12 @@ class ConnectionStore:
         self._client = client or boto3.client("dynamodb", config=_CLIENT_CONFIG)
 
     def put_connection(self, connection: Connection) -> None:
-        """Pattern 19."""
+        """Pattern 20."""
         with _translated_errors():
             self._client.put_item(TableName=self.table_name, Item=connection_to_item(connection))
 
     def get_connection(self, connection_id: str) -> Connection | None:
-        """Pattern 20."""
+        """Pattern 21."""
         with _translated_errors():
             found = self._client.get_item(
                 TableName=self.table_name, Key=connection_key(connection_id), ConsistentRead=True
@@ -58,7 +58,7 @@ class ConnectionStore:
         return None if item is None else connection_from_item(item)
 
     def subscribe(self, connection: Connection, task_id: str, *, limit: int) -> None:
-        """Pattern 21: add the task to the connection's set (if the connection is still open and
+        """Pattern 22: add the task to the connection's set (if the connection is still open and
         follows fewer than `limit` tasks), then write the subscription item.
         StaleWriteError(the connection as it is, or None if closed) when the condition fails."""
         try:
@@ -87,12 +87,12 @@ class ConnectionStore:
             self._client.put_item(TableName=self.table_name, Item=subscription_to_item(task_id, connection))
 
     def unsubscribe(self, connection_id: str, task_id: str) -> None:
-        """Pattern 22: the subscription item and the task in the connection's set."""
+        """Pattern 23: the subscription item and the task in the connection's set."""
         self._batch_delete([subscription_key(task_id, connection_id)])
         self._forget_task(connection_id, task_id)
 
     def subscribers(self, task_id: str) -> list[str]:
-        """Pattern 23: the connections following a task (one Query of its SUBS partition)."""
+        """Pattern 24: the connections following a task (one Query of its SUBS partition)."""
         found: list[str] = []
         start: Any = None
         while True:
@@ -113,13 +113,13 @@ class ConnectionStore:
                 return found
 
     def end_subscriptions(self, task_id: str, connection_ids: list[str]) -> None:
-        """Pattern 22 for every subscriber: a finished task is followed no more."""
+        """Pattern 23 for every subscriber: a finished task is followed no more."""
         self._batch_delete([subscription_key(task_id, c) for c in connection_ids])
         for connection_id in connection_ids:
             self._forget_task(connection_id, task_id)
 
     def delete_connection(self, connection_id: str, *also_tasks: str) -> Connection | None:
-        """Pattern 24: the connection and the subscription items of the tasks it followed
+        """Pattern 25: the connection and the subscription items of the tasks it followed
         (and of `also_tasks`, a subscription it may not list). Returns what was deleted."""
         with _translated_errors():
             deleted = self._client.delete_item(
