@@ -12,6 +12,8 @@ on `expiresAt` (epoch seconds). The table is the `Table` resource in template.ya
 | Rate window | RATE#<key>        | RATE        | hits; expiresAt                               |
 | Idempotency | IDEMPOTENCY#<key> | IDEMPOTENCY | body_hash, task_id; expiresAt                 |
 | Delivery    | WEBHOOK#<task id> | DELIVERY#<round:6> | WebhookDelivery fields; GSI2 while due; expiresAt |
+| Connection  | CONN#<conn>       | CONN        | sub, roles, tasks (string set); expiresAt     |
+| Subscription| SUBS#<task>       | CONN#<conn> | connection_id; expiresAt                      |
 
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
@@ -68,13 +70,26 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new or  | COUNTERBATCH#9f2e#0 |
 |                             |          | expiresAt <= :now,                |                   |
 |                             |          | + up to 99 COUNTER#<key> ADDs     |                   |
-| 20 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>;    | WEBHOOK#t-1       |
+| 20 Open a WebSocket conn.   | table    | CONN#<conn> / CONN                | CONN#R2D2dcQ5oA=  |
+| 21 Get a connection         | table    | CONN#<conn> / CONN, consistent    | CONN#R2D2dcQ5oA=  |
+| 22 Subscribe to a task      | table    | CONN#<conn>: ADD tasks if open    | CONN#R2D2dcQ5oA=, |
+|                             |          | and size(tasks) < max; then put   | SUBS#t-1 /        |
+|                             |          | SUBS#<task> / CONN#<conn>         | CONN#R2D2dcQ5oA=  |
+| 23 Unsubscribe, end one     | table    | delete SUBS#<task> / CONN#<conn>; | SUBS#t-1          |
+|                             |          | CONN#<conn>: DELETE tasks if open |                   |
+| 24 Subscribers of a task    | table    | PK = SUBS#<task>, consistent      | SUBS#t-1          |
+| 25 Close a connection       | table    | delete CONN#<conn> (ALL_OLD), then| CONN#R2D2dcQ5oA=  |
+|                             |          | BatchWrite delete its SUBS items  |                   |
+| 26 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>;    | WEBHOOK#t-1       |
 |                             |          | with pattern 3 or 5 when finishing |                  |
-| 21 Deliveries of a task     | table    | PK = WEBHOOK#<task>               | WEBHOOK#t-1       |
-| 22 Deliveries due           | ByStatus | GSI2PK = WEBHOOK_DUE AND          | WEBHOOK_DUE,      |
+| 27 Deliveries of a task     | table    | PK = WEBHOOK#<task>               | WEBHOOK#t-1       |
+| 28 Deliveries due           | ByStatus | GSI2PK = WEBHOOK_DUE AND          | WEBHOOK_DUE,      |
 |                             |          | GSI2SK <= <now:13>#~              | 1700000000000#~   |
-| 23 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
+| 29 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
 |                             |          | state = pending AND attempts = :n |                   |
+
+Patterns 20-25 are core.storage.dynamodb_connections (AWS only; one machine follows tasks in
+memory). A task's stream records carry its changes to the WebSocket notifier.
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
 a failed condition becomes StaleWriteError or NoCapacityError.
@@ -200,6 +215,11 @@ class DynamoStore(Store):
         self.table_name = table_name
         self._client = client or boto3.client("dynamodb", config=_CLIENT_CONFIG)
 
+    @property
+    def client(self) -> DynamoDBClient:
+        """The one client, for other adapters on the same table (WebSocket connections)."""
+        return self._client
+
     # -- tasks ---------------------------------------------------------------------------
 
     def put_task(self, task: Task) -> None:
@@ -229,7 +249,7 @@ class DynamoStore(Store):
         server_id: str | None = None,
         delivery: WebhookDelivery | None = None,
     ) -> Task:
-        """Pattern 3 (with pattern 20 in one transaction when there is a delivery)."""
+        """Pattern 3 (with pattern 26 in one transaction when there is a delivery)."""
         check_fields(Task, changes)
         if "id" in changes:
             raise ValueError("a task's id never changes")
@@ -345,7 +365,7 @@ class DynamoStore(Store):
         delivery: WebhookDelivery | None = None,
     ) -> Task:
         """Pattern 5: one transaction moves the task and frees the slot (and puts the
-        delivery, pattern 20, when given). If the server was unregistered meanwhile (or
+        delivery, pattern 26, when given). If the server was unregistered meanwhile (or
         registered afresh under the same id after the task started), the task still moves,
         alone, on the same condition."""
         released = msgspec.structs.replace(task, **changes)
@@ -752,11 +772,11 @@ class DynamoStore(Store):
     # -- webhook deliveries --------------------------------------------------------------
 
     def put_delivery(self, delivery: WebhookDelivery) -> None:
-        """Pattern 20."""
+        """Pattern 26."""
         self._put_new(delivery_to_item(delivery))
 
     def deliveries_of_task(self, task_id: str) -> list[WebhookDelivery]:
-        """Pattern 21."""
+        """Pattern 27."""
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
             "KeyConditionExpression": "PK = :pk",
@@ -766,7 +786,7 @@ class DynamoStore(Store):
         return [delivery_from_item(item) for item in self._query(request)]
 
     def due_deliveries(self, now: int, limit: int) -> list[WebhookDelivery]:
-        """Pattern 22."""
+        """Pattern 28."""
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
             "IndexName": "ByStatus",
@@ -781,7 +801,7 @@ class DynamoStore(Store):
     def update_delivery(
         self, delivery: WebhookDelivery, changes: Mapping[str, Any], *, due_by: int | None = None
     ) -> WebhookDelivery:
-        """Pattern 23."""
+        """Pattern 29."""
         check_fields(WebhookDelivery, changes)
         if {"task_id", "round"} & changes.keys():
             raise ValueError("a delivery's task and round never change")
