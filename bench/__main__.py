@@ -89,6 +89,19 @@ def register(base: str, backends: list[str]) -> None:
         httpx.post(f"{base}/api/servers", json=body, headers=ADMIN, timeout=30).raise_for_status()
 
 
+def wait_idle(base: str, timeout_s: float = 120) -> None:
+    """Until no task is PENDING (the backlog a previous figure left is not in the next)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{base}/api/stats/tasks", headers=ADMIN, timeout=30)
+        reply.raise_for_status()
+        if reply.json()["pendingTasks"] == 0:
+            time.sleep(0.5)  # and the last ones dispatched have answered
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"tasks still PENDING after {timeout_s} s")
+
+
 def http_figures(service: Service, backends: list[str], sizes: Sizes, aws: bool) -> list[Figure]:
     """POST latency, create -> COMPLETED and throughput (the floor is measured by the caller)."""
     base, where = service.base, ("taskgate dev --aws" if aws else "taskgate serve")
@@ -107,7 +120,7 @@ def http_figures(service: Service, backends: list[str], sizes: Sizes, aws: bool)
             " backends registered, so the tasks are dispatched meanwhile as in use",
         )
     )
-    time.sleep(1)  # let the dispatcher finish the tasks above
+    wait_idle(base)  # the tasks above are dispatched before the next figure starts
     print(f"  [{where}] create -> COMPLETED, sequential, {load()}", flush=True)
     syncs = sequential_posts(base, USER, SYNC_TASK, sizes.syncs, warmup=max(5, sizes.syncs // 20))
     figures.append(
