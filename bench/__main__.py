@@ -200,7 +200,9 @@ def serve_figures(sizes: Sizes) -> list[Figure]:
 def decision_figure(sizes: Sizes) -> Figure:
     ratios = balancer.ratios(sizes.decision_calls)
     worst = max(ratios, key=lambda r: r[3])
-    detail = "; ".join(f"{name} {small:.1f}/{large:.1f} us = {ratio:.2f}x" for name, small, large, ratio in ratios)
+    detail = "; ".join(
+        f"{name} {small:.1f}/{large:.1f} us = {ratio:.2f}x" for name, small, large, ratio in ratios
+    )
     return Figure(
         "dispatch decision, 1,000 servers vs 10",
         "<= 2x slower",
@@ -302,7 +304,9 @@ def print_table(figures: list[Figure]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller counts (under a minute)")
     parser.add_argument("--aws", action="store_true", help="also measure taskgate dev --aws (no targets)")
     args = parser.parse_args()
@@ -330,7 +334,10 @@ def main() -> int:
     out = results / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
     out.write_text(json.dumps({"quick": args.quick, "figures": [asdict(f) for f in figures]}, indent=2))
     missed = [f.name for f in figures if f.passed is False]
-    print(f"\n{len(figures) - len(missed)} of {len(figures)} figures pass" + (f"; missed: {missed}" if missed else ""))
+    print(
+        f"\n{len(figures) - len(missed)} of {len(figures)} figures pass"
+        + (f"; missed: {missed}" if missed else "")
+    )
     print(f"written to {out}")
     return 0
 

@@ -131,7 +131,9 @@ def main() -> None:
         for algorithm in balancer.ALGORITHMS:
             a = statistics.median(measure(small, algorithm, args.calls))
             b = statistics.median(measure(large, algorithm, args.calls))
-            print(f"  {algorithm:22s} 10 servers {a:8.1f} us   1,000 servers {b:8.1f} us   ratio {b / a:6.1f}x")
+            print(
+                f"  {algorithm:22s} 10 servers {a:8.1f} us   1,000 servers {b:8.1f} us   ratio {b / a:6.1f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -40,18 +40,20 @@ class Sequential:
         self._conn.close()
 
 
-def sequential_posts(base: str, headers: dict[str, str], body: object, count: int, warmup: int) -> list[float]:
+def sequential_posts(
+    base: str, headers: dict[str, str], body: object, count: int, warmup: int
+) -> list[float]:
     """`count` POST /api/task one after another (after `warmup` untimed ones), in ms."""
     client = Sequential(base, headers)
+    sync = isinstance(body, dict) and body.get("async") is False
     try:
         samples = []
         for i in range(warmup + count):
             elapsed, status, content = client.post("/api/task", body)
             if status != 200:
                 raise RuntimeError(f"POST /api/task answered {status}: {content[:200]!r}")
-            if isinstance(body, dict) and body.get("async") is False:
-                if msgspec.json.decode(content).get("status") != "COMPLETED":
-                    raise RuntimeError(f"task did not complete: {content[:200]!r}")
+            if sync and msgspec.json.decode(content).get("status") != "COMPLETED":
+                raise RuntimeError(f"task did not complete: {content[:200]!r}")
             if i >= warmup:
                 samples.append(elapsed)
         return samples

@@ -48,8 +48,16 @@ def measure(finished: int) -> SweepWork:
             seed.finished_tasks(store, finished, now=now)
             for i in range(PENDING_TASKS):
                 store.put_task(
-                    Task(id=new_task_id(), owner="o", type="t", priority=i % 11, payload={},
-                         created_at=now, updated_at=now, queued_at=now)
+                    Task(
+                        id=new_task_id(),
+                        owner="o",
+                        type="t",
+                        priority=i % 11,
+                        payload={},
+                        created_at=now,
+                        updated_at=now,
+                        queued_at=now,
+                    )
                 )
             ctx = Context(store=store, queue=CallbackQueue(), config=Config(jwt_secret="x" * 32))
             conn = store._conn()
@@ -85,7 +93,9 @@ def _scans_tasks(conn: sqlite3.Connection, sql: str) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=100_000)
     args = parser.parse_args()

@@ -24,7 +24,6 @@ GIVEN servers gpu-a (capability "a") and gpu-b ("b") and this day, 2024-01-06 (U
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any

@@ -115,7 +115,9 @@ def test_weighted_first_choice_follows_the_cycle_when_every_server_is_free(seed:
     group = CapableGroup(fleet)
     for n in range(1, 120):
         expected = balancer.order("weighted-round-robin", candidates, sequence=lambda n=n: n, rng=rng)[0]
-        assert balancer.first_choice("weighted-round-robin", group, sequence=lambda n=n: n, rng=rng) == expected
+        assert (
+            balancer.first_choice("weighted-round-robin", group, sequence=lambda n=n: n, rng=rng) == expected
+        )
 
 
 def test_weighted_first_choice_skips_full_servers_and_keeps_the_weights() -> None:
@@ -127,7 +129,9 @@ def test_weighted_first_choice_skips_full_servers_and_keeps_the_weights() -> Non
     group = CapableGroup(fleet)
     counter = itertools.count(1)
     picks = Counter(
-        balancer.first_choice("weighted-round-robin", group, sequence=counter.__next__, rng=random.Random(0)).id  # type: ignore[union-attr]
+        balancer.first_choice(
+            "weighted-round-robin", group, sequence=counter.__next__, rng=random.Random(0)
+        ).id  # type: ignore[union-attr]
         for _ in range(600)
     )
     assert set(picks) == {"a", "b"}
@@ -157,7 +161,9 @@ def test_no_candidate_gives_nothing_and_one_candidate_draws_no_counter() -> None
     empty = CapableGroup([server("a", max_concurrent=1, active_tasks=1)])
     assert balancer.first_choice("round-robin", empty, sequence=never, rng=random.Random()) is None
     single = CapableGroup([server("a", max_concurrent=1, active_tasks=1), server("b")])
-    assert balancer.first_choice("weighted-round-robin", single, sequence=never, rng=random.Random()).id == "b"  # type: ignore[union-attr]
+    assert (
+        balancer.first_choice("weighted-round-robin", single, sequence=never, rng=random.Random()).id == "b"
+    )  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("algorithm", balancer.ALGORITHMS)
@@ -176,7 +182,9 @@ def test_view_order_tracks_slots_taken_and_freed(algorithm: str) -> None:
     assert Counter(taken) == {f"s{i}": 3 for i in range(5)}
     assert list(fleet_view.order(task("video"), algorithm, sequence=counter.__next__, rng=rng)) == []
     fleet_view.adjust("s2", -1)
-    assert [s.id for s in fleet_view.order(task("video"), algorithm, sequence=counter.__next__, rng=rng)] == ["s2"]
+    assert [s.id for s in fleet_view.order(task("video"), algorithm, sequence=counter.__next__, rng=rng)] == [
+        "s2"
+    ]
 
 
 @pytest.mark.parametrize("algorithm", balancer.ALGORITHMS)
@@ -184,7 +192,9 @@ def test_view_order_lists_every_candidate_once_after_the_first(algorithm: str) -
     """When the first claim fails the caller goes on: the rest is the full order, first left out."""
     fleet = random_fleet(random.Random(11), 40, full_share=0.3)
     expected = {s.id for s in balancer.candidates(fleet, task("video"))}
-    got = [s.id for s in view(fleet).order(task("video"), algorithm, sequence=lambda: 7, rng=random.Random(2))]
+    got = [
+        s.id for s in view(fleet).order(task("video"), algorithm, sequence=lambda: 7, rng=random.Random(2))
+    ]
     assert len(got) == len(set(got))
     assert set(got) == expected
 
@@ -205,7 +215,9 @@ def test_view_order_counts_the_shared_counter_once_per_decision() -> None:
         drawn.append(len(drawn) + 1)
         return drawn[-1]
 
-    listed = list(view(fleet).order(task(), "round-robin", sequence=sequence, rng=random.Random(), avoid="s0"))
+    listed = list(
+        view(fleet).order(task(), "round-robin", sequence=sequence, rng=random.Random(), avoid="s0")
+    )
     assert sorted(s.id for s in listed) == ["s0", "s1", "s2", "s3"]
     assert listed[-1].id == "s0"
     assert drawn == [1]
