@@ -9,6 +9,7 @@ since SQS delivers at least once: the claim is a conditional write only one call
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,9 @@ def execute(ctx: Context, assignment: Assignment, pool: urllib3.PoolManager) -> 
     attempt = Attempt()
     current: Assignment | None = assignment
     while current is not None:
+        started = time.perf_counter()
         outcome = backend_http.predict_sync(pool, current.request)
+        ctx.telemetry.duration("DispatchLatency", (time.perf_counter() - started) * 1000)
         task = dispatch.settle(ctx, current, outcome, attempt)
         current = None
         if outcome.kind is Kind.BUSY and task is not None and task.status is TaskStatus.PENDING:
