@@ -16,6 +16,7 @@ import itertools
 import random
 import statistics
 import time
+from collections.abc import Callable
 
 from core import balancer
 from core.fleet import FleetView
@@ -61,18 +62,27 @@ class _Fleet:
 
 def per_call_us(servers: list[Server], algorithm: str, calls: int) -> list[float]:
     """Microseconds per decision (with the view's bookkeeping of the claim and release)."""
+    decide = _decider(servers, algorithm)
+    return [decide() for _ in range(calls)]
+
+
+def _decider(servers: list[Server], algorithm: str) -> Callable[[], float]:
+    """One timed decision on a view of `servers` (warmed), per call."""
     view = FleetView(_Fleet(servers), ttl_ms=10**12, clock=lambda: 0)  # type: ignore[arg-type]
     task = _task()
     counter = itertools.count(1)
     rng = random.Random(7)
-    samples = []
-    for _ in range(calls + 50):  # the first 50 warm the view and its index
+
+    def decide() -> float:
         started = time.perf_counter()
         server = next(view.order(task, algorithm, sequence=lambda: next(counter), rng=rng))
         view.adjust(server.id, +1)
         view.adjust(server.id, -1)
-        samples.append((time.perf_counter() - started) * 1e6)
-    return samples[50:]
+        return (time.perf_counter() - started) * 1e6
+
+    for _ in range(50):  # warm the view and its index
+        decide()
+    return decide
 
 
 def _task() -> Task:
@@ -103,15 +113,30 @@ def full_order_us(servers: list[Server], algorithm: str, calls: int) -> list[flo
     return samples
 
 
+ROUNDS = 20
+
+
 def ratios(calls: int) -> list[tuple[str, float, float, float]]:
     """(algorithm, median us with 10 servers, with 1,000, ratio) for every algorithm."""
     rng = random.Random(1)
     small, large = fleet(10, rng), fleet(1000, rng)
     found = []
     for algorithm in balancer.ALGORITHMS:
-        a = statistics.median(per_call_us(small, algorithm, calls))
-        b = statistics.median(per_call_us(large, algorithm, calls))
-        found.append((algorithm, a, b, b / a))
+        # Interleaved in rounds, so a change in the machine's load falls on both sizes alike.
+        small_decide, large_decide = _decider(small, algorithm), _decider(large, algorithm)
+        a: list[float] = []
+        b: list[float] = []
+        for _ in range(ROUNDS):
+            a += [small_decide() for _ in range(calls // ROUNDS)]
+            b += [large_decide() for _ in range(calls // ROUNDS)]
+        found.append(
+            (
+                algorithm,
+                statistics.median(a),
+                statistics.median(b),
+                statistics.median(b) / statistics.median(a),
+            )
+        )
     return found
 
 
