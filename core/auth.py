@@ -92,7 +92,7 @@ def verify(secret: str, header: str | None) -> Principal:
         principal, max(int(claims.get("iat", 0)), int(claims.get("nbf", 0))), int(claims["exp"])
     )
     with _verified_lock:
-        if len(_verified) >= VERIFIED_CACHE_SIZE:
+        while _verified and len(_verified) >= VERIFIED_CACHE_SIZE:
             del _verified[next(iter(_verified))]  # the oldest entry
         _verified[(secret, token)] = verified
     return principal
