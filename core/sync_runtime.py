@@ -13,10 +13,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from core import backend_http, dispatch, servers, sweeper
 from core.context import Context
 from core.dispatch import Assignment, Attempt, Waiting
-from core.models import TaskStatus
+from core.models import Task, TaskStatus
 from core.protocol import Kind
 from core.queue import enqueue_safely
 
@@ -45,7 +47,8 @@ def shared_pool() -> urllib3.PoolManager:
 def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager) -> None:
     """One queue message. Raises (so the message is retried) only if the store failed."""
     if "taskId" in body:
-        dispatch_task(ctx, str(body["taskId"]), pool)
+        snapshot = _snapshot(body)
+        dispatch_task(ctx, snapshot or str(body["taskId"]), pool)
     elif body.get("drain"):
         drain(ctx, pool)
     elif "checkServer" in body:
@@ -54,8 +57,21 @@ def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager
         log.warning("ignoring an unknown dispatch message: %s", sorted(body))
 
 
-def dispatch_task(ctx: Context, task_id: str, pool: urllib3.PoolManager) -> None:
-    decision = dispatch.assign(ctx, task_id)
+def _snapshot(body: dict[str, Any]) -> Task | None:
+    """The task as its message's sender wrote it, if it came along and is well formed."""
+    if not isinstance(body.get("task"), dict):
+        return None
+    try:
+        task = msgspec.convert(body["task"], Task)
+    except msgspec.ValidationError:
+        log.warning("ignoring a malformed task snapshot", extra={"task_id": body["taskId"]})
+        return None
+    return task if task.id == body["taskId"] else None
+
+
+def dispatch_task(ctx: Context, task: Task | str, pool: urllib3.PoolManager) -> None:
+    task_id = task if isinstance(task, str) else task.id
+    decision = dispatch.assign(ctx, task)
     if isinstance(decision, Assignment):
         execute(ctx, decision, pool)
     elif isinstance(decision, Waiting) and decision.not_before is not None:

@@ -43,7 +43,7 @@ def create_task(ctx: Context, principal: Principal, body: CreateTask) -> Task:
     )
     ctx.store.put_task(task)
     ctx.events.publish(task, None)
-    enqueue_safely(ctx.queue, task.id)
+    enqueue_safely(ctx.queue, task.id, snapshot=task)
     return task
 
 
@@ -195,7 +195,7 @@ def requeue(ctx: Context, task: Task, reason: str, *, backoff_ms: int = 0, count
         changes |= _finished(ctx, TaskStatus.FAILED, now)
     released = _release(ctx, task, changes, {"failure_count": 1} if counts else {}, {})
     if released.status is PENDING:
-        enqueue_safely(ctx.queue, released.id, delay_ms=backoff_ms)
+        enqueue_safely(ctx.queue, released.id, delay_ms=backoff_ms, snapshot=released)
     return released
 
 
@@ -279,7 +279,7 @@ def retry_task(ctx: Context, principal: Principal, task_id: str) -> Task:
             task = auth.owned_task(principal, _current(exc), task_id)
             continue
         ctx.events.publish(retried, task.status)
-        enqueue_safely(ctx.queue, retried.id)
+        enqueue_safely(ctx.queue, retried.id, snapshot=retried)
         return retried
     raise ConflictError("Task changed while retrying; try again")
 
