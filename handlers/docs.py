@@ -10,14 +10,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from mangum import Mangum
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
-from core.aws import build_context
-from handlers._http import create_app
+from handlers._http import aws_context, create_app, lambda_handler
 
 ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"})
 
@@ -88,5 +86,5 @@ routes = [
     Route("/docs/assets/{name}", asset, methods=["GET"], include_in_schema=False),
 ]
 
-app = create_app(routes, build_context)
-handler = Mangum(app, lifespan="off")
+app = create_app(routes, aws_context)
+handler = lambda_handler(app)

@@ -3,15 +3,23 @@ day, the load distribution, and the algorithm setting."""
 
 from __future__ import annotations
 
-from mangum import Mangum
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from core import stats
-from core.aws import build_context
 from core.schemas import SetAlgorithm, decode
-from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
+from handlers._http import (
+    authenticated,
+    aws_context,
+    context,
+    create_app,
+    json_response,
+    lambda_handler,
+    path_id,
+    principal,
+    read_body,
+)
 
 
 @authenticated
@@ -53,5 +61,5 @@ routes = [
     Route("/api/stats/load-balancer/algorithm", set_algorithm, methods=["POST"]),
 ]
 
-app = create_app(routes, build_context)
-handler = Mangum(app, lifespan="off")
+app = create_app(routes, aws_context)
+handler = lambda_handler(app)

@@ -169,6 +169,14 @@ class Store(ABC):
         """Atomically add to named counters under `key` (statistics buckets)."""
 
     @abstractmethod
+    def add_counters_once(
+        self, batch_id: str, increments: Mapping[str, Mapping[str, int]], *, expires_at: int, now_s: int
+    ) -> bool:
+        """Add `increments` (key -> {name: amount}) unless a batch with `batch_id` was added
+        in the last two days: True if added (or nothing to add), False if it had been. A
+        DynamoDB Streams consumer retried on the same records counts them once."""
+
+    @abstractmethod
     def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:
         """key -> {name: value} for the keys that exist."""
 

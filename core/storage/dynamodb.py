@@ -56,6 +56,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
 |                             |          | expiresAt <= :now                 |                   |
+| 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new,    | COUNTERBATCH#9f2e#0 |
+|                             |          | + up to 99 COUNTER#<key> ADDs     |                   |
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
 a failed condition becomes StaleWriteError or NoCapacityError.
@@ -87,6 +89,7 @@ from core.storage.dynamodb_items import (
     TTL,
     Expression,
     check_fields,
+    counter_batch_key,
     counter_key,
     counters_name,
     field_value,
@@ -137,6 +140,9 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 # Two transactions on one item at once: the loser is cancelled and may simply try again.
 _CONFLICT_RETRIES = 4
+# A transaction holds up to 100 writes: a batch marker and 99 counter keys.
+_COUNTER_BATCH_KEYS = 99
+_COUNTER_BATCH_TTL_S = 2 * 86_400
 _CONFLICT_BACKOFF_S = 0.025
 _BATCH_GET_LIMIT = 100
 
@@ -537,6 +543,33 @@ class DynamoStore(Store):
         update.assign(TTL, expires_at)
         with _translated_errors():
             self._client.update_item(TableName=self.table_name, Key=counter_key(key), **update.request())
+
+    def add_counters_once(
+        self, batch_id: str, increments: Mapping[str, Mapping[str, int]], *, expires_at: int, now_s: int
+    ) -> bool:
+        """Pattern 19: one transaction per 99 keys, each with a marker item that exists only
+        if that part was added (TransactWriteItems' own ClientRequestToken forgets after ten
+        minutes, and moto does not implement it)."""
+        keys = [key for key, counts in increments.items() if counts]
+        if not keys:
+            return True
+        added = False
+        for part, start in enumerate(range(0, len(keys), _COUNTER_BATCH_KEYS)):
+            marker = Expression()
+            marker.assign(TTL, now_s + _COUNTER_BATCH_TTL_S)
+            marker.condition("attribute_not_exists(PK)")
+            writes = [self._update(counter_batch_key(f"{batch_id}#{part}"), marker)]
+            for key in keys[start : start + _COUNTER_BATCH_KEYS]:
+                if {"PK", "SK", TTL} & increments[key].keys():
+                    raise ValueError(f"counter names clash with key attributes: {sorted(increments[key])}")
+                update = Expression()
+                for name, amount in increments[key].items():
+                    update.add(name, amount)
+                update.assign(TTL, expires_at)
+                writes.append(self._update(counter_key(key), update))
+            marker_reason, *_ = self._transact(*writes)
+            added = added or marker_reason is None
+        return added
 
     def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:
         """Pattern 16: BatchGetItem, 100 keys a request."""

@@ -113,6 +113,10 @@ def counter_key(counters: str) -> Item:
     return key(f"COUNTER#{counters}", "COUNTER")
 
 
+def counter_batch_key(batch: str) -> Item:
+    return key(f"COUNTERBATCH#{batch}", "COUNTERBATCH")
+
+
 def rate_key(window: str) -> Item:
     return key(f"RATE#{window}", "RATE")
 

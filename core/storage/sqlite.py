@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (key, name)
 );
 CREATE INDEX IF NOT EXISTS counters_expiry ON counters (expires_at);
+CREATE TABLE IF NOT EXISTS counter_batches (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rate_windows (
     key TEXT PRIMARY KEY, hits INTEGER NOT NULL, expires_at INTEGER NOT NULL
 );
@@ -109,6 +110,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at INTEGER NOT NULL
 );
 """
+
+# How long a counted batch is remembered (Store.add_counters_once).
+COUNTER_BATCH_TTL_S = 2 * 86_400
 
 # Fields stored as JSON text; the rest are plain columns.
 _JSON_FIELDS: dict[type, frozenset[str]] = {
@@ -411,6 +415,31 @@ class SqliteStore(Store):
                 " expires_at = excluded.expires_at",
                 [(key, name, amount, expires_at) for name, amount in increments.items()],
             )
+
+    def add_counters_once(
+        self, batch_id: str, increments: Mapping[str, Mapping[str, int]], *, expires_at: int, now_s: int
+    ) -> bool:
+        if not any(increments.values()):
+            return True
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM counter_batches WHERE expires_at <= ?", (now_s,))
+            added = conn.execute(
+                "INSERT INTO counter_batches (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (batch_id, now_s + COUNTER_BATCH_TTL_S),
+            ).rowcount
+            if not added:
+                return False
+            conn.executemany(
+                "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key, name) DO UPDATE SET value = value + excluded.value,"
+                " expires_at = excluded.expires_at",
+                [
+                    (key, name, amount, expires_at)
+                    for key, counts in increments.items()
+                    for name, amount in counts.items()
+                ],
+            )
+        return True
 
     def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:
         keys = list(keys)

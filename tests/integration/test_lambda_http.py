@@ -73,7 +73,13 @@ def test_create_task_event_stores_the_task_and_enqueues_it(aws: SimpleNamespace)
     assert body["status"] == "PENDING"
     assert headers["content-type"] == "application/json"
     messages = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10)["Messages"]
-    assert [json.loads(m["Body"]) for m in messages] == [{"taskId": body["id"]}]
+    (message,) = [json.loads(m["Body"]) for m in messages]
+    # the task as written travels with it, so the dispatcher need not read it
+    assert (message["taskId"], message["task"]["id"], message["task"]["status"]) == (
+        body["id"],
+        body["id"],
+        "PENDING",
+    )
 
     get = load_event("api-get-task.json", user())
     get["rawPath"] = get["requestContext"]["http"]["path"] = f"/api/task/{body['id']}"
