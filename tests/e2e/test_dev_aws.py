@@ -1,10 +1,10 @@
 """`taskgate dev --aws` as a user runs it: the AWS code path (DynamoDB and SQS under moto, the
 dispatcher Lambda fed SQS events, the sweeper Lambda schedule events) in one real process,
-with a real mock backend on loopback, spoken to over HTTP with the admin token it prints.
+with real mock backends on loopback, spoken to over HTTP with the admin token it prints.
 
 The dispatch suite (tests/e2e/test_dispatch*.py) runs every scenario against `dev --aws` as
 well as `serve`; what is left here is what it does not do: start the command as a user does,
-with no JWT_SECRET, and use the token it prints.
+with no JWT_SECRET, and use the token it prints (test_dev_aws_stats.py shares this gateway).
 
 The last tests drive `aws_dev.EventSourceMapping` in-process with a stand-in function, to pin
 what it deletes and what SQS delivers again (a store failure is hard to cause from outside).
@@ -28,7 +28,13 @@ import pytest
 from .fleet import CLI, Backend, Mock, _stop, eventually, free_port, start_backends
 from .harness import RATE_LIMITS_OFF, _wait_healthy, unique
 
-SETTINGS = RATE_LIMITS_OFF
+TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"}
+SETTINGS = {
+    "MAX_ATTEMPTS": "2",
+    "RETRY_BASE_DELAY": "50",
+    "RETRY_MAX_DELAY": "200",
+    **RATE_LIMITS_OFF,
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +66,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Backend]]:
     """Every backend the module needs, started at once (each test registers its own)."""
-    mocks = {"sync": Mock("sync")}
+    mocks = {"sync": Mock("sync"), "failing": Mock("failing", fail_rate=1)}
     started = start_backends(tmp_path_factory.mktemp("backends"), list(mocks.values()))
     try:
         yield dict(zip(mocks, started, strict=True))
@@ -89,6 +95,22 @@ def submit(gateway: httpx.Client, capability: str, **fields: Any) -> dict[str, A
     assert reply.status_code == 200, reply.text
     created: dict[str, Any] = reply.json()
     return created
+
+
+def task(gateway: httpx.Client, task_id: str) -> dict[str, Any]:
+    reply = gateway.get(f"/api/task/{task_id}")
+    assert reply.status_code == 200, reply.text
+    found: dict[str, Any] = reply.json()
+    return found
+
+
+def finished(gateway: httpx.Client, task_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    return eventually(
+        lambda: task(gateway, task_id),
+        lambda t: t["status"] in TERMINAL,
+        timeout=timeout,
+        what=f"{task_id} finished",
+    )
 
 
 def test_sync_backend_completes_in_one_post(gateway: httpx.Client, backends: dict[str, Backend]) -> None:
