@@ -50,7 +50,7 @@ FAST_TIMERS = {
 # less often, and what a test waits for may take PATIENCE times as long as on `serve`. The
 # assertions stay the same; only how long a test waits for them grows.
 DEV_AWS_TIMERS = {"SWEEP_INTERVAL": "500"}
-PATIENCE = {"serve": 1.0, "dev-aws": 3.0}
+PATIENCE = {"serve": 1.0, "dev-aws": 4.0}
 STARTUP_S = 20.0
 # The two deployments every dispatch test runs against (see start_gateway).
 DEPLOYMENTS = ("serve", "dev-aws")

@@ -190,10 +190,10 @@ def test_hundreds_of_slow_synchronous_calls_leave_the_api_answering(fleet: Fleet
     # GIVEN two backends that hold every predict call for 8 s (longer than submitting takes on
     # a loaded machine), with room for all of them
     fleet.add(Mock("slow-a", delay_ms=8000), Mock("slow-b", delay_ms=8000), max_concurrent=100)
-    # WHEN 200 tasks are in flight on them at once (on dev --aws 40: it makes every AWS call
+    # WHEN 200 tasks are in flight on them at once (on dev --aws 24: it makes every AWS call
     # one at a time, some twenty a task, and its eight dispatcher containers each make their
     # batch's predict calls one after another, as a Lambda does; docs/DEPLOY.md)
-    in_flight = 200 if fleet.gateway.deployment == "serve" else 40
+    in_flight = 200 if fleet.gateway.deployment == "serve" else 24
     for _ in range(in_flight):
         fleet.submit()
     fleet.eventually(
