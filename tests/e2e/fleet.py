@@ -1,6 +1,8 @@
 """A gateway and a fleet of mock backends as real processes on loopback, for dispatch tests.
 
-- `start_gateway`: one `taskgate serve` on a SQLite file, with timers made fast for tests.
+- `start_gateway`: one gateway with timers made fast for tests: `taskgate serve` on a SQLite
+  file, or `taskgate dev --aws` (the Lambda code path on moto); the dispatch tests run on both
+  (DEPLOYMENTS), with the same settings passed the same way, as environment.
 - `start_backends`: `taskgate mock-backend` processes, started in parallel; `BackendPool`
   keeps a few started ahead of need for a gateway's tests, each then set up through `/_control`.
 - `Fleet`: what one test starts, registers and submits on a (shared) gateway, and the checks
