@@ -1,10 +1,10 @@
 """`taskgate dev --aws` for the dispatch end-to-end suite, with a side door into its table.
 
-    python -m tests.e2e.dev_aws_gateway --door-port PORT dev --aws --port N
+    python -m tests.e2e.dev_aws_gateway dev --aws --port N
 
-runs the command exactly as `taskgate` does (`handlers.cli.main` with the arguments after
-the door's), plus a loopback endpoint, `POST /set-active-tasks`, that writes a server's slot
-count straight into the emulated table. A test needs that write to stand for a crash that
+runs the command exactly as `taskgate` does (`handlers.cli.main` with these arguments), plus
+a loopback endpoint, `POST /set-active-tasks`, that writes a server's slot count straight
+into the emulated table. It takes a free port and prints `side door: <url>` first. A test needs that write to stand for a crash that
 left a slot taken (tests/e2e/test_dispatch_recovery.py); on `taskgate serve` it opens the
 SQLite file instead, but moto's table lives only in this process's memory.
 
@@ -14,7 +14,6 @@ the same one-request-at-a-time lock as every call of the gateway itself.
 
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import json
 import os
@@ -70,16 +69,18 @@ class SideDoor(BaseHTTPRequestHandler):
         pass  # the gateway's log is for the gateway
 
 
+DOOR_LINE = "side door: "
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="dev_aws_gateway", allow_abbrev=False)
-    parser.add_argument("--door-port", type=int, required=True)
-    args, command = parser.parse_known_args(argv)
     # `kill -USR1 <pid>` writes every thread's stack to the gateway's log: where a slow
     # gateway spends its time.
     faulthandler.register(signal.SIGUSR1)
-    door = ThreadingHTTPServer(("127.0.0.1", args.door_port), SideDoor)
+    # Port 0: the system picks one no other process holds (tests start many in parallel).
+    door = ThreadingHTTPServer(("127.0.0.1", 0), SideDoor)
+    print(f"{DOOR_LINE}http://127.0.0.1:{door.server_address[1]}", flush=True)
     threading.Thread(target=door.serve_forever, name="side-door", daemon=True).start()
-    return cli.main(command)
+    return cli.main(argv)
 
 
 if __name__ == "__main__":

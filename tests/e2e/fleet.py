@@ -30,6 +30,7 @@ import httpx
 
 from core.storage.sqlite import SqliteStore
 
+from .dev_aws_gateway import DOOR_LINE
 from .harness import RATE_LIMITS_OFF, SECRET, Api, _free_port, unique
 
 CLI = [sys.executable, "-m", "handlers.cli"]
@@ -176,8 +177,8 @@ def start_gateway(
         db = tmp / "gateway.db"
         proc = _spawn([*CLI, "serve", "--db", str(db), "--port", str(port)], log, env)
     else:
-        door = DevAwsSideDoor(free_port())
-        proc = _spawn([*door.command(), "dev", "--aws", "--port", str(port)], log, env)
+        door = DevAwsSideDoor(log)
+        proc = _spawn([*door.command, "dev", "--aws", "--port", str(port)], log, env)
     pool: BackendPool | None = None
     try:
         pool = BackendPool(tmp, spares)
@@ -203,14 +204,18 @@ def start_gateway(
 class DevAwsSideDoor:
     """Reaches the store of a `dev --aws` gateway, whose emulated table lives in its memory:
     the gateway runs as tests/e2e/dev_aws_gateway.py, which is `taskgate dev --aws` plus a
-    loopback endpoint that makes this one write."""
+    loopback endpoint that makes this one write (it prints its address first)."""
 
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.port = port
+    command = [sys.executable, "-m", "tests.e2e.dev_aws_gateway"]
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "tests.e2e.dev_aws_gateway", "--door-port", str(self.port)]
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    @property
+    def base(self) -> str:
+        printed = [line for line in self.log.read_text().splitlines() if line.startswith(DOOR_LINE)]
+        assert printed, f"no side door in {self.log}"
+        return printed[0].removeprefix(DOOR_LINE)
 
     def set_active_tasks(self, server_id: str, value: int, *, expected: int) -> bool:
         body = {"serverId": server_id, "value": value, "expected": expected}
