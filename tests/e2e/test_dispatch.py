@@ -190,17 +190,19 @@ def test_hundreds_of_slow_synchronous_calls_leave_the_api_answering(fleet: Fleet
     # GIVEN two backends that hold every predict call for 8 s (longer than submitting takes on
     # a loaded machine), with room for all of them
     fleet.add(Mock("slow-a", delay_ms=8000), Mock("slow-b", delay_ms=8000), max_concurrent=100)
-    # WHEN 200 tasks are in flight on them at once (on dev --aws 24: it makes every AWS call
-    # one at a time, some twenty a task, and its eight dispatcher containers each make their
-    # batch's predict calls one after another, as a Lambda does; docs/DEPLOY.md)
-    in_flight = 200 if fleet.gateway.deployment == "serve" else 24
-    for _ in range(in_flight):
+    # WHEN 200 tasks are in flight on them at once. On dev --aws: 24 submitted, and any number
+    # in flight. There a dispatcher invocation makes its batch's predict calls one after
+    # another (docs/DEPLOY.md, Known issues), so how many run at once depends on how SQS
+    # batched the messages; and every AWS call is answered by moto, one at a time.
+    on_one_machine = fleet.gateway.deployment == "serve"
+    submitted = 200 if on_one_machine else 24
+    for _ in range(submitted):
         fleet.submit()
     fleet.eventually(
         lambda: sum(fleet.server(b.server_id)["activeTasks"] for b in fleet.backends),
-        lambda active: active == in_flight,
+        lambda active: active == submitted if on_one_machine else active > 0,
         timeout=6,
-        what=f"{in_flight} tasks in flight",
+        what=f"{submitted if on_one_machine else 'some'} tasks in flight",
     )
     # THEN the API still answers at once: reads, writes and health (on dev --aws in the time
     # its few AWS calls take there)
