@@ -310,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,")
         print("  statistics fed the table's stream")
         print(f"  health:  {base}/health")
+        print(f"  dashboard: {base}/dashboard  (paste the token below)")
         print(f"  admin token (7 days): {token}")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f"taskgate dev: {base}  (database {args.db})")
         print(f"  health:  {base}/health")
         print(f"  docs:    {base}/docs")
+        print(f"  dashboard: {base}/dashboard  (paste the token below)")
         print(f"  admin token (7 days): {token}")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,5 +1,5 @@
 """Statistics and load-balancer routes: day reports (`?date=YYYY-MM-DD`, UTC), a server's
-day, the load distribution, and the algorithm setting."""
+day, the queue now, the load distribution, and the algorithm setting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import stats
+from core import stats, task_listing
 from core.schemas import SetAlgorithm, decode
 from handlers._http import (
     authenticated,
@@ -42,6 +42,11 @@ async def server_stats(request: Request) -> Response:
 
 
 @authenticated
+async def queue_summary(request: Request) -> Response:
+    return json_response(task_listing.queue_summary(context(request), principal(request)))
+
+
+@authenticated
 async def load_balancer(request: Request) -> Response:
     return json_response(stats.load_balancer(context(request), principal(request)))
 
@@ -57,6 +62,7 @@ routes = [
     Route("/api/stats/tasks", task_stats, methods=["GET"]),
     Route("/api/stats/hourly", hourly_report, methods=["GET"]),
     Route("/api/stats/servers/{id}", server_stats, methods=["GET"]),
+    Route("/api/stats/queue", queue_summary, methods=["GET"]),
     Route("/api/stats/load-balancer", load_balancer, methods=["GET"]),
     Route("/api/stats/load-balancer/algorithm", set_algorithm, methods=["POST"]),
 ]

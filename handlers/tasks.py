@@ -1,4 +1,4 @@
-"""Task routes: create, read, report (backend callback), retry, cancel."""
+"""Task routes: create, list, read, report (backend callback), retry, cancel."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import tasks
+from core import task_listing, tasks
 from core.schemas import CreateTask, UpdateTask, decode
 from handlers._http import (
     authenticated,
@@ -39,6 +39,19 @@ async def create_task(request: Request) -> Response:
 
 
 @authenticated
+async def list_tasks(request: Request) -> Response:
+    query = request.query_params
+    page = task_listing.list_tasks(
+        context(request),
+        principal(request),
+        status=query.get("status"),
+        limit=query.get("limit"),
+        cursor=query.get("cursor"),
+    )
+    return json_response(page)
+
+
+@authenticated
 async def get_task(request: Request) -> Response:
     task = tasks.get_task(context(request), principal(request), path_id(request, "id", "task"))
     return json_response(task.to_api())
@@ -66,6 +79,7 @@ async def cancel_task(request: Request) -> Response:
 
 routes = [
     Route("/api/task", create_task, methods=["POST"]),
+    Route("/api/tasks", list_tasks, methods=["GET"]),
     Route("/api/task/{id}", get_task, methods=["GET"]),
     Route("/api/task/{id}", update_task, methods=["PUT"]),
     Route("/api/task/{id}/retry", retry_task, methods=["POST"]),

@@ -64,6 +64,7 @@ class Task(Reply):
     started_at: int | None = None
     completed_at: int | None = None
     message: str | None = None
+    payload: dict[str, Any] | None = None  # what it was created with (None from a gateway that omits it)
 
     @property
     def is_finished(self) -> bool:

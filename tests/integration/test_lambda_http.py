@@ -147,3 +147,28 @@ def test_unexpected_errors_are_a_generic_500_with_a_request_id(
     assert status == 500
     assert body == {"error": "Internal server error", "details": "An unexpected error occurred"}
     assert headers.get("x-request-id")
+
+
+def test_list_tasks_event_lists_the_users_own_tasks(aws: SimpleNamespace) -> None:
+    # GIVEN a task of alice and one of bob
+    tasks = handler_module("tasks")
+    _, mine, _ = invoke(tasks, load_event("api-create-task.json", user("alice")))
+    invoke(tasks, load_event("api-create-task.json", user("bob")))
+
+    # WHEN alice lists her PENDING tasks
+    status, body, _ = invoke(tasks, load_event("api-list-tasks.json", user("alice")))
+
+    # THEN only hers comes, as a summary, and there is no next page
+    assert status == 200, body
+    assert [t["id"] for t in body["tasks"]] == [mine["id"]]
+    assert body["nextCursor"] is None and "payload" not in body["tasks"][0]
+
+
+def test_dashboard_event_is_the_page_with_its_security_policy(aws: SimpleNamespace) -> None:
+    response = handler_module("docs").handler(load_event("api-dashboard.json"), lambda_context())
+    assert response["statusCode"] == 200
+    headers = {name.lower(): value for name, value in response["headers"].items()}
+    assert headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert not response["isBase64Encoded"]
+    assert 'src="dashboard/assets/app.js"' in response["body"]
