@@ -124,6 +124,14 @@ def visible_task(principal: Principal, task: Task | None, task_id: str) -> Task:
     return task
 
 
+def followed_task(principal: Principal, task: Task | None, task_id: str) -> Task:
+    """The task if the principal may follow its updates (owner or admin; a backend reads a
+    task through its callback, not a subscription); otherwise 404, as for GET."""
+    if task is None or not (principal.is_admin or (USER in principal.roles and task.owner == principal.sub)):
+        raise NotFoundError(f"Task not found: {task_id}")
+    return task
+
+
 def owned_task(principal: Principal, task: Task | None, task_id: str) -> Task:
     """The task if the principal may retry or cancel it (owner or admin), else 404 / 403."""
     task = visible_task(principal, task, task_id)

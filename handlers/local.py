@@ -17,7 +17,8 @@ from core.events import LocalEvents
 from core.queue import CallbackQueue
 from core.stats import Recorder
 from core.storage.sqlite import SqliteStore
-from handlers import docs, metrics, servers, stats, system, tasks
+from core.update_hub import UpdateHub
+from handlers import docs, metrics, servers, stats, system, tasks, updates
 from handlers._http import create_app
 
 ROUTES = [*tasks.routes, *servers.routes, *stats.routes, *system.routes, *docs.routes, *metrics.routes]
@@ -45,7 +46,11 @@ def build_context(db_path: str, **overrides: object) -> Context:
 
 
 def build_app(ctx: Context) -> Starlette:
-    app = create_app(ROUTES, ctx)
+    # /ws is served here only: in AWS the WebSocket API has functions of its own.
+    app = create_app([*ROUTES, *updates.routes], ctx)
+    hub = UpdateHub()
+    ctx.events.listeners.append(hub)  # every task write reaches the connections following it
+    app.state.update_hub = hub
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
