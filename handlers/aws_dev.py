@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from moto import mock_aws
 
-    with moto_env.one_request_at_a_time() as sent, mock_aws():
+    with moto_env.one_request_at_a_time() as sent, moto_env.faster_dynamodb(), mock_aws():
         sqs = boto3.client("sqs", region_name=REGION)
         os.environ["TABLE_NAME"] = moto_env.create_table(
             boto3.client("dynamodb", region_name=REGION), TABLE_NAME, template
