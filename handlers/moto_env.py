@@ -9,6 +9,7 @@ are imported only when used.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import handlers
 
@@ -64,6 +65,109 @@ def one_request_at_a_time() -> Iterator[threading.Event]:
         yield sent
     finally:
         BotocoreStubber.__call__ = handle  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def faster_dynamodb() -> Iterator[None]:
+    """Take out two costs of moto's DynamoDB that grow with the whole table, not with what a
+    call reads or writes; at a few hundred items they outweigh everything else `dev --aws`
+    does. Use under `one_request_at_a_time` (the switches are global to moto's module).
+
+    - Every Query and Scan first sorts every item of the table by its keys (and compares
+      moto's typed values slowly). Nothing needs that order: a Query sorts what it found
+      again, and the order of a Scan is unspecified in DynamoDB too.
+    - Every TransactWriteItems deep-copies each table it names (once per item), to roll back
+      if it fails; every claim and release of a task is a transaction. Here the conditions
+      are checked first, against the state before the transaction, as DynamoDB does (an
+      item appears once in a transaction, so their order does not matter): if one fails, the
+      transaction is cancelled with the reasons moto would give, having written nothing; if
+      all hold, moto applies the writes, with no copy. Anything unusual (a repeated key, an
+      unknown operation, a malformed expression) goes moto's own way.
+    """
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import ConditionalCheckFailed, TransactionCanceledException
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    class TablesNotCopied:
+        """`copy` as moto's DynamoDB module sees it while a transaction that cannot fail runs."""
+
+        @staticmethod
+        def deepcopy(value: Any) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value)
+
+    transact = DynamoDBBackend.transact_write_items
+    sorted_items = Table.all_items
+
+    def all_items(table: Table) -> list[Item]:
+        if table.range_key_attr:
+            return [item for items in table.items.values() for item in items.values()]
+        return cast(list[Item], list(table.items.values()))  # keyed by hash key alone
+
+    Reason = tuple[str | None, str | None, dict[str, Any] | None]
+
+    def reasons(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> list[Reason] | None:
+        """Why each item would fail (all None: none would), or None to leave it to moto."""
+        keys: set[tuple[str, str]] = set()
+        found: list[Reason] = []
+        for entry in transact_items:
+            if len(entry) != 1:
+                return None
+            op_type, op = next(iter(entry.items()))
+            table = backend.get_table(op["TableName"])
+            if op_type == "Put":
+                names = [table.hash_key_attr, *([table.range_key_attr] if table.range_key_attr else [])]
+                key = {name: op["Item"][name] for name in names}
+            elif op_type in ("Update", "Delete", "ConditionCheck"):
+                key = op["Key"]
+            else:
+                return None
+            keys.add((op["TableName"], json.dumps(key, sort_keys=True)))
+            if "ConditionExpression" not in op:
+                found.append((None, None, None))
+                continue
+            condition = get_filter_expression(
+                op["ConditionExpression"],
+                op.get("ExpressionAttributeNames"),
+                op.get("ExpressionAttributeValues"),
+            )
+            current = backend.get_item(op["TableName"], key)
+            if condition.expr(current):
+                found.append((None, None, None))
+            else:
+                wanted = op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD"
+                old = current.to_json()["Attributes"] if wanted and current is not None else None
+                found.append(("ConditionalCheckFailed", str(ConditionalCheckFailed(item=old).message), old))
+        return found if len(keys) == len(transact_items) else None
+
+    def transact_write_items(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        try:
+            found = reasons(backend, transact_items)
+        except Exception:
+            found = None  # a malformed request: moto says what is wrong with it
+        if found is None:
+            return transact(backend, transact_items)
+        if any(code is not None for code, _, _ in found):
+            raise TransactionCanceledException(found)
+        # `copy` as the module sees it, for this call only (moto answers one call at a time)
+        vars(models)["copy"] = TablesNotCopied
+        try:
+            return transact(backend, transact_items)
+        finally:
+            vars(models)["copy"] = copy
+
+    # Patching moto's methods is the point here; mypy sees a plain function for a method.
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign,assignment]
+    Table.all_items = all_items  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        DynamoDBBackend.transact_write_items = transact  # type: ignore[method-assign]
+        Table.all_items = sorted_items  # type: ignore[method-assign]
 
 
 def template_path() -> Path:

@@ -1,6 +1,8 @@
 """A gateway and a fleet of mock backends as real processes on loopback, for dispatch tests.
 
-- `start_gateway`: one `taskgate serve` on a SQLite file, with timers made fast for tests.
+- `start_gateway`: one gateway with timers made fast for tests: `taskgate serve` on a SQLite
+  file, or `taskgate dev --aws` (the Lambda code path on moto); the dispatch tests run on both
+  (DEPLOYMENTS), with the same settings passed the same way, as environment.
 - `start_backends`: `taskgate mock-backend` processes, started in parallel; `BackendPool`
   keeps a few started ahead of need for a gateway's tests, each then set up through `/_control`.
 - `Fleet`: what one test starts, registers and submits on a (shared) gateway, and the checks
@@ -22,12 +24,13 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from core.storage.sqlite import SqliteStore
 
+from .dev_aws_gateway import DOOR_LINE
 from .harness import RATE_LIMITS_OFF, SECRET, Api, _free_port, unique
 
 CLI = [sys.executable, "-m", "handlers.cli"]
@@ -45,7 +48,15 @@ FAST_TIMERS = {
     "BUSY_RETRY_DELAY": "100",
     "FLEET_CACHE": "200",
 }
+# `dev --aws` answers every AWS call from moto, one at a time, at some 10-50 ms each on a
+# loaded machine: a sweep there (twenty-odd calls) takes longer than 200 ms, so it sweeps
+# less often, and what a test waits for may take PATIENCE times as long as on `serve`. The
+# assertions stay the same; only how long a test waits for them grows.
+DEV_AWS_TIMERS = {"SWEEP_INTERVAL": "500"}
+PATIENCE = {"serve": 1.0, "dev-aws": 4.0}
 STARTUP_S = 20.0
+# The two deployments every dispatch test runs against (see start_gateway).
+DEPLOYMENTS = ("serve", "dev-aws")
 T = TypeVar("T")
 
 _ports_given: set[int] = set()
@@ -85,9 +96,9 @@ def _spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) ->
         return subprocess.Popen(list(args), env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait_up(started: Sequence[tuple[subprocess.Popen[bytes], str, Path]]) -> None:
+def _wait_up(started: Sequence[tuple[subprocess.Popen[bytes], str, Path]], patience: float = 1.0) -> None:
     """Wait until every process answers GET /health (any status: a mock may start unhealthy)."""
-    deadline = time.monotonic() + STARTUP_S
+    deadline = time.monotonic() + STARTUP_S * patience
     waiting = list(started)
     with httpx.Client(timeout=1.0) as client:
         while waiting:
@@ -99,7 +110,7 @@ def _wait_up(started: Sequence[tuple[subprocess.Popen[bytes], str, Path]]) -> No
                 continue
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, f"{base} did not start in {STARTUP_S} s:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{base} did not start in time:\n{log.read_text()}"
             time.sleep(0.03)
 
 
@@ -116,16 +127,29 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
 # -- the gateway ---------------------------------------------------------------------------
 
 
+class SlotCounts(Protocol):
+    """The one write a test makes behind the gateway's back: a server's slot count."""
+
+    def set_active_tasks(self, server_id: str, value: int, *, expected: int) -> bool: ...
+
+
 @dataclass
 class Gateway:
+    deployment: str
     base: str
     proc: subprocess.Popen[bytes]
     log: Path
     api: Api
-    # The test's own connection to the gateway's SQLite file (WAL allows a second process).
-    store: SqliteStore
+    # The gateway's storage as the test can reach it from outside: on `serve` its SQLite file
+    # (WAL allows a second process), on `dev-aws` the side door of tests/e2e/dev_aws_gateway.py.
+    store: SlotCounts
     settings: dict[str, str]
     backends: BackendPool
+
+    @property
+    def patience(self) -> float:
+        """How many times longer than on `serve` a test waits for something here."""
+        return PATIENCE[self.deployment]
 
     def set_algorithm(self, name: str) -> None:
         """The dispatcher reads the setting on every dispatch."""
@@ -135,29 +159,69 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def start_gateway(tmp: Path, *, spares: int = 3, **settings: int | str) -> Iterator[Gateway]:
-    """`taskgate serve` with FAST_TIMERS and `settings` (environment names, e.g. MAX_ATTEMPTS=1),
-    and a pool of `spares` mock backends for its tests."""
-    chosen = {**FAST_TIMERS, **{name: str(value) for name, value in settings.items()}}
+def start_gateway(
+    tmp: Path, deployment: str = "serve", *, spares: int = 3, **settings: int | str
+) -> Iterator[Gateway]:
+    """A gateway with FAST_TIMERS and `settings` (environment names, e.g. MAX_ATTEMPTS=1), and
+    a pool of `spares` mock backends for its tests. `deployment` is one of DEPLOYMENTS:
+    `serve` (one machine, SQLite) or `dev-aws` (`taskgate dev --aws`: the Lambda code path on
+    DynamoDB and SQS emulated by moto); both get the settings the same way, as environment."""
+    assert deployment in DEPLOYMENTS, deployment
+    timers = FAST_TIMERS if deployment == "serve" else {**FAST_TIMERS, **DEV_AWS_TIMERS}
+    chosen = {**timers, **{name: str(value) for name, value in settings.items()}}
     env = {**os.environ, "JWT_SECRET": SECRET, **RATE_LIMITS_OFF, **chosen}
-    port, db, log = free_port(), tmp / "gateway.db", tmp / "gateway.log"
+    port, log = free_port(), tmp / "gateway.log"
     base = f"http://127.0.0.1:{port}"
-    proc = _spawn([*CLI, "serve", "--db", str(db), "--port", str(port)], log, env)
+    door: DevAwsSideDoor | None = None
+    if deployment == "serve":
+        db = tmp / "gateway.db"
+        proc = _spawn([*CLI, "serve", "--db", str(db), "--port", str(port)], log, env)
+    else:
+        door = DevAwsSideDoor(log)
+        proc = _spawn([*door.command, "dev", "--aws", "--port", str(port)], log, env)
     pool: BackendPool | None = None
     try:
         pool = BackendPool(tmp, spares)
-        _wait_up([(proc, base, log)])
-        store = SqliteStore(str(db))
-        try:
-            with httpx.Client(base_url=base, timeout=30.0) as client:
-                api = Api("serve", client, store, SECRET)
-                yield Gateway(base, proc, log, api, store, chosen, pool)
-        finally:
-            store.close()
+        # dev --aws imports boto3 and moto and builds its table before it answers
+        _wait_up([(proc, base, log)], PATIENCE[deployment])
+        with contextlib.ExitStack() as resources:
+            store: SlotCounts
+            if door is None:
+                sqlite = SqliteStore(str(db))
+                resources.callback(sqlite.close)
+                store, api_store = sqlite, sqlite
+            else:
+                store, api_store = door, None
+            client = resources.enter_context(httpx.Client(base_url=base, timeout=30.0))
+            api = Api(deployment, client, api_store, SECRET)
+            yield Gateway(deployment, base, proc, log, api, store, chosen, pool)
     finally:
         if pool is not None:
             pool.close()
         _stop(proc, signal.SIGTERM)
+
+
+class DevAwsSideDoor:
+    """Reaches the store of a `dev --aws` gateway, whose emulated table lives in its memory:
+    the gateway runs as tests/e2e/dev_aws_gateway.py, which is `taskgate dev --aws` plus a
+    loopback endpoint that makes this one write (it prints its address first)."""
+
+    command = [sys.executable, "-m", "tests.e2e.dev_aws_gateway"]
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    @property
+    def base(self) -> str:
+        printed = [line for line in self.log.read_text().splitlines() if line.startswith(DOOR_LINE)]
+        assert printed, f"no side door in {self.log}"
+        return printed[0].removeprefix(DOOR_LINE)
+
+    def set_active_tasks(self, server_id: str, value: int, *, expected: int) -> bool:
+        body = {"serverId": server_id, "value": value, "expected": expected}
+        reply = httpx.post(f"{self.base}/set-active-tasks", json=body, timeout=10.0)
+        assert reply.status_code == 200, reply.text
+        return bool(reply.json()["changed"])
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -428,8 +492,14 @@ class Fleet:
     def retry(self, task_id: str) -> None:
         self.api.post(f"/api/task/{task_id}/retry", token=self.owner).ok()
 
+    def eventually(
+        self, read: Callable[[], T], until: Callable[[T], bool], *, timeout: float, what: str
+    ) -> T:
+        """`eventually`, with `timeout` (as on `serve`) stretched by the gateway's patience."""
+        return eventually(read, until, timeout=timeout * self.gateway.patience, what=what)
+
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
-        return eventually(
+        return self.eventually(
             lambda: self.task(task_id),
             lambda t: t["status"] in statuses,
             timeout=timeout,
@@ -437,9 +507,11 @@ class Fleet:
         )
 
     def wait_terminal(self, task_ids: Collection[str] | None = None, timeout: float = 15.0) -> dict[str, Any]:
-        """Poll GET until every task is terminal (only the unfinished ones are read again)."""
+        """Poll GET until every task is terminal (only the unfinished ones are read again);
+        `timeout` as on `serve`, stretched by the gateway's patience."""
         waiting = list(self.task_ids if task_ids is None else task_ids)
         done: dict[str, dict[str, Any]] = {}
+        timeout *= self.gateway.patience
         deadline = time.monotonic() + timeout
         while True:
             for task_id in list(waiting):

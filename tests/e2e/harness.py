@@ -131,16 +131,28 @@ class Api:
     """One deployment of the HTTP API, and the few shortcuts the tests share."""
 
     def __init__(
-        self, name: str, client: httpx.Client, store: Store, secret: str, backend: str | None = None
+        self,
+        name: str,
+        client: httpx.Client,
+        store: Store | None,
+        secret: str,
+        backend: str | None = None,
     ) -> None:
         # A healthy backend for servers to point at, where a dispatcher and health checks run.
         self.backend = backend
         self.name = name
         self.client = client
-        self.store = store
+        self._store = store
         self.secret = secret
         self.admin = self.token("admin", unique("admin"))
         self.registered: list[str] = []
+
+    @property
+    def store(self) -> Store:
+        """The deployment's own storage, where the test process can open it (not `dev --aws`,
+        whose emulated table lives in that process)."""
+        assert self._store is not None, f"{self.name}: the test has no direct access to its store"
+        return self._store
 
     # -- HTTP --------------------------------------------------------------------------
 

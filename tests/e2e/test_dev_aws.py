@@ -2,9 +2,9 @@
 dispatcher Lambda fed SQS events, the sweeper Lambda schedule events) in one real process,
 with real mock backends on loopback, spoken to over HTTP with the admin token it prints.
 
-GIVEN one `dev --aws` process for the module (MAX_ATTEMPTS=2, fast retries) and, per test, a
-server with its own capability, WHEN a task is submitted, THEN it ends as it would in AWS, and
-the backend saw it once per attempt.
+The dispatch suite (tests/e2e/test_dispatch*.py) runs every scenario against `dev --aws` as
+well as `serve`; what is left here is what it does not do: start the command as a user does,
+with no JWT_SECRET, and use the token it prints (test_dev_aws_stats.py shares this gateway).
 
 The last tests drive `aws_dev.EventSourceMapping` in-process with a stand-in function, to pin
 what it deletes and what SQS delivers again (a store failure is hard to cause from outside).
@@ -33,8 +33,6 @@ SETTINGS = {
     "MAX_ATTEMPTS": "2",
     "RETRY_BASE_DELAY": "50",
     "RETRY_MAX_DELAY": "200",
-    # Due at every sweep (every 2 s under `taskgate dev`).
-    "HEALTH_CHECK_INTERVAL": "500",
     **RATE_LIMITS_OFF,
 }
 
@@ -68,13 +66,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Backend]]:
     """Every backend the module needs, started at once (each test registers its own)."""
-    mocks = {
-        "sync": Mock("sync"),
-        "async": Mock("async", mode="async", delay_ms=200, progress_steps=2),
-        "failing": Mock("failing", fail_rate=1),
-        "late": Mock("late"),
-        "watched": Mock("watched"),
-    }
+    mocks = {"sync": Mock("sync"), "failing": Mock("failing", fail_rate=1)}
     started = start_backends(tmp_path_factory.mktemp("backends"), list(mocks.values()))
     try:
         yield dict(zip(mocks, started, strict=True))
@@ -130,86 +122,6 @@ def test_sync_backend_completes_in_one_post(gateway: httpx.Client, backends: dic
     assert (done["status"], done["attempts"], done["serverId"]) == ("COMPLETED", 1, backend.server_id)
     assert done["result"]["taskId"] == done["id"]
     assert backend.stats()["byTask"] == {done["id"]: 1}
-
-
-def test_async_backend_reports_progress_then_completes(
-    gateway: httpx.Client, backends: dict[str, Backend]
-) -> None:
-    backend = backends["async"]
-    capability = register(gateway, backend)
-
-    task_id = submit(gateway, capability)["id"]
-    seen: list[tuple[str, int]] = []
-
-    def read() -> dict[str, Any]:
-        current = task(gateway, task_id)
-        seen.append((current["status"], current["progress"]))
-        return current
-
-    done = eventually(read, lambda t: t["status"] in TERMINAL, timeout=10, what=f"{task_id} finished")
-
-    assert (done["status"], done["progress"], done["attempts"]) == ("COMPLETED", 100, 1)
-    progress = [p for status, p in seen if status == "PROCESSING"]
-    assert progress == sorted(progress) and set(progress) <= {0, 33, 66}, seen
-    assert done["result"]["taskId"] == task_id
-    stats = backend.stats()
-    assert stats["byTask"] == {task_id: 1}
-    callbacks = [(c["status"], c["httpStatus"]) for c in stats["callbacks"] if c["taskId"] == task_id]
-    assert callbacks == [("PROCESSING", 200), ("PROCESSING", 200), ("COMPLETED", 200)]
-
-
-def test_task_waits_pending_until_a_capable_server_registers(
-    gateway: httpx.Client, backends: dict[str, Backend]
-) -> None:
-    backend = backends["late"]
-    capability = unique("cap")
-    task_id = submit(gateway, capability)["id"]
-
-    # A sweep (every 2 s) comes and goes: still waiting, never sent anywhere.
-    time.sleep(2.5)
-    waiting = task(gateway, task_id)
-    assert (waiting["status"], waiting["attempts"], waiting["serverId"]) == ("PENDING", 0, None)
-
-    register(gateway, backend, capability)
-    done = finished(gateway, task_id)
-
-    assert (done["status"], done["attempts"], done["serverId"]) == ("COMPLETED", 1, backend.server_id)
-    assert backend.stats()["byTask"] == {task_id: 1}
-
-
-def test_failing_backend_ends_failed_after_max_attempts(
-    gateway: httpx.Client, backends: dict[str, Backend]
-) -> None:
-    backend = backends["failing"]
-    capability = register(gateway, backend)
-
-    task_id = submit(gateway, capability)["id"]
-    done = finished(gateway, task_id, timeout=15.0)
-
-    assert (done["status"], done["attempts"]) == ("FAILED", 2), done
-    assert "Backend answered 500" in done["error"], done
-    assert backend.stats()["byTask"] == {task_id: 2}
-
-
-def test_the_sweeper_schedule_runs_health_checks(gateway: httpx.Client, backends: dict[str, Backend]) -> None:
-    backend = backends["watched"]
-    register(gateway, backend)
-
-    def server() -> dict[str, Any]:
-        servers = {s["id"]: s for s in gateway.get("/api/servers").json()["servers"]}
-        found: dict[str, Any] = servers[backend.server_id]
-        return found
-
-    # The first check comes from the registration's checkServer message, the next ones from
-    # sweeps (the only other caller), each once HEALTH_CHECK_INTERVAL has passed.
-    first = eventually(server, lambda s: s["health"]["lastCheckAt"], timeout=5, what="a first check")
-    later = eventually(
-        server,
-        lambda s: s["health"]["lastCheckAt"] > first["health"]["lastCheckAt"],
-        timeout=6,
-        what="a health check by a sweep",
-    )
-    assert (later["status"], later["health"]["status"]) == ("online", "healthy"), later
 
 
 # -- the event source mapping, in-process ----------------------------------------------------

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from .fleet import Fleet, Gateway, Mock, eventually, holds, start_gateway
+from .fleet import DEPLOYMENTS, Fleet, Gateway, Mock, holds, start_gateway
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with start_gateway(tmp_path_factory.mktemp("gateway"), MAX_ATTEMPTS=3) as gateway:
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with start_gateway(tmp_path_factory.mktemp("gateway"), request.param, MAX_ATTEMPTS=3) as gateway:
         yield gateway
 
 
@@ -53,7 +53,7 @@ def test_async_backend_reports_progress_then_completes(fleet: Fleet) -> None:
         seen.append((task["status"], task["progress"]))
         return str(task["status"])
 
-    eventually(read, lambda status: status == "COMPLETED", timeout=10, what="async task COMPLETED")
+    fleet.eventually(read, lambda status: status == "COMPLETED", timeout=10, what="async task COMPLETED")
     assert any(status == "PROCESSING" and 0 < progress < 100 for status, progress in seen), seen
     done = fleet.task(task_id)
     assert done["result"]["server"] == backend.name
@@ -143,7 +143,9 @@ def test_backlog_runs_highest_priority_first(fleet: Fleet) -> None:
 
 def test_a_server_is_never_sent_more_than_max_concurrent(fleet: Fleet) -> None:
     backends = fleet.add(Mock("a", delay_ms=100), Mock("b", delay_ms=100), max_concurrent=2)
-    for _ in range(40):
+    # Each task is some twenty AWS calls, and dev --aws makes them one at a time: 16 tasks
+    # there still queue four deep behind the four slots.
+    for _ in range(40 if fleet.gateway.deployment == "serve" else 16):
         fleet.submit()
     done = fleet.wait_terminal(timeout=20)
     assert {t["status"] for t in done.values()} == {"COMPLETED"}
@@ -167,7 +169,7 @@ def test_cancel_frees_the_slot_at_once_and_tells_the_backend(fleet: Fleet) -> No
     # the freed slot is usable at once, long before the cancelled work would have ended
     second = fleet.submit()
     fleet.wait_status(second, "PROCESSING", timeout=2)
-    eventually(
+    fleet.eventually(
         lambda: backend.stats()["cancelled"],
         lambda cancelled: first in cancelled,
         timeout=5,
@@ -175,7 +177,7 @@ def test_cancel_frees_the_slot_at_once_and_tells_the_backend(fleet: Fleet) -> No
     )
     backend.wait_received(second)
     fleet.cancel(second)
-    eventually(
+    fleet.eventually(
         lambda: backend.stats(),
         lambda stats: second in stats["cancelled"] and stats["current"] == 0,
         timeout=5,
@@ -188,22 +190,28 @@ def test_hundreds_of_slow_synchronous_calls_leave_the_api_answering(fleet: Fleet
     # GIVEN two backends that hold every predict call for 8 s (longer than submitting takes on
     # a loaded machine), with room for all of them
     fleet.add(Mock("slow-a", delay_ms=8000), Mock("slow-b", delay_ms=8000), max_concurrent=100)
-    # WHEN 200 tasks are in flight on them at once
-    for _ in range(200):
+    # WHEN 200 tasks are in flight on them at once. On dev --aws: 24 submitted, and any number
+    # in flight. There a dispatcher invocation makes its batch's predict calls one after
+    # another (docs/DEPLOY.md, Known issues), so how many run at once depends on how SQS
+    # batched the messages; and every AWS call is answered by moto, one at a time.
+    on_one_machine = fleet.gateway.deployment == "serve"
+    submitted = 200 if on_one_machine else 24
+    for _ in range(submitted):
         fleet.submit()
-    eventually(
+    fleet.eventually(
         lambda: sum(fleet.server(b.server_id)["activeTasks"] for b in fleet.backends),
-        lambda active: active == 200,
+        lambda active: active == submitted if on_one_machine else active > 0,
         timeout=6,
-        what="200 tasks in flight",
+        what=f"{submitted if on_one_machine else 'some'} tasks in flight",
     )
-    # THEN the API still answers at once: reads, writes and health
+    # THEN the API still answers at once: reads, writes and health (on dev --aws in the time
+    # its few AWS calls take there)
     for _ in range(10):
         started = time.perf_counter()
         fleet.api.get("/health").ok()
         fleet.task(fleet.task_ids[0])
         fleet.api.get("/api/servers", token=fleet.api.admin).ok()
-        assert time.perf_counter() - started < 0.5
+        assert time.perf_counter() - started < 0.5 * fleet.gateway.patience
     # AND every task completes once its call returns
     done = fleet.wait_terminal(timeout=30)
     assert {t["status"] for t in done.values()} == {"COMPLETED"}

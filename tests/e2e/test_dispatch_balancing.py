@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from .fleet import Fleet, Gateway, Mock, eventually, holds, start_gateway
+from .fleet import DEPLOYMENTS, Fleet, Gateway, Mock, holds, start_gateway
 
 HEALTH_CHECK_INTERVAL_MS = 300
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gateway")
     # A silent server would also go offline after HEARTBEAT_TIMEOUT; here only checks count.
     with start_gateway(
-        tmp, HEALTH_CHECK_INTERVAL=HEALTH_CHECK_INTERVAL_MS, HEARTBEAT_TIMEOUT=60_000
+        tmp, request.param, HEALTH_CHECK_INTERVAL=HEALTH_CHECK_INTERVAL_MS, HEARTBEAT_TIMEOUT=60_000
     ) as gateway:
         yield gateway
 
@@ -48,7 +48,11 @@ def test_round_robin_spreads_sequential_tasks_evenly(fleet: Fleet, algorithm: An
     tasks = fleet.assert_settled()
     counts = Counter(task["serverId"] for task in tasks.values())
     assert set(counts) == {b.server_id for b in backends}, counts
-    assert all(9 <= n <= 11 for n in counts.values()), counts
+    # On AWS a task's own message and a drain the sweeper asked for may both take a turn of
+    # the shared round-robin counter for the same task; the one that loses the claim leaves
+    # its turn unused, so a server can be skipped once in a while (docs/DEPLOY.md).
+    spread = 1 if fleet.gateway.deployment == "serve" else 3
+    assert all(10 - spread <= n <= 10 + spread for n in counts.values()), counts
 
 
 def test_weighted_round_robin_follows_server_priority(fleet: Fleet, algorithm: Any) -> None:
@@ -78,7 +82,7 @@ def watch(fleet: Fleet, server_id: str, until: str, timeout: float) -> list[dict
         seen.append(server)
         return str(server["status"])
 
-    eventually(read, lambda status: status == until, timeout=timeout, what=f"{server_id} {until}")
+    fleet.eventually(read, lambda status: status == until, timeout=timeout, what=f"{server_id} {until}")
     return seen
 
 
@@ -103,7 +107,7 @@ def test_a_backend_reporting_another_server_id_is_taken_offline(fleet: Fleet) ->
 def test_unhealthy_goes_offline_after_3_checks_and_back_after_2(fleet: Fleet) -> None:
     (backend,) = fleet.add(Mock())
     server_id = backend.server_id
-    eventually(
+    fleet.eventually(
         lambda: fleet.server(server_id)["health"],
         lambda health: health["status"] == "healthy",
         timeout=3,

@@ -11,29 +11,37 @@ from collections.abc import Iterator
 
 import pytest
 
-from .fleet import Fleet, Gateway, Mock, eventually, start_gateway
+from .fleet import DEPLOYMENTS, Fleet, Gateway, Mock, start_gateway
 from .harness import unique
 
 TASK_TIMEOUT_MS = 1500
 
 
-@pytest.fixture(scope="module")
-def one_attempt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def one_attempt(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("one-attempt")
-    with start_gateway(tmp, spares=1, MAX_ATTEMPTS=1, QUEUE_TIMEOUT=1000) as gateway:
+    with start_gateway(tmp, request.param, spares=1, MAX_ATTEMPTS=1, QUEUE_TIMEOUT=1000) as gateway:
         yield gateway
 
 
-@pytest.fixture(scope="module")
-def two_attempts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def two_attempts(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("two-attempts")
-    with start_gateway(tmp, spares=2, MAX_ATTEMPTS=2, HEARTBEAT_TIMEOUT=1500) as gateway:
+    with start_gateway(tmp, request.param, spares=2, MAX_ATTEMPTS=2, HEARTBEAT_TIMEOUT=1500) as gateway:
         yield gateway
 
 
-@pytest.fixture(scope="module")
-def reconciling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with start_gateway(tmp_path_factory.mktemp("reconciling"), spares=1, RECONCILE_GRACE=0) as gateway:
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def reconciling(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    with start_gateway(
+        tmp_path_factory.mktemp("reconciling"), request.param, spares=1, RECONCILE_GRACE=0
+    ) as gateway:
         yield gateway
 
 
@@ -121,7 +129,7 @@ def test_a_leaked_slot_is_reconciled_by_the_sweeper(repairing: Fleet) -> None:
     assert fleet.server(server_id)["activeTasks"] == 1
     assert fleet.gateway.store.set_active_tasks(server_id, 2, expected=1)
 
-    eventually(
+    fleet.eventually(
         lambda: fleet.server(server_id)["activeTasks"],
         lambda active: active == 1,
         timeout=2,
