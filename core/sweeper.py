@@ -121,7 +121,11 @@ def reconcile_slots(ctx: Context, server: Server, now: int) -> bool:
             running += 1
     if running == server.active_tasks:
         return False
-    fixed = ctx.store.set_active_tasks(server.id, running, expected=server.active_tasks)
+    # The count may have gone up and back down since `server` was read (a claim, then its
+    # release): a claim meanwhile changed last_claim_at, and then nothing is set.
+    fixed = ctx.store.set_active_tasks(
+        server.id, running, expected=server.active_tasks, last_claim_at=server.last_claim_at
+    )
     if fixed:
         log.warning("reconciled slot count of %s from %d to %d", server.id, server.active_tasks, running)
         if running < server.active_tasks:

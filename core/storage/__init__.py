@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any
 
 from core.models import Server, Task, TaskStatus, WebhookDelivery
@@ -184,8 +185,12 @@ class Store(ABC):
         """Remove and return the server (None if it was not there)."""
 
     @abstractmethod
-    def set_active_tasks(self, server_id: str, value: int, *, expected: int) -> bool:
-        """Reconciliation only: set the slot count if it is still `expected`."""
+    def set_active_tasks(
+        self, server_id: str, value: int, *, expected: int, last_claim_at: int | EllipsisType | None = ...
+    ) -> bool:
+        """Reconciliation only: set the slot count if it is still `expected` and, when
+        `last_claim_at` is given, the server's `last_claim_at` is still that (every claim sets
+        it): the count may have gone up and back down meanwhile, which `expected` alone misses."""
 
     # -- settings, counters, rate windows, idempotency -----------------------------------
 

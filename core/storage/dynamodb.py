@@ -60,7 +60,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 |                             |          | update if version = :v            |                   |
 | 12 List servers, by id      | table    | PK = SERVERS, strongly consistent | SERVERS           |
 | 13 Reconcile a slot count   | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
-|                             |          | if active_tasks = :expected       |                   |
+|                             |          | if active_tasks = :expected (and  |                   |
+|                             |          | last_claim_at = :last, if given)  |                   |
 | 14 Get, put a setting       | table    | SETTINGS / <name>                 | lb_algorithm      |
 | 15 Next in a sequence       | table    | SEQUENCE / <name>, ADD n :1       | round_robin       |
 | 16 Add to, read counters    | table    | COUNTER#<key> / COUNTER; BatchGet | COUNTER#<day>     |
@@ -101,6 +102,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
@@ -639,11 +641,15 @@ class DynamoStore(Store):
         old = response.get("Attributes")
         return None if old is None else server_from_item(old)
 
-    def set_active_tasks(self, server_id: str, value: int, *, expected: int) -> bool:
+    def set_active_tasks(
+        self, server_id: str, value: int, *, expected: int, last_claim_at: int | EllipsisType | None = ...
+    ) -> bool:
         """Pattern 13."""
         update = Expression()
         update.assign("active_tasks", value)
         update.equals("active_tasks", expected)
+        if last_claim_at is not ...:
+            update.equals("last_claim_at", last_claim_at)
         with _translated_errors():
             try:
                 self._client.update_item(

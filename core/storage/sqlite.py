@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from types import EllipsisType
 from typing import Any, TypeVar
 
 import msgspec
@@ -446,12 +447,15 @@ class SqliteStore(Store):
         row = self._conn().execute("DELETE FROM servers WHERE id = ? RETURNING *", (server_id,)).fetchone()
         return None if row is None else _from_row(Server, row)
 
-    def set_active_tasks(self, server_id: str, value: int, *, expected: int) -> bool:
-        cursor = self._conn().execute(
-            "UPDATE servers SET active_tasks = ? WHERE id = ? AND active_tasks = ?",
-            (value, server_id, expected),
-        )
-        return cursor.rowcount == 1
+    def set_active_tasks(
+        self, server_id: str, value: int, *, expected: int, last_claim_at: int | EllipsisType | None = ...
+    ) -> bool:
+        query = "UPDATE servers SET active_tasks = ? WHERE id = ? AND active_tasks = ?"
+        params: list[Any] = [value, server_id, expected]
+        if last_claim_at is not ...:
+            query += " AND last_claim_at IS ?"
+            params.append(last_claim_at)
+        return self._conn().execute(query, params).rowcount == 1
 
     # -- settings, counters, rate windows, idempotency -----------------------------------
 

@@ -12,9 +12,11 @@ from core.storage import Store
 
 from .factories import (
     NOW,
+    active_tasks,
     applied,
     assert_same,
     claim_changes,
+    completed_changes,
     make_server,
     put_online_server,
     put_pending,
@@ -293,3 +295,37 @@ def test_set_active_tasks_of_an_unknown_server_is_false_and_creates_nothing(
 ) -> None:
     assert store.set_active_tasks("srv-ghost", 0, expected=0) is False
     assert store.get_server("srv-ghost") is None
+
+
+def test_set_active_tasks_refuses_when_a_claim_and_its_release_came_between(store: Store) -> None:
+    # GIVEN reconciliation read a server with no slot taken and no claim yet
+    seen = put_online_server(store)
+    assert (seen.active_tasks, seen.last_claim_at) == (0, None)
+
+    # WHEN a task is claimed there and released again before reconciliation writes (the count
+    # is back to 0, as read) and reconciliation, having counted that task, sets 1
+    task = put_pending(store)
+    claimed = store.claim_task(task, claim_changes(task, seen.id))
+    store.release_task(claimed, completed_changes({"ok": True}))
+    ok = store.set_active_tasks(seen.id, 1, expected=0, last_claim_at=seen.last_claim_at)
+
+    # THEN nothing is written: the claim changed last_claim_at
+    assert ok is False
+    assert active_tasks(store, seen.id) == 0
+
+
+def test_set_active_tasks_with_an_unchanged_last_claim_sets_the_count(store: Store) -> None:
+    # GIVEN a server claimed on once, its count since drifted to 2
+    server = put_online_server(store)
+    task = put_pending(store)
+    store.claim_task(task, claim_changes(task, server.id))
+    store.set_active_tasks(server.id, 2, expected=1)
+    seen = store.get_server(server.id)
+    assert seen is not None and seen.last_claim_at is not None
+
+    # WHEN reconciliation sets it to 1, with the last claim it read
+    ok = store.set_active_tasks(seen.id, 1, expected=2, last_claim_at=seen.last_claim_at)
+
+    # THEN it is set
+    assert ok is True
+    assert active_tasks(store, seen.id) == 1
