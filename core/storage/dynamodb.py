@@ -196,6 +196,7 @@ class DynamoStore(Store):
         from_status: Collection[TaskStatus],
         attempts: int | None = None,
         server_id: str | None = None,
+        retries: int | None = None,
     ) -> Task:
         """Pattern 3."""
         check_fields(Task, changes)
@@ -220,6 +221,8 @@ class DynamoStore(Store):
             update.equals("attempts", attempts)
         if server_id is not None:
             update.equals("server_id", server_id)
+        if retries is not None:
+            update.equals("retries", retries)
         self._derive_index_keys(update, task_id, changes, statuses, server_id)
         return self._update_or_stale(task_key(task_id), update, task_from_item)
 

@@ -219,6 +219,7 @@ class SqliteStore(Store):
         from_status: Collection[TaskStatus],
         attempts: int | None = None,
         server_id: str | None = None,
+        retries: int | None = None,
     ) -> Task:
         clause, params = _set_clause(Task, changes)
         statuses = [s.value for s in update_sources(from_status, changes)]
@@ -232,6 +233,9 @@ class SqliteStore(Store):
         if server_id is not None:
             where += " AND server_id = ?"
             params.append(server_id)
+        if retries is not None:
+            where += " AND retries = ?"
+            params.append(retries)
         row = self._conn().execute(f"UPDATE tasks SET {clause} WHERE {where} RETURNING *", params).fetchone()
         if row is None:
             raise StaleWriteError(self.get_task(task_id))

@@ -39,3 +39,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "tests/reliability" in item.nodeid:
                 item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
+
+
+# Both storage adapters, as the contract suite opens them (SQLite file; DynamoDB on moto).
+from tests.contract.conftest import moto_dynamodb, open_store, store  # noqa: E402
+
+__all__ = ["LONG", "SHORT", "Scale", "moto_dynamodb", "open_store", "scale", "store"]
