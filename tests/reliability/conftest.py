@@ -21,7 +21,7 @@ class Scale:
     fuzz_examples: int  # per operation
 
 
-SHORT = Scale(long=False, crash_tasks=200, chaos_tasks=240, duplicate_tasks=12, racers=50, fuzz_examples=8)
+SHORT = Scale(long=False, crash_tasks=200, chaos_tasks=240, duplicate_tasks=12, racers=50, fuzz_examples=5)
 LONG = Scale(long=True, crash_tasks=1000, chaos_tasks=2000, duplicate_tasks=200, racers=50, fuzz_examples=120)
 
 
