@@ -196,11 +196,11 @@ class _MockBackend:
             if stalled:
                 self.stats.stalled += 1
                 delay_ms = s.stall_ms
-                # taskgate gives the slot back once the task's time is up: from then on this
-                # work no longer counts against its maxConcurrent.
-                timeout = body.get("timeout")
-                if isinstance(timeout, int | float):
-                    asyncio.get_running_loop().call_later(timeout / 1000, leave)
+            # taskgate gives the slot back once the task's time is up (it times the attempt
+            # out): from then on this work no longer counts against its maxConcurrent.
+            timeout = body.get("timeout")
+            if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+                asyncio.get_running_loop().call_later(timeout / 1000, leave)
             self._write_record(task_id, request, "stalled" if stalled else "ok")
             result = {"echo": body.get("payload"), "server": s.name, "taskId": task_id}
             if s.mode == "sync":

@@ -17,7 +17,9 @@ from tests.e2e.harness import unique
 from .conftest import Scale
 from .proof import Gateway, new_owner, prove, register, status_counts, submit_all, wait_terminal
 
-TASK_TIMEOUT_MS = 4000
+# Long runs push five times the tasks through the same two cores: each task is slower (so
+# the gateway is not merely overloaded) and may take longer.
+TIMING = {False: (600, 4000), True: (2000, 15000)}  # long? -> (backend delay, task timeout) ms
 API_KEY = "crash-test-api-key-" + "k" * 16
 
 
@@ -25,15 +27,16 @@ def test_kill_9_with_tasks_in_flight_loses_none_and_sends_no_attempt_twice(
     tmp_path: Path, scale: Scale
 ) -> None:
     slots = 10 if not scale.long else 25
+    delay_ms, timeout_ms = TIMING[scale.long]
     record_dir = tmp_path / "records"
     record_dir.mkdir()
     # A restart must not make servers look silent (that is another test's subject).
     gateway = Gateway(tmp_path, HEARTBEAT_TIMEOUT=60_000, RECONCILE_GRACE=2000)
     mocks = [
-        Mock("crash-sync", mode="sync", delay_ms=600, record_dir=str(record_dir)),
-        Mock("crash-sync", mode="sync", delay_ms=600, record_dir=str(record_dir)),
-        Mock("crash-async", mode="async", delay_ms=600, record_dir=str(record_dir)),
-        Mock("crash-async", mode="async", delay_ms=600, record_dir=str(record_dir)),
+        Mock("crash-sync", mode="sync", delay_ms=delay_ms, record_dir=str(record_dir)),
+        Mock("crash-sync", mode="sync", delay_ms=delay_ms, record_dir=str(record_dir)),
+        Mock("crash-async", mode="async", delay_ms=delay_ms, record_dir=str(record_dir)),
+        Mock("crash-async", mode="async", delay_ms=delay_ms, record_dir=str(record_dir)),
     ]
     backends = start_backends(tmp_path, mocks)
     try:
@@ -48,7 +51,7 @@ def test_kill_9_with_tasks_in_flight_loses_none_and_sends_no_attempt_twice(
                 "priority": n % 3,
                 "payload": {"n": n},
                 "capabilities": [capability],
-                "timeout": TASK_TIMEOUT_MS,
+                "timeout": timeout_ms,
             }
             for n in range(scale.crash_tasks)
         ]
