@@ -22,7 +22,7 @@ class Scale:
 
 
 SHORT = Scale(long=False, crash_tasks=200, chaos_tasks=240, duplicate_tasks=12, racers=50, fuzz_examples=5)
-LONG = Scale(long=True, crash_tasks=1000, chaos_tasks=2000, duplicate_tasks=200, racers=50, fuzz_examples=40)
+LONG = Scale(long=True, crash_tasks=1000, chaos_tasks=2000, duplicate_tasks=60, racers=50, fuzz_examples=40)
 
 
 def is_long(config: pytest.Config) -> bool:
