@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -198,8 +199,10 @@ class _MockBackend:
                 delay_ms = s.stall_ms
             # taskgate gives the slot back once the task's time is up (it times the attempt
             # out): from then on this work no longer counts against its maxConcurrent.
-            timeout = body.get("timeout")
-            if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            deadline, timeout = body.get("deadline"), body.get("timeout")
+            if isinstance(deadline, int) and not isinstance(deadline, bool):
+                asyncio.get_running_loop().call_later(max(0.0, deadline / 1000 - time.time()), leave)
+            elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
                 asyncio.get_running_loop().call_later(timeout / 1000, leave)
             self._write_record(task_id, request, "stalled" if stalled else "ok")
             result = {"echo": body.get("payload"), "server": s.name, "taskId": task_id}
