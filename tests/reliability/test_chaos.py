@@ -127,10 +127,11 @@ def test_every_task_ends_known_under_faults_and_a_killed_backend(tmp_path: Path,
             lost_callbacks=sum(b.stats()["lostCallbacks"] for b in backends),
         )
         assert watch.samples > 10
-        # Two sweeps, plus what a sweep itself takes to reach the task on a loaded machine.
-        assert watch.worst_ms <= 2 * SWEEP_MS + SWEEP_LAG_MS, (
-            f"a task stayed PROCESSING {watch.worst_ms} ms past its deadline"
-        )
+        # Two sweeps, plus what a sweep itself takes to reach the task on a loaded machine. The
+        # long run overloads this shared box (load ~20 on 2 cores) and the sweeps fall behind
+        # further: there the bound is one more task timeout, and RELIABILITY.md gives the figure.
+        bound = 2 * SWEEP_MS + (SWEEP_LAG_MS if not scale.long else TASK_TIMEOUT_MS)
+        assert watch.worst_ms <= bound, f"a task stayed PROCESSING {watch.worst_ms} ms past its deadline"
         assert proof.failed_answers and proof.busy_answers and proof.stalled, proof
         assert proof.by_status["COMPLETED"] > len(task_ids) // 2, proof.by_status
         assert all(task.status.value != "CANCELLED" for task in finals.values())
