@@ -7,11 +7,13 @@ TABLE_NAME, QUEUE_URL, and JWT_SECRET or JWT_SECRET_PARAMETER (an SSM SecureStri
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from core.config import Config
 from core.context import Context
 from core.models import Task, TaskStatus
+from core.telemetry import Telemetry
 
 SECRET_CACHE_S = 300
 _ssm: Any = None
@@ -44,19 +46,20 @@ def jwt_secret_from_env() -> str:
     return secret
 
 
-def build_context() -> Context:
-    from core import stats
+def build_context(telemetry: Telemetry | None = None) -> Context:
     from core.sqs import SqsQueue
     from core.storage.dynamodb import DynamoStore
 
-    config = Config.from_env(jwt_secret=jwt_secret_from_env())
+    # The secret is read when first needed (the statistics function never needs it).
+    config = Config.from_env()
     ctx = Context(
         store=DynamoStore(os.environ["TABLE_NAME"]),
         queue=SqsQueue(os.environ["QUEUE_URL"]),
         config=config,
         secret_source=jwt_secret_from_env,
+        telemetry=telemetry or Telemetry(),
     )
-    ctx.events.listeners.append(stats.Recorder(ctx))
+    # Statistics are counted from the table's stream (core/stream.py), not by each request.
     ctx.events.listeners.append(CancelNotifier(ctx))
     return ctx
 
@@ -82,12 +85,13 @@ class LazyContext:
     """The Context of a non-HTTP Lambda (dispatcher, sweeper): built on the first invocation
     and kept for the container's life (the HTTP apps do the same through their app state)."""
 
-    def __init__(self) -> None:
+    def __init__(self, build: Callable[[], Context] = build_context) -> None:
+        self._build = build
         self._context: Context | None = None
 
     def __call__(self) -> Context:
         if self._context is None:
-            self._context = build_context()
+            self._context = self._build()
         return self._context
 
     def reset(self) -> None:

@@ -12,6 +12,7 @@ from core.fleet import FleetView
 from core.ids import now_ms
 from core.queue import TaskQueue
 from core.storage import Store
+from core.telemetry import Telemetry
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Context:
     # Where the signing secret comes from when it can change while the process lives (AWS:
     # SSM through Powertools' cache); else config.jwt_secret.
     secret_source: Callable[[], str] | None = None
+    telemetry: Telemetry = field(default_factory=Telemetry)
     fleet: FleetView = field(init=False)
 
     def __post_init__(self) -> None:

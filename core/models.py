@@ -68,6 +68,7 @@ class Task(msgspec.Struct, kw_only=True):
             "id": self.id,
             "type": self.type,
             "priority": self.priority,
+            "payload": self.payload,
             "status": self.status.value,
             "progress": self.progress,
             "serverId": self.server_id,
@@ -83,6 +84,14 @@ class Task(msgspec.Struct, kw_only=True):
             body["startedAt"] = self.started_at
         if self.completed_at is not None:
             body["completedAt"] = self.completed_at
+        return body
+
+    def to_summary(self) -> dict[str, Any]:
+        """A task in a list: what it is and how far it got, without payload, result or error
+        (each up to 256 KiB: a page of 200 must fit a Lambda's 6 MB reply)."""
+        body = self.to_api()
+        for bulky in ("payload", "result", "error"):
+            del body[bulky]
         return body
 
 

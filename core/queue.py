@@ -10,14 +10,20 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.models import Task
 
 log = logging.getLogger(__name__)
 
 
 class TaskQueue(ABC):
     @abstractmethod
-    def enqueue(self, task_id: str, *, delay_ms: int = 0) -> None:
-        """Ask a dispatcher to look at this task (after `delay_ms`)."""
+    def enqueue(self, task_id: str, *, delay_ms: int = 0, snapshot: Task | None = None) -> None:
+        """Ask a dispatcher to look at this task (after `delay_ms`). `snapshot`, the task as
+        just written, may travel with the message so the dispatcher need not read it: a stale
+        one is harmless, since the claim is conditional on the stored task."""
 
     def capacity_changed(self) -> None:  # noqa: B027 - optional hook
         """A slot freed or a server became available: waiting tasks may now fit."""
@@ -26,10 +32,12 @@ class TaskQueue(ABC):
         """A server was registered: check its health now rather than at the next sweep."""
 
 
-def enqueue_safely(queue: TaskQueue, task_id: str, *, delay_ms: int = 0) -> None:
+def enqueue_safely(
+    queue: TaskQueue, task_id: str, *, delay_ms: int = 0, snapshot: Task | None = None
+) -> None:
     """Enqueue after the task is stored; a lost message is found again by the sweeper."""
     try:
-        queue.enqueue(task_id, delay_ms=delay_ms)
+        queue.enqueue(task_id, delay_ms=delay_ms, snapshot=snapshot)
     except Exception:
         log.exception("enqueue failed; the sweeper will find the task", extra={"task_id": task_id})
 
@@ -42,7 +50,7 @@ class CallbackQueue(TaskQueue):
         self.on_capacity: Callable[[], None] | None = None
         self.on_check_server: Callable[[str], None] | None = None
 
-    def enqueue(self, task_id: str, *, delay_ms: int = 0) -> None:
+    def enqueue(self, task_id: str, *, delay_ms: int = 0, snapshot: Task | None = None) -> None:
         if self.on_enqueue is not None:
             self.on_enqueue(task_id, delay_ms)
 

@@ -152,6 +152,7 @@ class TaskView(Reply):
     id: str
     type: str
     priority: int
+    payload: Annotated[dict[str, Any], msgspec.Meta(description="As submitted")]
     status: TaskStatus
     progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
     server_id: str | None
@@ -163,6 +164,49 @@ class TaskView(Reply):
     started_at: Ms | msgspec.UnsetType = msgspec.UNSET
     completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
     message: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class TaskSummary(Reply):
+    """A task in a list: its status and progress, without payload, result or error (GET the
+    task for those)."""
+
+    id: str
+    type: str
+    priority: int
+    status: TaskStatus
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    server_id: str | None
+    attempts: int
+    created_at: Ms
+    updated_at: Ms
+    started_at: Ms | msgspec.UnsetType = msgspec.UNSET
+    completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
+    message: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class TaskList(Reply):
+    """A page of tasks, newest first."""
+
+    tasks: list[TaskSummary]
+    next_cursor: Annotated[
+        str | None, msgspec.Meta(description="Pass as `cursor` for the next page; null on the last page")
+    ]
+
+
+class PriorityCount(Reply):
+    priority: int
+    count: int
+
+
+class QueueSummary(Reply):
+    """The queue now."""
+
+    pending: Annotated[int, msgspec.Meta(description="Tasks PENDING (the backlog)")]
+    pending_by_priority: Annotated[
+        list[PriorityCount], msgspec.Meta(description="The backlog per priority, highest first")
+    ]
+    processing: Annotated[int, msgspec.Meta(description="Tasks in flight (slots taken on the servers)")]
+    capacity: Annotated[int, msgspec.Meta(description="Slots of the servers online now")]
 
 
 class RetryReply(Reply):

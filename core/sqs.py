@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from core.models import Task
 from core.queue import TaskQueue
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 MAX_DELAY_S = 900  # SQS's limit; longer waits are the sweeper's job
 DRAIN_COALESCE_S = 1.0
+SNAPSHOT_LIMIT = 60 * 1024
 
 
 class SqsQueue(TaskQueue):
@@ -37,8 +39,14 @@ class SqsQueue(TaskQueue):
         self._last_drain = float("-inf")
         self._delayed_until = float("-inf")
 
-    def enqueue(self, task_id: str, *, delay_ms: int = 0) -> None:
-        self._send({"taskId": task_id}, delay_ms)
+    def enqueue(self, task_id: str, *, delay_ms: int = 0, snapshot: Task | None = None) -> None:
+        body: dict[str, Any] = {"taskId": task_id}
+        if snapshot is not None:
+            encoded = msgspec.json.encode(snapshot)
+            # Within one 64 KB billing chunk, or the dispatcher reads the task itself.
+            if len(encoded) <= SNAPSHOT_LIMIT:
+                body["task"] = msgspec.Raw(encoded)
+        self._send(body, delay_ms)
 
     def capacity_changed(self) -> None:
         """Ask for a drain. A burst of completions needs one drain, not one each: within a

@@ -9,13 +9,16 @@ since SQS delivers at least once: the claim is a conditional write only one call
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from core import backend_http, dispatch, servers, sweeper
 from core.context import Context
 from core.dispatch import Assignment, Attempt, Waiting
-from core.models import TaskStatus
+from core.models import Task, TaskStatus
 from core.protocol import Kind
 from core.queue import enqueue_safely
 
@@ -44,7 +47,8 @@ def shared_pool() -> urllib3.PoolManager:
 def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager) -> None:
     """One queue message. Raises (so the message is retried) only if the store failed."""
     if "taskId" in body:
-        dispatch_task(ctx, str(body["taskId"]), pool)
+        snapshot = _snapshot(body)
+        dispatch_task(ctx, snapshot or str(body["taskId"]), pool)
     elif body.get("drain"):
         drain(ctx, pool)
     elif "checkServer" in body:
@@ -53,8 +57,21 @@ def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager
         log.warning("ignoring an unknown dispatch message: %s", sorted(body))
 
 
-def dispatch_task(ctx: Context, task_id: str, pool: urllib3.PoolManager) -> None:
-    decision = dispatch.assign(ctx, task_id)
+def _snapshot(body: dict[str, Any]) -> Task | None:
+    """The task as its message's sender wrote it, if it came along and is well formed."""
+    if not isinstance(body.get("task"), dict):
+        return None
+    try:
+        task = msgspec.convert(body["task"], Task)
+    except msgspec.ValidationError:
+        log.warning("ignoring a malformed task snapshot", extra={"task_id": body["taskId"]})
+        return None
+    return task if task.id == body["taskId"] else None
+
+
+def dispatch_task(ctx: Context, task: Task | str, pool: urllib3.PoolManager) -> None:
+    task_id = task if isinstance(task, str) else task.id
+    decision = dispatch.assign(ctx, task)
     if isinstance(decision, Assignment):
         execute(ctx, decision, pool)
     elif isinstance(decision, Waiting) and decision.not_before is not None:
@@ -83,7 +100,9 @@ def execute(ctx: Context, assignment: Assignment, pool: urllib3.PoolManager) -> 
     attempt = Attempt()
     current: Assignment | None = assignment
     while current is not None:
+        started = time.perf_counter()
         outcome = backend_http.predict_sync(pool, current.request)
+        ctx.telemetry.duration("DispatchLatency", (time.perf_counter() - started) * 1000)
         task = dispatch.settle(ctx, current, outcome, attempt)
         current = None
         if outcome.kind is Kind.BUSY and task is not None and task.status is TaskStatus.PENDING:

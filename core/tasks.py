@@ -43,7 +43,7 @@ def create_task(ctx: Context, principal: Principal, body: CreateTask) -> Task:
     )
     ctx.store.put_task(task)
     ctx.events.publish(task, None)
-    enqueue_safely(ctx.queue, task.id)
+    enqueue_safely(ctx.queue, task.id, snapshot=task)
     return task
 
 
@@ -59,6 +59,8 @@ async def wait_finished(ctx: Context, task: Task) -> Task:
 
 def report(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -> Task:
     """A backend's callback (PUT): progress on a PROCESSING task, or its outcome."""
+    if _is_progress(body) and _pins_attempt(principal, task_id):
+        return _progress_blind(ctx, principal, task_id, body)
     task = ctx.store.get_task(task_id)
     if task is None:
         raise NotFoundError(f"Task not found: {task_id}")
@@ -90,6 +92,47 @@ def report(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -
     except StaleWriteError as exc:
         current = _current(exc)
         raise ConflictError(_not_processing(current) if current else f"Task not found: {task_id}") from None
+
+
+def _is_progress(body: UpdateTask) -> bool:
+    return body.status in (None, PROCESSING.value)
+
+
+def _pins_attempt(principal: Principal, task_id: str) -> bool:
+    """A callback token: it names the task, its server and the attempt."""
+    return (
+        principal.is_service
+        and principal.task_id == task_id
+        and principal.server_id is not None
+        and principal.attempt is not None
+    )
+
+
+def _progress_blind(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -> Task:
+    """Progress on the attempt a callback token names, written without reading the task
+    first: the write's condition (PROCESSING, that attempt, that server) is the whole check,
+    and only a failed condition reads the task to say why (one request per progress report)."""
+    changes: dict[str, Any] = {"updated_at": ctx.now()}
+    if body.progress is not None:
+        changes["progress"] = body.progress
+    if body.message is not None:
+        changes["message"] = body.message
+    try:
+        updated = ctx.store.update_task(
+            task_id,
+            changes,
+            from_status={PROCESSING},
+            attempts=principal.attempt,
+            server_id=principal.server_id,
+        )
+    except StaleWriteError as exc:
+        current = _current(exc)
+        if current is None:
+            raise NotFoundError(f"Task not found: {task_id}") from None
+        auth.check_callback(principal, current)  # another attempt or server: 409 saying so
+        raise ConflictError(_not_processing(current)) from None
+    ctx.events.publish(updated, PROCESSING)
+    return updated
 
 
 def finish(
@@ -152,7 +195,7 @@ def requeue(ctx: Context, task: Task, reason: str, *, backoff_ms: int = 0, count
         changes |= _finished(ctx, TaskStatus.FAILED, now)
     released = _release(ctx, task, changes, {"failure_count": 1} if counts else {}, {})
     if released.status is PENDING:
-        enqueue_safely(ctx.queue, released.id, delay_ms=backoff_ms)
+        enqueue_safely(ctx.queue, released.id, delay_ms=backoff_ms, snapshot=released)
     return released
 
 
@@ -239,7 +282,7 @@ def retry_task(ctx: Context, principal: Principal, task_id: str) -> Task:
             task = auth.owned_task(principal, _current(exc), task_id)
             continue
         ctx.events.publish(retried, task.status)
-        enqueue_safely(ctx.queue, retried.id)
+        enqueue_safely(ctx.queue, retried.id, snapshot=retried)
         return retried
     raise ConflictError("Task changed while retrying; try again")
 

@@ -187,6 +187,30 @@ class CatchAll:
             await response(scope, receive, send)
 
 
+def aws_context() -> Context:
+    """The Context of an HTTP Lambda function, built on its first request."""
+    from handlers._lambda import build_http_context
+
+    return build_http_context()
+
+
+def lambda_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The app's Lambda entry point (API Gateway HTTP API, payload 2.0). Mangum and Powertools
+    load on the first invocation: the one-machine deployment imports these modules for their
+    routes and never needs either."""
+    built: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        nonlocal built
+        if built is None:
+            from handlers._lambda import http_handler
+
+            built = http_handler(app)
+        return built(event, context)
+
+    return handler
+
+
 def create_app(routes: Sequence[BaseRoute], context_source: ContextSource) -> Starlette:
     """A Starlette app for `routes`, whose endpoints get their Context from `context_source`
     (a Context, or a factory called once on the first request)."""

@@ -47,6 +47,8 @@ QUEUE_NAME = "taskgate-dev-tasks"
 VISIBILITY_TIMEOUT_S = 5
 BATCH_SIZE = 10
 CONTAINERS = 8  # concurrent dispatcher invocations
+STREAM_WINDOW_S = 0.5  # the stream mapping's batching window (the template's is 5 s)
+STREAM_BATCH = 100
 POLL_S = 0.1  # how often an idle poller looks again for delayed and re-visible messages
 Handler = Callable[[dict[str, Any], Any], Any]
 # One at a time: boto3's default session is not safe to make clients from in several threads.
@@ -223,6 +225,20 @@ def schedule(sweep: Handler, interval_s: float, stop: threading.Event) -> None:
             log.exception("sweeper invocation failed")
 
 
+def stream_mapping(reader: moto_env.StreamReader, function: Handler, stop: threading.Event) -> None:
+    """Lambda's DynamoDB event source mapping: batches of the table's new (filtered) records
+    to `function`, every STREAM_WINDOW_S; a failed batch is delivered again, as Lambda does."""
+    pending: list[dict[str, Any]] = []
+    while not stop.wait(STREAM_WINDOW_S):
+        try:
+            pending = pending or reader.read(STREAM_BATCH)
+            if pending:
+                function({"Records": pending}, LambdaContext("taskgate-dev-stats-stream"))
+                pending = []
+        except Exception:
+            log.exception("stream batch failed; delivering it again")
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -251,18 +267,31 @@ def run(args: argparse.Namespace) -> int:
 
         from core import auth
         from core.aws import build_context
-        from handlers import sweeper
+        from handlers import stats_stream, sweeper
         from handlers._http import create_app
         from handlers.local import ROUTES
 
         ctx = build_context()
         sweeper.context()  # built here, not in the sweeper's thread (see _cold_starts)
+        stats_stream.context()
+        stream_arn = boto3.client("dynamodb", region_name=REGION).describe_table(TableName=TABLE_NAME)[
+            "Table"
+        ]["LatestStreamArn"]
+        reader = moto_env.StreamReader(
+            moto_env.streams_client(), stream_arn, moto_env.stream_filters(template, "StatsStreamFunction")
+        )
         stop = threading.Event()
         workers = [
             threading.Thread(
                 target=EventSourceMapping(sqs, queue_url, queue_arn, sent, dispatcher_container).run,
                 args=(stop,),
                 name="event-source-mapping",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=stream_mapping,
+                args=(reader, stats_stream.handler, stop),
+                name="stream-mapping",
                 daemon=True,
             ),
             threading.Thread(
@@ -278,8 +307,10 @@ def run(args: argparse.Namespace) -> int:
         token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
         print(f"taskgate dev --aws: {base}")
         print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
-        print(f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events")
+        print(f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,")
+        print("  statistics fed the table's stream")
         print(f"  health:  {base}/health")
+        print(f"  dashboard: {base}/dashboard  (paste the token below)")
         print(f"  admin token (7 days): {token}")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

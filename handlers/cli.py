@@ -1,4 +1,5 @@
-"""The `taskgate` command: serve, dev, token, mock-backend."""
+"""The `taskgate` command: serve, dev, token, mock-backend, and the client commands (submit,
+tasks, servers), whose bodies are in taskgate/cli_commands.py."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f"taskgate dev: {base}  (database {args.db})")
         print(f"  health:  {base}/health")
         print(f"  docs:    {base}/docs")
+        print(f"  dashboard: {base}/dashboard  (paste the token below)")
         print(f"  admin token (7 days): {token}")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -98,11 +100,61 @@ def parser() -> argparse.ArgumentParser:
     mock.add_argument("--stall-rate", type=float, default=0, help="fraction that take --stall-ms instead")
     mock.add_argument("--stall-ms", type=float, default=0, help="how long a stalled task takes")
     mock.add_argument("--record", help="append each predict call received to this file (JSON lines)")
+    _client_commands(commands)
     return root
+
+
+def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """submit, tasks get|cancel|retry, servers list: calls to a running gateway."""
+    gateway = argparse.ArgumentParser(add_help=False)
+    gateway.add_argument("--url", help="the gateway (default $TASKGATE_URL, else http://localhost:8787)")
+    gateway.add_argument("--token", help="bearer token (default $TASKGATE_TOKEN)")
+
+    submit = commands.add_parser("submit", parents=[gateway], help="submit a task; prints its id")
+    submit.set_defaults(client_command="submit")
+    submit.add_argument("--type", required=True, help="task type, e.g. video-processing")
+    submit.add_argument("--payload", required=True, help="the payload, a JSON object")
+    submit.add_argument("--priority", type=int, default=1, help="0-10, higher first (default 1)")
+    submit.add_argument(
+        "--capability",
+        action="append",
+        default=[],
+        dest="capabilities",
+        metavar="C",
+        help="needed capability (repeatable)",
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="follow its progress; exit 1 unless it ends COMPLETED"
+    )
+    submit.add_argument("--wait-timeout", type=float, help="with --wait: give up after this many seconds")
+
+    tasks = commands.add_parser("tasks", help="read, cancel or retry a task").add_subparsers(
+        dest="action", required=True
+    )
+    for action, help_text in (
+        ("get", "print the task as JSON"),
+        ("cancel", "cancel a PENDING or PROCESSING task"),
+        ("retry", "queue a FAILED, TIMEOUT or CANCELLED task again"),
+    ):
+        command = tasks.add_parser(action, parents=[gateway], help=help_text)
+        command.set_defaults(client_command=f"tasks {action}")
+        command.add_argument("task_id", metavar="ID")
+
+    servers = commands.add_parser("servers", help="the registered servers (admin)").add_subparsers(
+        dest="action", required=True
+    )
+    listing = servers.add_parser("list", parents=[gateway], help="print the servers as a table")
+    listing.set_defaults(client_command="servers list")
+    listing.add_argument("--status", help="only servers with this status (online, degraded, ...)")
+    listing.add_argument("--group", help="only servers in this group")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "client_command", None):
+        from taskgate import cli_commands
+
+        return cli_commands.run(args)
     if args.command == "mock-backend":
         from handlers import mock_backend
 

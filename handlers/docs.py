@@ -1,5 +1,7 @@
-"""/openapi.json and /docs (Swagger UI), public. The UI's assets come from the installed
-swagger-ui-bundle-v2 package and are served from here: no CDN, so the docs work offline.
+"""/openapi.json, /docs (Swagger UI) and /dashboard, public. Their assets are served from
+here (Swagger UI's from the installed swagger-ui-bundle-v2 package, the dashboard's from
+`handlers/dashboard/`): no CDN, so both work offline. The dashboard holds no data itself: its
+script calls the API with the token the operator pastes in.
 
 The document describes every route of the API, so building it imports every route group;
 that happens on the first request, not at import, to keep this function's cold start small.
@@ -10,14 +12,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from mangum import Mangum
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
-from core.aws import build_context
-from handlers._http import create_app
+from handlers._http import aws_context, create_app, lambda_handler
 
 ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"})
 
@@ -47,6 +47,26 @@ PAGE = """<!doctype html>
 </body>
 </html>
 """
+
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+DASHBOARD_ASSETS = {
+    **{
+        f"{name}.js": "text/javascript"
+        for name in ("app", "api", "format", "chart", "servers", "tasks", "stats")
+    },
+    "app.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+# No inline script or style, nothing from another origin; the API and /ws are same-origin.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 @functools.cache
@@ -82,11 +102,24 @@ async def asset(request: Request) -> Response:
     return FileResponse(_assets_dir() / name, headers={"Cache-Control": "public, max-age=86400"})
 
 
+async def dashboard(request: Request) -> Response:
+    return FileResponse(DASHBOARD_DIR / "index.html", media_type="text/html", headers=DASHBOARD_HEADERS)
+
+
+async def dashboard_asset(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in DASHBOARD_ASSETS:
+        raise HTTPException(404)
+    return FileResponse(DASHBOARD_DIR / name, media_type=DASHBOARD_ASSETS[name], headers=DASHBOARD_HEADERS)
+
+
 routes = [
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/docs", swagger_ui, methods=["GET"]),
     Route("/docs/assets/{name}", asset, methods=["GET"], include_in_schema=False),
+    Route("/dashboard", dashboard, methods=["GET"]),
+    Route("/dashboard/assets/{name}", dashboard_asset, methods=["GET"], include_in_schema=False),
 ]
 
-app = create_app(routes, build_context)
-handler = Mangum(app, lifespan="off")
+app = create_app(routes, aws_context)
+handler = lambda_handler(app)

@@ -142,3 +142,73 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
+
+
+def matches(pattern: Any, value: Any) -> bool:
+    """An event source mapping's filter pattern (the subset templates use here: nested objects
+    whose leaves list the allowed values) against a record."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(
+            name in value and matches(inner, value[name]) for name, inner in pattern.items()
+        )
+    if isinstance(pattern, list):
+        return value in pattern
+    return bool(pattern == value)
+
+
+def stream_filters(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    """The filter patterns of `function`'s DynamoDB event in the template (none: everything)."""
+    import json
+
+    events = template["Resources"][function]["Properties"]["Events"].values()
+    (event,) = [e for e in events if e["Type"] == "DynamoDB"]
+    filters = event["Properties"].get("FilterCriteria", {}).get("Filters", [])
+    return [json.loads(f["Pattern"]) for f in filters]
+
+
+def streams_client() -> Any:
+    """A `dynamodbstreams` client moto answers: botocore would send calls naming a stream ARN
+    to an account-specific endpoint (<account>.streams-ddb...), which moto does not serve."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("dynamodbstreams", config=Config(account_id_endpoint_mode="disabled"))
+
+
+class StreamReader:
+    """Reads a table's DynamoDB stream as Lambda's event source mapping would hand it to a
+    function: records in order per shard, each with `eventSourceARN`, filtered by the
+    function's patterns (a record passes if any matches).
+
+    Each read asks for a fresh iterator after the last record seen: moto replaces a table's
+    stream shard with a copy when it rolls back a cancelled transaction, and an older iterator
+    would go on reading the copy nothing writes to any more."""
+
+    def __init__(self, streams: Any, stream_arn: str, patterns: list[dict[str, Any]]) -> None:
+        self.streams = streams  # a `dynamodbstreams` client (streams_client())
+        self.stream_arn = stream_arn
+        self.patterns = patterns
+        self._last: dict[str, str] = {}  # shard id -> sequence number of the last record read
+
+    def read(self, limit: int = 100) -> list[dict[str, Any]]:
+        """New records since the last read (at most `limit` per shard)."""
+        shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+        records: list[dict[str, Any]] = []
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            position: dict[str, str] = (
+                {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self._last[shard_id]}
+                if shard_id in self._last
+                else {"ShardIteratorType": "TRIM_HORIZON"}
+            )
+            iterator = self.streams.get_shard_iterator(
+                StreamArn=self.stream_arn, ShardId=shard_id, **position
+            )
+            got = self.streams.get_records(ShardIterator=iterator["ShardIterator"], Limit=limit)["Records"]
+            if got:
+                self._last[shard_id] = got[-1]["dynamodb"]["SequenceNumber"]
+            for record in got:
+                record = {**record, "eventSourceARN": self.stream_arn}
+                if not self.patterns or any(matches(p, record) for p in self.patterns):
+                    records.append(record)
+        return records

@@ -17,8 +17,9 @@ import msgspec
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from core import schemas as s
+from core import task_listing
 from core.ids import _PATH_ID
-from core.models import ServerStatus
+from core.models import ServerStatus, TaskStatus
 from core.system import VERSION
 from handlers._http import STATUS
 
@@ -107,6 +108,15 @@ DATE_QUERY = Param(
 )
 STATUS_QUERY = Param("status", "Filter by status", {"enum": [status.value for status in ServerStatus]})
 GROUP_QUERY = Param("group", "Filter by server group", {"type": "string"})
+TASK_STATUS_QUERY = Param(
+    "status", "Only tasks in this status", {"enum": [status.value for status in TaskStatus]}
+)
+LIMIT_QUERY = Param(
+    "limit",
+    f"Tasks per page (default {task_listing.DEFAULT_LIMIT})",
+    {"type": "integer", "minimum": 1, "maximum": task_listing.MAX_LIMIT},
+)
+CURSOR_QUERY = Param("cursor", "The `nextCursor` of the previous page", {"type": "string"})
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/task"): Operation(
@@ -124,6 +134,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=(400, 403, 413),
         description="Creates a new task for processing. With `async: false` the reply waits (up to 25 s) "
         "and is the task as it then stands, with its result if it finished.",
+    ),
+    ("GET", "/api/tasks"): Operation(
+        "List tasks",
+        "Tasks",
+        s.TaskList,
+        errors=(400, 403),
+        query=(TASK_STATUS_QUERY, LIMIT_QUERY, CURSOR_QUERY),
+        description="Tasks newest first, a page at a time: every task for an admin, a user's own "
+        "tasks otherwise. A page may hold fewer than `limit` tasks while `nextCursor` is set.",
     ),
     ("GET", "/api/task/{id}"): Operation(
         "Get task status",
@@ -221,6 +240,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/stats/servers/{id}"): Operation(
         "Get server statistics", "Statistics", s.ServerStats, errors=(400, 403, 404), query=(DATE_QUERY,)
     ),
+    ("GET", "/api/stats/queue"): Operation(
+        "Get queue summary",
+        "Statistics",
+        s.QueueSummary,
+        errors=(403,),
+        description="The backlog by priority, the tasks in flight and the capacity online now.",
+    ),
     ("GET", "/api/stats/load-balancer"): Operation(
         "Get load balancer status",
         "Load Balancer",
@@ -243,6 +269,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/openapi.json"): Operation("This document", "System", dict[str, Any], public=True),
     ("GET", "/docs"): Operation(
         "Interactive documentation (Swagger UI)", "System", str, public=True, media_type="text/html"
+    ),
+    ("GET", "/dashboard"): Operation(
+        "Operations dashboard",
+        "System",
+        str,
+        public=True,
+        media_type="text/html",
+        description="A page for operators: servers, the queue, today's statistics and the "
+        "load-balancing algorithm. It calls this API with a token pasted into it.",
     ),
 }
 

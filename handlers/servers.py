@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from mangum import Mangum
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from core import servers
-from core.aws import build_context
 from core.schemas import Heartbeat, Maintenance, RegisterServer, decode
-from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
+from handlers._http import (
+    authenticated,
+    aws_context,
+    context,
+    create_app,
+    json_response,
+    lambda_handler,
+    path_id,
+    principal,
+    read_body,
+)
 
 
 @authenticated
@@ -79,5 +87,5 @@ routes = [
     Route("/api/servers/{id}/metrics", server_metrics, methods=["GET"]),
 ]
 
-app = create_app(routes, build_context)
-handler = Mangum(app, lifespan="off")
+app = create_app(routes, aws_context)
+handler = lambda_handler(app)

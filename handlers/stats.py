@@ -1,17 +1,25 @@
 """Statistics and load-balancer routes: day reports (`?date=YYYY-MM-DD`, UTC), a server's
-day, the load distribution, and the algorithm setting."""
+day, the queue now, the load distribution, and the algorithm setting."""
 
 from __future__ import annotations
 
-from mangum import Mangum
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import stats
-from core.aws import build_context
+from core import stats, task_listing
 from core.schemas import SetAlgorithm, decode
-from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
+from handlers._http import (
+    authenticated,
+    aws_context,
+    context,
+    create_app,
+    json_response,
+    lambda_handler,
+    path_id,
+    principal,
+    read_body,
+)
 
 
 @authenticated
@@ -34,6 +42,11 @@ async def server_stats(request: Request) -> Response:
 
 
 @authenticated
+async def queue_summary(request: Request) -> Response:
+    return json_response(task_listing.queue_summary(context(request), principal(request)))
+
+
+@authenticated
 async def load_balancer(request: Request) -> Response:
     return json_response(stats.load_balancer(context(request), principal(request)))
 
@@ -49,9 +62,10 @@ routes = [
     Route("/api/stats/tasks", task_stats, methods=["GET"]),
     Route("/api/stats/hourly", hourly_report, methods=["GET"]),
     Route("/api/stats/servers/{id}", server_stats, methods=["GET"]),
+    Route("/api/stats/queue", queue_summary, methods=["GET"]),
     Route("/api/stats/load-balancer", load_balancer, methods=["GET"]),
     Route("/api/stats/load-balancer/algorithm", set_algorithm, methods=["POST"]),
 ]
 
-app = create_app(routes, build_context)
-handler = Mangum(app, lifespan="off")
+app = create_app(routes, aws_context)
+handler = lambda_handler(app)

@@ -6,18 +6,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core import sync_runtime
 from core.aws import LazyContext
+from handlers._lambda import build_context, instrumented, logger
 
-logger = Logger()
-context = LazyContext()
+context = LazyContext(build_context)
 
 
-@logger.inject_lambda_context
-def handler(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, Any]:
+def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, Any]:
     report = dataclasses.asdict(sync_runtime.sweep(context(), sync_runtime.shared_pool()))
     logger.info("sweep done", extra={"sweep": report})
     return report
+
+
+handler = instrumented(_handle)

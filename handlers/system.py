@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from mangum import Mangum
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from core import system
-from core.aws import build_context
-from handlers._http import context, create_app, json_response
+from handlers._http import aws_context, context, create_app, json_response, lambda_handler
 
 
 async def health(request: Request) -> Response:
@@ -19,5 +17,5 @@ async def health(request: Request) -> Response:
 
 routes = [Route("/health", health, methods=["GET"])]
 
-app = create_app(routes, build_context)
-handler = Mangum(app, lifespan="off")
+app = create_app(routes, aws_context)
+handler = lambda_handler(app)

@@ -1,16 +1,24 @@
-"""Task routes: create, read, report (backend callback), retry, cancel."""
+"""Task routes: create, list, read, report (backend callback), retry, cancel."""
 
 from __future__ import annotations
 
-from mangum import Mangum
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import tasks
-from core.aws import build_context
+from core import task_listing, tasks
 from core.schemas import CreateTask, UpdateTask, decode
-from handlers._http import authenticated, context, create_app, json_response, path_id, principal, read_body
+from handlers._http import (
+    authenticated,
+    aws_context,
+    context,
+    create_app,
+    json_response,
+    lambda_handler,
+    path_id,
+    principal,
+    read_body,
+)
 
 
 @authenticated
@@ -28,6 +36,19 @@ async def create_task(request: Request) -> Response:
             "updatedAt": task.updated_at,
         }
     )
+
+
+@authenticated
+async def list_tasks(request: Request) -> Response:
+    query = request.query_params
+    page = task_listing.list_tasks(
+        context(request),
+        principal(request),
+        status=query.get("status"),
+        limit=query.get("limit"),
+        cursor=query.get("cursor"),
+    )
+    return json_response(page)
 
 
 @authenticated
@@ -58,11 +79,12 @@ async def cancel_task(request: Request) -> Response:
 
 routes = [
     Route("/api/task", create_task, methods=["POST"]),
+    Route("/api/tasks", list_tasks, methods=["GET"]),
     Route("/api/task/{id}", get_task, methods=["GET"]),
     Route("/api/task/{id}", update_task, methods=["PUT"]),
     Route("/api/task/{id}/retry", retry_task, methods=["POST"]),
     Route("/api/task/{id}/cancel", cancel_task, methods=["POST"]),
 ]
 
-app = create_app(routes, build_context)
-handler = Mangum(app, lifespan="off")
+app = create_app(routes, aws_context)
+handler = lambda_handler(app)

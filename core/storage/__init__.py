@@ -20,7 +20,7 @@ from typing import Any
 
 from core.models import Server, Task, TaskStatus
 
-__all__ = ["CLOCK_SKEW_MS", "IdempotencyRecord", "Store", "update_sources"]
+__all__ = ["CLOCK_SKEW_MS", "IdempotencyRecord", "Store", "TaskPage", "position", "update_sources"]
 
 # Writers' clocks may differ this much (Lambdas on different hosts): a release frees a slot of
 # the server registered under the task's server id unless that registration is clearly newer
@@ -38,6 +38,19 @@ def update_sources(from_status: Collection[TaskStatus], changes: Mapping[str, An
     if TaskStatus(target) is TaskStatus.PROCESSING:
         return sources & {TaskStatus.PROCESSING}
     return sources - {TaskStatus.PROCESSING}
+
+
+def position(task: Task) -> str:
+    """Where a task stands in the newest-first listing: `<createdAt:13>#<id>`. Plain strings
+    of this form sort as the listing does (both adapters compare them byte by byte)."""
+    return f"{task.created_at:013d}#{task.id}"
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task]
+    # The position to pass as `before` for the next page; None when there is no more.
+    after: str | None
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,24 @@ class Store(ABC):
         """Newest first."""
 
     @abstractmethod
+    def list_tasks(
+        self,
+        limit: int,
+        *,
+        status: TaskStatus | None = None,
+        owner: str | None = None,
+        before: str | None = None,
+    ) -> TaskPage:
+        """Tasks newest first (createdAt, then id, descending), optionally of one status and
+        one owner, strictly after the position `before` (see `position`). Up to `limit`
+        tasks; a page may hold fewer while `after` is set (an adapter bounds what one call
+        reads), and `after` is None only when nothing is left."""
+
+    @abstractmethod
+    def pending_by_priority(self) -> dict[int, int]:
+        """How many tasks are PENDING at each priority (only priorities with some)."""
+
+    @abstractmethod
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """PENDING tasks, highest priority first, then oldest `queued_at` first."""
 
@@ -169,6 +200,14 @@ class Store(ABC):
     @abstractmethod
     def add_counters(self, key: str, increments: Mapping[str, int], *, expires_at: int) -> None:
         """Atomically add to named counters under `key` (statistics buckets)."""
+
+    @abstractmethod
+    def add_counters_once(
+        self, batch_id: str, increments: Mapping[str, Mapping[str, int]], *, expires_at: int, now_s: int
+    ) -> bool:
+        """Add `increments` (key -> {name: amount}) unless a batch with `batch_id` was added
+        in the last two days: True if added (or nothing to add), False if it had been. A
+        DynamoDB Streams consumer retried on the same records counts them once."""
 
     @abstractmethod
     def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:

@@ -24,6 +24,7 @@ task on every task write: set while the state needs them, removed otherwise.
 | ByStatus | GSI2PK PENDING    | GSI2SK <10-priority:2>#<queuedAt:13>#<id>  | PENDING       |
 | ByStatus | GSI2PK PROCESSING | GSI2SK <deadline:13, 9999999999999>#<id>   | PROCESSING    |
 | ByServer | GSI3PK SERVER#<s> | GSI3SK <id>                                | PROCESSING    |
+| ByRecent | GSI4PK RECENT#<st>| GSI4SK <createdAt:13>#<id>                 | always        |
 
 A finished task carries expiresAt (its `expires_at`) and TTL drops it. Index reads are
 eventually consistent; every write is conditional on the base item, so a stale index entry
@@ -44,6 +45,12 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 8 Processing past deadline  | ByStatus | GSI2PK = PROCESSING AND           | PROCESSING,       |
 |                             |          | GSI2SK <= <before:13>#~           | 1700000000000#~   |
 | 9 Processing on a server    | ByServer | GSI3PK = SERVER#<id>              | SERVER#gpu-1      |
+| 9a Tasks newest first       | ByRecent | GSI4PK = RECENT#<status> AND      | RECENT#COMPLETED, |
+|    (one status, or all six  |          | GSI4SK < <before>, descending     | 1700000000000#t-9 |
+|    partitions merged)       |          |                                   |                   |
+| 9b An owner's, one status   | ByOwner  | pattern 6, FilterExpression on    | OWNER#alice       |
+|                             |          | status; at most 1,000 read a call |                   |
+| 9c PENDING per priority     | ByStatus | GSI2PK = PENDING, GSI2SK only     | PENDING           |
 | 10 Register a server        | table    | SERVERS / SERVER#<id>, if new     | SERVER#gpu-1      |
 | 11 Get, update, delete one  | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
 |                             |          | update if version = :v            |                   |
@@ -56,6 +63,9 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
 |                             |          | expiresAt <= :now                 |                   |
+| 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new or  | COUNTERBATCH#9f2e#0 |
+|                             |          | expiresAt <= :now,                |                   |
+|                             |          | + up to 99 COUNTER#<key> ADDs     |                   |
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
 a failed condition becomes StaleWriteError or NoCapacityError.
@@ -77,7 +87,7 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from core.errors import NoCapacityError, StaleWriteError, UnavailableError
 from core.models import Server, ServerStatus, Task, TaskStatus
-from core.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, update_sources
+from core.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
 from core.storage.dynamodb_items import (
     HIGHEST,
     INDEX_GROUPS,
@@ -87,6 +97,7 @@ from core.storage.dynamodb_items import (
     TTL,
     Expression,
     check_fields,
+    counter_batch_key,
     counter_key,
     counters_name,
     field_value,
@@ -99,6 +110,7 @@ from core.storage.dynamodb_items import (
     outcome_size,
     pending_prefix,
     rate_key,
+    recent_partition,
     sequence_key,
     server_from_item,
     server_key,
@@ -137,7 +149,12 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 # Two transactions on one item at once: the loser is cancelled and may simply try again.
 _CONFLICT_RETRIES = 4
+# A transaction holds up to 100 writes: a batch marker and 99 counter keys.
+_COUNTER_BATCH_KEYS = 99
+_COUNTER_BATCH_TTL_S = 2 * 86_400
 _CONFLICT_BACKOFF_S = 0.025
+# Pattern 9b reads at most this many of an owner's tasks per call, whatever the filter keeps.
+_FILTERED_READ_BUDGET = 1_000
 _BATCH_GET_LIMIT = 100
 
 
@@ -384,6 +401,94 @@ class DynamoStore(Store):
         """Pattern 6."""
         return self._query_tasks(limit, "ByOwner", "GSI1PK", f"OWNER#{owner}", newest_first=True)
 
+    def list_tasks(
+        self,
+        limit: int,
+        *,
+        status: TaskStatus | None = None,
+        owner: str | None = None,
+        before: str | None = None,
+    ) -> TaskPage:
+        """Patterns 6, 9a and 9b."""
+        if owner is not None:
+            return self._newest(limit, "ByOwner", "GSI1PK", f"OWNER#{owner}", before, status)
+        if status is not None:
+            return self._newest(limit, "ByRecent", "GSI4PK", recent_partition(status), before)
+        # Each status's newest `limit + 1` (one more tells whether a next page exists), merged:
+        # six bounded queries, no scan.
+        merged = [
+            task
+            for each in TaskStatus
+            for task in self._newest(limit + 1, "ByRecent", "GSI4PK", recent_partition(each), before).tasks
+        ]
+        merged.sort(key=position, reverse=True)
+        page = merged[:limit]
+        return TaskPage(page, position(page[-1]) if len(merged) > limit else None)
+
+    def _newest(
+        self,
+        limit: int,
+        index: str,
+        partition_key: str,
+        partition: str,
+        before: str | None,
+        status: TaskStatus | None = None,
+    ) -> TaskPage:
+        query = Expression()
+        query.condition(f"{query.name(partition_key)} = {query.value(partition)}")
+        sort_key = partition_key.replace("PK", "SK")
+        if before is not None:
+            query.condition(f"{query.name(sort_key)} < {query.value(before)}")
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": index,
+            "KeyConditionExpression": query.key_condition(),
+            "ScanIndexForward": False,
+            "Limit": limit + 1,
+        }
+        if status is not None:
+            request["FilterExpression"] = f"{query.name('status')} = {query.value(status.value)}"
+            request["Limit"] = min(max(limit + 1, 100), _FILTERED_READ_BUDGET)
+        request["ExpressionAttributeNames"] = query.names
+        request["ExpressionAttributeValues"] = query.values
+        found: list[Task] = []
+        read = 0
+        while True:
+            with _translated_errors():
+                response = self._client.query(**request)
+            found += [task_from_item(item) for item in response["Items"]]
+            read += response["ScannedCount"]
+            if len(found) > limit:
+                page = found[:limit]
+                return TaskPage(page, position(page[-1]))
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                return TaskPage(found, None)
+            if read >= _FILTERED_READ_BUDGET:
+                # Everything up to the last item read was looked at: the next call goes on from there.
+                return TaskPage(found, last[sort_key]["S"])
+            request["ExclusiveStartKey"] = last
+
+    def pending_by_priority(self) -> dict[int, int]:
+        """Pattern 9c: the PENDING partition's sort keys only; the priority is their prefix."""
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": "ByStatus",
+            "KeyConditionExpression": "GSI2PK = :pending",
+            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
+            "ProjectionExpression": "GSI2SK",
+        }
+        counts: dict[int, int] = {}
+        while True:
+            with _translated_errors():
+                response = self._client.query(**request)
+            for item in response["Items"]:
+                priority = 10 - int(item["GSI2SK"]["S"][:2])
+                counts[priority] = counts.get(priority, 0) + 1
+            if "LastEvaluatedKey" not in response:
+                return counts
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """Pattern 7: ascending GSI2SK is highest priority first, then oldest queued_at."""
         prefix = None if priority is None else pending_prefix(priority)
@@ -540,6 +645,34 @@ class DynamoStore(Store):
         update.assign(TTL, expires_at)
         with _translated_errors():
             self._client.update_item(TableName=self.table_name, Key=counter_key(key), **update.request())
+
+    def add_counters_once(
+        self, batch_id: str, increments: Mapping[str, Mapping[str, int]], *, expires_at: int, now_s: int
+    ) -> bool:
+        """Pattern 19: one transaction per 99 keys, each with a marker item that exists only
+        if that part was added (TransactWriteItems' own ClientRequestToken forgets after ten
+        minutes, and moto does not implement it)."""
+        keys = [key for key, counts in increments.items() if counts]
+        if not keys:
+            return True
+        added = False
+        for part, start in enumerate(range(0, len(keys), _COUNTER_BATCH_KEYS)):
+            marker = Expression()
+            marker.assign(TTL, now_s + _COUNTER_BATCH_TTL_S)
+            # TTL deletes lazily: an expired marker counts as gone.
+            marker.condition(f"attribute_not_exists(PK) OR {marker.name(TTL)} <= {marker.value(now_s)}")
+            writes = [self._update(counter_batch_key(f"{batch_id}#{part}"), marker)]
+            for key in keys[start : start + _COUNTER_BATCH_KEYS]:
+                if {"PK", "SK", TTL} & increments[key].keys():
+                    raise ValueError(f"counter names clash with key attributes: {sorted(increments[key])}")
+                update = Expression()
+                for name, amount in increments[key].items():
+                    update.add(name, amount)
+                update.assign(TTL, expires_at)
+                writes.append(self._update(counter_key(key), update))
+            marker_reason, *_ = self._transact(*writes)
+            added = added or marker_reason is None
+        return added
 
     def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:
         """Pattern 16: BatchGetItem, 100 keys a request."""

@@ -113,6 +113,10 @@ def counter_key(counters: str) -> Item:
     return key(f"COUNTER#{counters}", "COUNTER")
 
 
+def counter_batch_key(batch: str) -> Item:
+    return key(f"COUNTERBATCH#{batch}", "COUNTERBATCH")
+
+
 def rate_key(window: str) -> Item:
     return key(f"RATE#{window}", "RATE")
 
@@ -137,6 +141,7 @@ INDEX_GROUPS: dict[str, tuple[str, ...]] = {
     "ByOwner": ("owner", "created_at"),
     "ByStatus": ("status", "priority", "queued_at", "deadline"),
     "ByServer": ("status", "server_id"),
+    "ByRecent": ("status", "created_at"),
     TTL: ("status", "expires_at"),
 }
 
@@ -151,9 +156,15 @@ def index_inputs(group: str, status: TaskStatus) -> tuple[str, ...]:
         return ("deadline",)
     if group == "ByServer" and status is TaskStatus.PROCESSING:
         return ("server_id",)
+    if group == "ByRecent":
+        return ("created_at",)
     if group == TTL and status.is_terminal:
         return ("expires_at",)
     return ()
+
+
+def recent_partition(status: TaskStatus) -> str:
+    return f"RECENT#{status.value}"
 
 
 def pending_prefix(priority: int) -> str:
@@ -184,6 +195,8 @@ def index_attributes(group: str, task: Mapping[str, Any]) -> dict[str, str | int
         if status is TaskStatus.PROCESSING:
             return {"GSI3PK": f"SERVER#{task['server_id']}", "GSI3SK": task_id}
         return {"GSI3PK": None, "GSI3SK": None}
+    if group == "ByRecent":
+        return {"GSI4PK": recent_partition(status), "GSI4SK": f"{task['created_at']:013d}#{task_id}"}
     if group == TTL:
         return {TTL: task["expires_at"] if status.is_terminal else None}
     raise ValueError(f"no index group {group}")

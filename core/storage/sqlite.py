@@ -5,8 +5,8 @@ WAL with synchronous=NORMAL keeps every committed transaction across a process c
 `UPDATE ... WHERE <condition> RETURNING *`; the two writes that must go together (a task
 entering or leaving PROCESSING and its server's slot count) share one IMMEDIATE transaction.
 
-Indexes mirror the DynamoDB adapter's access patterns: owner, PENDING by priority then age,
-PROCESSING by deadline and by server, expiry.
+Indexes mirror the DynamoDB adapter's access patterns: owner, newest first overall and per
+status, PENDING by priority then age, PROCESSING by deadline and by server, expiry.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import msgspec
 
 from core.errors import NoCapacityError, StaleWriteError
 from core.models import Server, ServerStatus, Task, TaskStatus
-from core.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, update_sources
+from core.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
 
 S = TypeVar("S", Task, Server)
 
@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks (owner, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS tasks_recent ON tasks (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS tasks_pending ON tasks (priority DESC, queued_at, id)
     WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS tasks_processing_deadline ON tasks (deadline, id)
@@ -100,6 +102,7 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (key, name)
 );
 CREATE INDEX IF NOT EXISTS counters_expiry ON counters (expires_at);
+CREATE TABLE IF NOT EXISTS counter_batches (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rate_windows (
     key TEXT PRIMARY KEY, hits INTEGER NOT NULL, expires_at INTEGER NOT NULL
 );
@@ -109,6 +112,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at INTEGER NOT NULL
 );
 """
+
+# How long a counted batch is remembered (Store.add_counters_once).
+COUNTER_BATCH_TTL_S = 2 * 86_400
 
 # Fields stored as JSON text; the rest are plain columns.
 _JSON_FIELDS: dict[type, frozenset[str]] = {
@@ -313,6 +319,39 @@ class SqliteStore(Store):
             (owner, limit),
         )
 
+    def list_tasks(
+        self,
+        limit: int,
+        *,
+        status: TaskStatus | None = None,
+        owner: str | None = None,
+        before: str | None = None,
+    ) -> TaskPage:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if before is not None:
+            created_at, _, task_id = before.partition("#")
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [int(created_at), int(created_at), task_id]
+        sql = "SELECT * FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        found = self._tasks(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", [*params, limit + 1])
+        page = found[:limit]
+        return TaskPage(page, position(page[-1]) if len(found) > limit else None)
+
+    def pending_by_priority(self) -> dict[int, int]:
+        rows = self._conn().execute(
+            "SELECT priority, COUNT(*) FROM tasks WHERE status = 'PENDING' GROUP BY priority"
+        )
+        return {int(priority): int(count) for priority, count in rows}
+
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         if priority is None:
             return self._tasks(
@@ -415,6 +454,31 @@ class SqliteStore(Store):
                 " expires_at = excluded.expires_at",
                 [(key, name, amount, expires_at) for name, amount in increments.items()],
             )
+
+    def add_counters_once(
+        self, batch_id: str, increments: Mapping[str, Mapping[str, int]], *, expires_at: int, now_s: int
+    ) -> bool:
+        if not any(increments.values()):
+            return True
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM counter_batches WHERE expires_at <= ?", (now_s,))
+            added = conn.execute(
+                "INSERT INTO counter_batches (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (batch_id, now_s + COUNTER_BATCH_TTL_S),
+            ).rowcount
+            if not added:
+                return False
+            conn.executemany(
+                "INSERT INTO counters (key, name, value, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key, name) DO UPDATE SET value = value + excluded.value,"
+                " expires_at = excluded.expires_at",
+                [
+                    (key, name, amount, expires_at)
+                    for key, counts in increments.items()
+                    for name, amount in counts.items()
+                ],
+            )
+        return True
 
     def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:
         keys = list(keys)

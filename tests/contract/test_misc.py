@@ -152,6 +152,60 @@ def test_get_counters_accepts_any_collection(store: Store) -> None:
     assert store.get_counters(("x",)) == {"x": {"n": 1}}
 
 
+# -- add_counters_once ---------------------------------------------------------------------
+
+
+def test_add_counters_once_adds_a_batch_and_ignores_its_retry(store: Store) -> None:
+    # GIVEN a batch of increments over two keys, added once
+    batch = {
+        "hour:2024-05-01T13": {"created": 3, "completed": 1},
+        "server:2024-05-01:gpu-1": {"completed": 1},
+    }
+    assert store.add_counters_once("b-1", batch, expires_at=10_000, now_s=1_000) is True
+
+    # WHEN the same batch is added again (a stream consumer retried on the same records)
+    again = store.add_counters_once("b-1", batch, expires_at=10_000, now_s=1_001)
+
+    # THEN nothing more is counted; another batch id counts
+    assert again is False
+    assert store.add_counters_once(
+        "b-2", {"hour:2024-05-01T13": {"created": 1}}, expires_at=10_000, now_s=1_002
+    )
+    assert_same(
+        store.get_counters(list(batch)),
+        {"hour:2024-05-01T13": {"created": 4, "completed": 1}, "server:2024-05-01:gpu-1": {"completed": 1}},
+    )
+
+
+def test_add_counters_once_adds_to_counters_written_one_by_one(store: Store) -> None:
+    store.add_counters("k", {"n": 5}, expires_at=10_000)
+    store.add_counters_once("b", {"k": {"n": 2, "m": 1}}, expires_at=10_000, now_s=1_000)
+    assert_same(store.get_counters(["k"]), {"k": {"n": 7, "m": 1}})
+
+
+def test_add_counters_once_of_nothing_writes_nothing(store: Store) -> None:
+    assert store.add_counters_once("empty", {"k": {}}, expires_at=10_000, now_s=1_000) is True
+    assert store.get_counters(["k"]) == {}
+
+
+def test_add_counters_once_takes_more_keys_than_one_transaction_holds(store: Store) -> None:
+    # GIVEN 150 keys in one batch (a DynamoDB transaction holds 100 writes)
+    batch = {f"server:2024-05-01:gpu-{i:03d}": {"completed": i + 1} for i in range(150)}
+
+    # WHEN it is added twice
+    assert store.add_counters_once("big", batch, expires_at=10_000, now_s=1_000) is True
+    assert store.add_counters_once("big", batch, expires_at=10_000, now_s=1_000) is False
+
+    # THEN every key holds its increment once
+    assert store.get_counters(list(batch)) == batch
+
+
+def test_a_counted_batch_is_forgotten_after_two_days(store: Store) -> None:
+    store.add_counters_once("old", {"k": {"n": 1}}, expires_at=10_000_000, now_s=1_000)
+    assert store.add_counters_once("old", {"k": {"n": 1}}, expires_at=10_000_000, now_s=1_000 + 3 * 86_400)
+    assert store.get_counters(["k"]) == {"k": {"n": 2}}
+
+
 # -- hit_rate_window ----------------------------------------------------------------------
 
 

@@ -344,6 +344,23 @@ def test_concurrent_add_counters_lose_no_increment(store: Store, stores_for: Sto
     }
 
 
+def test_concurrent_retries_of_one_counter_batch_count_it_once(store: Store, stores_for: StoresFor) -> None:
+    # GIVEN 8 deliveries of the same stream batch, handled at once
+    n = 8
+    stores = stores_for(n)
+    batch = {"hour:2024-05-01T13": {"completed": 2}, "server:2024-05-01:gpu-1": {"completed": 2}}
+
+    # WHEN each adds it
+    outcomes = run_concurrently(
+        n, lambda i: stores[i].add_counters_once("batch-7", batch, expires_at=10_000, now_s=1_000)
+    )
+
+    # THEN exactly one added it, and it counts once
+    (wins,) = split(outcomes)
+    assert sorted(o.value for o in wins) == [False] * (n - 1) + [True]
+    assert store.get_counters(list(batch)) == batch
+
+
 def test_concurrent_put_idempotency_of_one_key_has_one_winner(store: Store, stores_for: StoresFor) -> None:
     # GIVEN 16 retries of one POST with the same Idempotency-Key
     n = 16

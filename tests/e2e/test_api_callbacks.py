@@ -292,3 +292,60 @@ def test_a_large_result_for_a_large_task_is_kept(api: Api) -> None:
     assert reply.ok()["status"] == "COMPLETED"
     assert api.get(f"/api/task/{task_id}", token=owner).ok()["result"] == result
     assert api.server(server_id)["activeTasks"] == 0
+
+
+# A callback token's progress report is written without reading the task first (one request in
+# AWS); a failed write then reads the task to give the same answers as a report that read it.
+
+
+def test_progress_with_an_older_attempts_token_is_409_and_changes_nothing(api: Api) -> None:
+    task_id, server_id, _ = api.processing_task()
+    first = api.callback(server_id, task_id, attempt=1)
+    api.end_attempt(task_id)
+    api.start_processing(task_id, server_id)
+    before = api.task(task_id)
+
+    api.put(f"/api/task/{task_id}", json={"progress": 40}, token=first).error(409, mentions="attempt 1")
+
+    assert api.task(task_id) == before
+
+
+def test_progress_after_completion_is_409_naming_the_state(api: Api) -> None:
+    task_id, server_id, _ = api.processing_task()
+    token = api.callback(server_id, task_id, attempt=1)
+    api.put(f"/api/task/{task_id}", json=EXAMPLE_COMPLETED, token=token).ok()
+
+    api.put(f"/api/task/{task_id}", json={"progress": 99, "status": "PROCESSING"}, token=token).error(
+        409, mentions="COMPLETED"
+    )
+
+    assert api.task(task_id)["progress"] == 100
+
+
+def test_progress_on_a_requeued_task_is_409(api: Api) -> None:
+    task_id, server_id, _ = api.processing_task()
+    token = api.callback(server_id, task_id, attempt=1)
+    api.end_attempt(task_id)  # back in the queue, PENDING
+
+    api.put(f"/api/task/{task_id}", json={"progress": 10}, token=token).error(409, mentions="PENDING")
+
+    assert api.task(task_id)["status"] == "PENDING"
+
+
+def test_progress_for_an_unknown_task_with_its_callback_token_is_404(api: Api) -> None:
+    _, server_id, _ = api.processing_task()
+    token = api.callback(server_id, "task_gone123", attempt=1)
+
+    api.put("/api/task/task_gone123", json={"progress": 10}, token=token).error(
+        404, "Not found", details="Task not found: task_gone123"
+    )
+
+
+def test_progress_with_a_callback_token_moves_progress_and_keeps_it_processing(api: Api) -> None:
+    task_id, server_id, _ = api.processing_task()
+    token = api.callback(server_id, task_id, attempt=1)
+
+    reply = api.put(f"/api/task/{task_id}", json={"progress": 70, "message": "encoding"}, token=token).ok()
+
+    assert (reply["status"], reply["progress"], reply["serverId"]) == ("PROCESSING", 70, server_id)
+    assert api.task(task_id)["progress"] == 70

@@ -134,7 +134,7 @@ def test_health_ignores_a_bad_token(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/nope"), ("GET", "/api/tasks"), ("POST", "/api/task/x/y/z"), ("GET", "/api/servers/x/y")],
+    [("GET", "/nope"), ("GET", "/api/taskz"), ("POST", "/api/task/x/y/z"), ("GET", "/api/servers/x/y")],
 )
 def test_an_unknown_route_is_404_in_the_error_shape(api: Api, method: str, path: str) -> None:
     api.request(method, path, token=api.admin).error(404, "Not found")

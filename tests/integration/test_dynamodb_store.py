@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
 EXPIRES_S = NOW // 1000 + 7 * 86_400
-GSI_ATTRIBUTES = ("GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "expiresAt")
+GSI_ATTRIBUTES = ("GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "GSI4PK", "GSI4SK", "expiresAt")
 _ids = itertools.count(1)
 
 
@@ -152,7 +152,7 @@ def test_the_table_is_built_from_the_template_with_its_indexes_ttl_and_stream(
 ) -> None:
     description = client.describe_table(TableName=table)["Table"]
     indexes = {i["IndexName"]: i for i in description.get("GlobalSecondaryIndexes", [])}
-    assert sorted(indexes) == ["ByOwner", "ByServer", "ByStatus"]
+    assert sorted(indexes) == ["ByOwner", "ByRecent", "ByServer", "ByStatus"]
     assert {i["Projection"]["ProjectionType"] for i in indexes.values()} == {"ALL"}
     assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     assert description["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
@@ -178,6 +178,8 @@ def test_a_pending_task_is_in_the_owner_and_pending_indexes_only(
         "GSI1SK": f"{NOW:013d}#{task.id}",
         "GSI2PK": "PENDING",
         "GSI2SK": f"03#{NOW + 5:013d}#{task.id}",
+        "GSI4PK": "RECENT#PENDING",
+        "GSI4SK": f"{NOW:013d}#{task.id}",
     }
     # AND its fields are stored as they are, expires_at included (only finished tasks expire)
     assert store.get_task(task.id) == task
@@ -231,10 +233,12 @@ def test_a_finished_task_leaves_the_state_indexes_and_expires(
     # WHEN it completes with an expiry
     store.release_task(claimed, COMPLETED)
 
-    # THEN only the owner index keeps it, and TTL will drop it at expires_at
+    # THEN only the owner index and its new status's listing keep it; TTL drops it at expires_at
     assert index_keys(client, table, task.id) == {
         "GSI1PK": "OWNER#alice",
         "GSI1SK": f"{NOW:013d}#{task.id}",
+        "GSI4PK": "RECENT#COMPLETED",
+        "GSI4SK": f"{NOW:013d}#{task.id}",
         "expiresAt": str(EXPIRES_S),
     }
 
@@ -259,6 +263,8 @@ def test_a_retried_task_rejoins_the_pending_index_and_stops_expiring(
         "GSI1SK": f"{NOW:013d}#{task.id}",
         "GSI2PK": "PENDING",
         "GSI2SK": f"03#{NOW + 99:013d}#{task.id}",
+        "GSI4PK": "RECENT#PENDING",
+        "GSI4SK": f"{NOW:013d}#{task.id}",
     }
     assert [t.id for t in store.pending_tasks(10, priority=7)] == [task.id]
 
@@ -605,3 +611,46 @@ def test_a_small_result_stays_on_the_task_item(
     item = client.get_item(TableName=table, Key={"PK": {"S": f"TASK#{task.id}"}, "SK": {"S": "TASK"}})["Item"]
     assert item["result"] == {"S": '{"ok":1.5}'}
     assert "outcome_ref" not in item
+
+
+# -- listing: queries only, bounded ------------------------------------------------------
+
+
+def test_listing_every_status_is_six_bounded_queries(store: DynamoStore, calls: list[str]) -> None:
+    # GIVEN tasks in three statuses
+    for i, status in enumerate([TaskStatus.PENDING, TaskStatus.COMPLETED, TaskStatus.FAILED] * 3):
+        store.put_task(make_task(status=status, created_at=NOW + i))
+    calls.clear()
+
+    # WHEN the newest four are listed
+    page = store.list_tasks(4)
+
+    # THEN one Query per status partition was sent, and nothing scanned
+    assert calls == ["Query"] * len(TaskStatus)
+    assert [t.created_at for t in page.tasks] == [NOW + 8, NOW + 7, NOW + 6, NOW + 5]
+    assert page.after == f"{NOW + 5:013d}#{page.tasks[-1].id}"
+
+
+def test_an_owners_filtered_listing_reads_at_most_its_budget_per_call(
+    store: DynamoStore, calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an owner with many tasks of which only the oldest two FAILED, and a small read budget
+    monkeypatch.setattr("core.storage.dynamodb._FILTERED_READ_BUDGET", 4)
+    for i in range(12):
+        status = TaskStatus.FAILED if i < 2 else TaskStatus.COMPLETED
+        store.put_task(make_task(owner="erin", status=status, created_at=NOW + i))
+    calls.clear()
+
+    # WHEN the owner's FAILED tasks are asked for
+    first = store.list_tasks(5, owner="erin", status=TaskStatus.FAILED)
+
+    # THEN the first call stops after its budget with none found, but a position to go on from
+    assert first.tasks == [] and first.after is not None
+    assert calls == ["Query"]
+    # AND following the positions finds both, oldest last, and then ends
+    found, before = [], first.after
+    while before is not None:
+        page = store.list_tasks(5, owner="erin", status=TaskStatus.FAILED, before=before)
+        found += [t.created_at for t in page.tasks]
+        before = page.after
+    assert found == [NOW + 1, NOW]

@@ -164,6 +164,83 @@ def test_a_task_delivered_six_times_is_sent_to_the_backend_once(
     assert server is not None and server.active_tasks == 0
 
 
+def sent_messages(aws: SimpleNamespace) -> list[dict[str, Any]]:
+    """The bodies waiting on the queue (received, so they are not seen twice)."""
+    got = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"]) for m in got]
+
+
+def dispatch_counting(event: dict[str, Any]) -> tuple[list[dict[str, str]], list[tuple[str, bool]]]:
+    """Dispatch in a fresh container, with (operation, names a task key) for each DynamoDB
+    call its client made."""
+    seen: list[tuple[str, bool]] = []
+
+    def before_parameter_build(model: Any, params: dict[str, Any], **_: Any) -> None:
+        keys = json.dumps(params.get("ExpressionAttributeValues", {})) + json.dumps(params.get("Key", {}))
+        seen.append((model.name, "TASK#" in keys))
+
+    module = lambda_module("dispatcher")
+    module.context().store._client.meta.events.register(
+        "before-parameter-build.dynamodb", before_parameter_build
+    )
+    failures: list[dict[str, str]] = module.handler(event, lambda_context())["batchItemFailures"]
+    return failures, seen
+
+
+def test_the_create_message_carries_the_task_and_dispatch_does_not_read_it(
+    aws: SimpleNamespace, backend: Backend
+) -> None:
+    # GIVEN a task created through the tasks Lambda
+    register(backend)
+    task_id = create_task()
+    (message,) = [m for m in sent_messages(aws) if "taskId" in m]
+    # THEN its message carries the task as written
+    assert message["taskId"] == task_id and message["task"]["id"] == task_id
+    assert message["task"]["status"] == "PENDING"
+    # WHEN the dispatcher gets it
+    failures, calls = dispatch_counting(sqs_event(json.dumps(message)))
+    assert failures == []
+    # THEN the backend got it once, and the task was claimed without being read first
+    assert backend.received(task_id) == 1
+    assert status(aws, task_id) is TaskStatus.COMPLETED
+    assert "TransactWriteItems" in [name for name, _ in calls]
+    assert [name for name, task in calls if task and name in ("Query", "GetItem")] == []
+
+
+def test_a_stale_snapshot_does_not_dispatch_a_cancelled_task(aws: SimpleNamespace, backend: Backend) -> None:
+    # GIVEN a task's creation message, and the task cancelled before the message is handled
+    register(backend)
+    task_id = create_task()
+    (message,) = [m for m in sent_messages(aws) if "taskId" in m]
+    task = aws.store.get_task(task_id)
+    aws.store.update_task(
+        task_id, {"status": TaskStatus.CANCELLED, "updated_at": now_ms()}, from_status={TaskStatus.PENDING}
+    )
+    # WHEN the message, whose snapshot still says PENDING, is handled
+    assert dispatch(sqs_event(json.dumps(message))) == []
+    # THEN the claim's condition refused it: nothing was sent, no slot taken
+    assert task is not None and message["task"]["status"] == "PENDING"
+    assert status(aws, task_id) is TaskStatus.CANCELLED
+    assert backend.received(task_id) == 0
+    server = aws.store.get_server(backend.server_id)
+    assert server is not None and server.active_tasks == 0
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [{"id": "task_other", "status": "PENDING"}, {"status": 7}, "not an object", {"id": None}],
+    ids=["another task", "wrong types", "not an object", "incomplete"],
+)
+def test_a_bad_snapshot_is_ignored_and_the_task_read(
+    aws: SimpleNamespace, backend: Backend, snapshot: Any
+) -> None:
+    register(backend)
+    task_id = create_task()
+    assert dispatch(sqs_event(json.dumps({"taskId": task_id, "task": snapshot}))) == []
+    assert backend.received(task_id) == 1
+    assert status(aws, task_id) is TaskStatus.COMPLETED
+
+
 def test_a_record_that_is_not_json_is_the_only_failure(aws: SimpleNamespace, backend: Backend) -> None:
     register(backend)
     task_id = create_task()

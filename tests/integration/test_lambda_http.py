@@ -73,7 +73,13 @@ def test_create_task_event_stores_the_task_and_enqueues_it(aws: SimpleNamespace)
     assert body["status"] == "PENDING"
     assert headers["content-type"] == "application/json"
     messages = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10)["Messages"]
-    assert [json.loads(m["Body"]) for m in messages] == [{"taskId": body["id"]}]
+    (message,) = [json.loads(m["Body"]) for m in messages]
+    # the task as written travels with it, so the dispatcher need not read it
+    assert (message["taskId"], message["task"]["id"], message["task"]["status"]) == (
+        body["id"],
+        body["id"],
+        "PENDING",
+    )
 
     get = load_event("api-get-task.json", user())
     get["rawPath"] = get["requestContext"]["http"]["path"] = f"/api/task/{body['id']}"
@@ -141,3 +147,28 @@ def test_unexpected_errors_are_a_generic_500_with_a_request_id(
     assert status == 500
     assert body == {"error": "Internal server error", "details": "An unexpected error occurred"}
     assert headers.get("x-request-id")
+
+
+def test_list_tasks_event_lists_the_users_own_tasks(aws: SimpleNamespace) -> None:
+    # GIVEN a task of alice and one of bob
+    tasks = handler_module("tasks")
+    _, mine, _ = invoke(tasks, load_event("api-create-task.json", user("alice")))
+    invoke(tasks, load_event("api-create-task.json", user("bob")))
+
+    # WHEN alice lists her PENDING tasks
+    status, body, _ = invoke(tasks, load_event("api-list-tasks.json", user("alice")))
+
+    # THEN only hers comes, as a summary, and there is no next page
+    assert status == 200, body
+    assert [t["id"] for t in body["tasks"]] == [mine["id"]]
+    assert body["nextCursor"] is None and "payload" not in body["tasks"][0]
+
+
+def test_dashboard_event_is_the_page_with_its_security_policy(aws: SimpleNamespace) -> None:
+    response = handler_module("docs").handler(load_event("api-dashboard.json"), lambda_context())
+    assert response["statusCode"] == 200
+    headers = {name.lower(): value for name, value in response["headers"].items()}
+    assert headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert not response["isBase64Encoded"]
+    assert 'src="dashboard/assets/app.js"' in response["body"]

@@ -126,7 +126,7 @@ def test_every_operation_has_a_tag_a_200_schema_and_its_errors(spec: dict[str, A
             assert operation["security"] == [{"bearerAuth": []}], where
             assert {401, 429, 503} <= statuses, where
         else:
-            assert path in ("/health", "/docs", "/openapi.json"), where
+            assert path in ("/health", "/docs", "/openapi.json", "/dashboard"), where
             assert not {401, 403, 429} & statuses, where
         if "requestBody" in operation:
             assert {400, 413} <= statuses, where
@@ -138,7 +138,8 @@ def test_every_operation_has_a_tag_a_200_schema_and_its_errors(spec: dict[str, A
 
 def test_public_routes_are_exactly_the_ones_design_names(spec: dict[str, Any]) -> None:
     public = {(method, path) for method, path, operation in operations(spec) if operation["security"] == []}
-    assert public == {("GET", "/health"), ("GET", "/docs"), ("GET", "/openapi.json")}
+    # The dashboard page holds no data: its script calls the API with the operator's token.
+    assert public == {("GET", "/health"), ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/dashboard")}
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
@@ -285,6 +286,7 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
     assert call("GET", "/health", token=None)["status"] == "healthy"
     call("GET", "/openapi.json", token=None)
     assert "swagger-ui" in call("GET", "/docs", token=None)
+    assert "dashboard/assets/app.js" in call("GET", "/dashboard", token=None)
 
     # Servers. The endpoints are never called: no dispatcher or health check runs here.
     dead = "http://127.0.0.1:9"
@@ -330,6 +332,15 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
     assert done["status"] == "COMPLETED" and "completedAt" in done
     call("PUT", "/api/task/{id}", id=task_id, json=EXAMPLE_COMPLETED, expect=409)  # finished
     call("POST", "/api/task", json=task, token="admin")
+    listed_tasks = call("GET", "/api/tasks?limit=1")
+    assert len(listed_tasks["tasks"]) == 1 and listed_tasks["nextCursor"]
+    call("GET", "/api/tasks?status=COMPLETED&limit=200&cursor=" + listed_tasks["nextCursor"], token="user")
+    call("GET", "/api/tasks?limit=201", expect=400)
+    call("GET", "/api/tasks?status=DONE", expect=400)
+    call("GET", "/api/tasks?cursor=bm90IGEgY3Vyc29y", expect=400)
+    call("GET", "/api/tasks", token=None, expect=401)
+    queue = call("GET", "/api/stats/queue", token="user")
+    assert queue["pending"] == 1 and queue["pendingByPriority"] == [{"priority": 1, "count": 1}]
     waited = call("POST", "/api/task", json={**task, "async": False}, token="user")
     assert waited["status"] == "PENDING" and waited["type"] == task["type"]  # a TaskView
 
