@@ -42,8 +42,6 @@ def test_kill_9_with_tasks_in_flight_loses_none_and_sends_no_attempt_twice(
     try:
         gateway.start()
         capability = unique("crash")
-        for backend in backends:
-            register(gateway.api, backend, capability, slots, API_KEY)
         owner = new_owner(gateway.api)
         bodies = [
             {
@@ -56,8 +54,11 @@ def test_kill_9_with_tasks_in_flight_loses_none_and_sends_no_attempt_twice(
             for n in range(scale.crash_tasks)
         ]
 
-        # GIVEN every task accepted, and the gateway part-way through them
+        # GIVEN every task accepted (no server can take them yet: all are in flight), then
+        # the backends registered and the gateway part-way through the tasks
         task_ids = submit_all(gateway.api, owner, bodies)
+        for backend in backends:
+            register(gateway.api, backend, capability, slots, API_KEY)
         sample = task_ids[::10]  # reading all of them would take longer than the run
         eventually(
             lambda: status_counts(gateway.store, sample),
