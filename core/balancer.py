@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
+from core.fleet_index import CapableGroup, has_free_slot
 from core.models import Server, ServerStatus, Task
 
 ALGORITHMS: tuple[str, ...] = (
@@ -79,6 +80,58 @@ def order(
     if avoid is not None:
         ordered = [s for s in ordered if s.id != avoid] + [s for s in ordered if s.id == avoid]
     return ordered
+
+
+# The first server to try, from an indexed group (core/fleet_index.py): what `order(...)[0]`
+# would be over the group's candidates, without looking at every server.
+WEIGHTED_WALK = 64  # cycle slots tried past the counter's before giving up on the fast path
+
+
+def first_choice(
+    algorithm: str, group: CapableGroup, *, sequence: Callable[[], int], rng: random.Random
+) -> Server | None:
+    """The server `order` would put first among `group`'s candidates; None if there is none,
+    or (weighted-round-robin, rarely) if the caller should compute the full `order` instead.
+
+    The same as `order(...)[0]` for every algorithm when every capable server has a free slot.
+    With full servers: round-robin, random and p2c draw over the candidates exactly as `order`
+    does; least-connections and response-time are exact; weighted-round-robin keeps the cycle
+    of all capable servers and gives a full server's turn to the next in the cycle (`order`
+    makes a new cycle of the candidates), so the weights hold over time either way.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown load-balancing algorithm: {algorithm!r}")
+    count = group.candidate_count
+    if count == 0:
+        return None
+    if count == 1:
+        return group.candidate(0)
+    if algorithm == "round-robin":
+        return group.candidate((sequence() - 1) % count)
+    if algorithm == "least-connections":
+        return group.least(_least_connections_key)
+    if algorithm == "response-time":
+        return group.least(_response_time_key)
+    if algorithm == "random":
+        return group.candidate(rng.randrange(count))
+    if algorithm == "p2c":
+        i, j = rng.randrange(count), rng.randrange(count - 1)  # two distinct, as rng.sample
+        return min(group.candidate(i), group.candidate(j + (j >= i)), key=_lightness)
+    plan = group.plan = group.plan or _weights_plan(group.servers)
+    n = sequence()
+    for step in range(min(WEIGHTED_WALK, plan.ends[-1])):
+        server = group.servers[_pick(plan, (n - 1 + step) % plan.ends[-1])]
+        if has_free_slot(server):
+            return server
+    return None
+
+
+def _least_connections_key(server: Server) -> tuple[int, float, str]:
+    return (server.active_tasks, _load(server), server.id)
+
+
+def _response_time_key(server: Server) -> tuple[int, int, str]:
+    return (_latency(server), server.active_tasks, server.id)
 
 
 def next_ewma(previous: int | None, observed_ms: int) -> int:
@@ -171,13 +224,21 @@ class _Plan(NamedTuple):
 
 def _weighted(candidates: Sequence[Server], n: int) -> list[Server]:
     # Keyed by the fleet as given: the store lists servers in a stable order, so it repeats.
-    plan = _plan(tuple([(s.id, s.priority if s.priority > 0 else 1) for s in candidates]))
-    slot = (n - 1) % plan.ends[-1]
-    block = bisect.bisect_right(plan.ends, slot)
-    pick = plan.groups[plan.blocks[block]][slot - (plan.ends[block - 1] if block else 0)]
+    plan = _weights_plan(candidates)
+    pick = _pick(plan, (n - 1) % plan.ends[-1])
     ordered = [candidates[i] for i in plan.ring]
     ordered.insert(0, ordered.pop(plan.rank[pick]))
     return ordered
+
+
+def _weights_plan(servers: Sequence[Server]) -> _Plan:
+    return _plan(tuple([(s.id, s.priority if s.priority > 0 else 1) for s in servers]))
+
+
+def _pick(plan: _Plan, slot: int) -> int:
+    """The index (into the servers the plan was made for) that owns `slot` of the cycle."""
+    block = bisect.bisect_right(plan.ends, slot)
+    return plan.groups[plan.blocks[block]][slot - (plan.ends[block - 1] if block else 0)]
 
 
 @functools.lru_cache(maxsize=64)

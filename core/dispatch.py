@@ -9,8 +9,10 @@ claim is a conditional write that only one caller wins.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,28 +87,22 @@ def assign(ctx: Context, task: Task | str, attempt: Attempt | None = None) -> De
     # its backoff.
     if task.not_before > now and not (attempt and attempt.busy):
         return Waiting("backing off after a failed attempt", not_before=task.not_before)
-    fleet = ctx.fleet.servers()
     busy = attempt.busy if attempt else set()
-    candidates = [s for s in balancer.candidates(fleet, task) if s.id not in busy]
-    if not candidates and ctx.fleet.age_ms() > 0:
+    order = _order(ctx, task, busy)
+    first = next(order, None)
+    if first is None and ctx.fleet.age_ms() > 0:
         # Before making the task wait, look at the fleet as it is now: the view may predate
         # a slot freed elsewhere.
         ctx.fleet.invalidate()
-        fleet = ctx.fleet.servers()
-        candidates = [s for s in balancer.candidates(fleet, task) if s.id not in busy]
-    if not candidates:
+        order = _order(ctx, task, busy)
+        first = next(order, None)
+    if first is None:
         if busy:
             return Waiting("every capable server answered busy", not_before=now + ctx.config.busy_retry_ms)
+        fleet = ctx.fleet.servers()
         full = not any(s.free_slots and s.status is ServerStatus.ONLINE for s in fleet)
         return Waiting(balancer.why_waiting(fleet, task), fleet_full=full)
-    order = balancer.order(
-        algorithm(ctx),
-        candidates,
-        sequence=lambda: ctx.store.next_in_sequence(ROUND_ROBIN_SEQUENCE),
-        rng=_rng,
-        avoid=task.previous_server_id,
-    )
-    for server in order:
+    for server in itertools.chain([first], order):
         try:
             claimed = ctx.store.claim_task(task, _claim_changes(ctx, task, server, now))
         except NoCapacityError:
@@ -119,6 +115,18 @@ def assign(ctx: Context, task: Task | str, attempt: Attempt | None = None) -> De
         ctx.events.publish(claimed, TaskStatus.PENDING)
         return Assignment(claimed, server, _request(ctx, claimed, server, now))
     return Waiting("every capable server filled up meanwhile", not_before=now + ctx.config.busy_retry_ms)
+
+
+def _order(ctx: Context, task: Task, busy: set[str]) -> Iterator[Server]:
+    """The servers to try, best first (lazily: usually only the first is needed)."""
+    return ctx.fleet.order(
+        task,
+        algorithm(ctx),
+        sequence=lambda: ctx.store.next_in_sequence(ROUND_ROBIN_SEQUENCE),
+        rng=_rng,
+        avoid=task.previous_server_id,
+        exclude=busy,
+    )
 
 
 def _claim_changes(ctx: Context, task: Task, server: Server, now: int) -> dict[str, Any]:

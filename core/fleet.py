@@ -4,17 +4,24 @@ Reading every server for every dispatch would cost a query per task; the view is
 at most every `ttl_ms` and kept current by this process's own claims and releases. It may be
 stale: claims are conditional writes, so a stale view costs a lost race (the next candidate is
 tried), never an overbooked server.
+
+`order` is the dispatch decision: the capable servers of each capability requirement are
+indexed (core/fleet_index.py) when first asked for after a refresh, so the first server to try
+comes in O(log n); the full order of the rest is only computed if that server's claim fails.
 """
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import msgspec
 
-from core.models import Server
+from core import balancer
+from core.fleet_index import CapableGroup
+from core.models import Server, ServerStatus, Task
 from core.storage import Store
 
 
@@ -27,14 +34,65 @@ class FleetView:
         self._servers: dict[str, Server] = {}
         self._loaded_at: int | None = None
         self._settings: dict[str, tuple[int, Any]] = {}
+        # Capable servers by capability requirement (the task's sorted capabilities).
+        self._groups: dict[tuple[str, ...], CapableGroup] = {}
 
     def servers(self) -> list[Server]:
         with self._lock:
-            now = self._clock()
-            if self._loaded_at is None or now - self._loaded_at >= self._ttl_ms:
-                self._servers = {s.id: s for s in self._store.list_servers()}
-                self._loaded_at = now
+            self._refresh()
             return list(self._servers.values())
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        if self._loaded_at is None or now - self._loaded_at >= self._ttl_ms:
+            self._servers = {s.id: s for s in self._store.list_servers()}
+            self._groups = {}
+            self._loaded_at = now
+
+    def order(
+        self,
+        task: Task,
+        algorithm: str,
+        *,
+        sequence: Callable[[], int],
+        rng: random.Random,
+        avoid: str | None = None,
+        exclude: Collection[str] = (),
+    ) -> Iterator[Server]:
+        """The servers to try for `task`, in `balancer.order`'s order (see
+        `balancer.first_choice`), leaving out `exclude`; lazily: the first costs O(log n)."""
+        drawn: list[int] = []
+
+        def once() -> int:  # the shared counter is a store write: draw it at most once
+            if not drawn:
+                drawn.append(sequence())
+            return drawn[0]
+
+        with self._lock:
+            self._refresh()
+            group = self._group(task.capabilities)
+            first = balancer.first_choice(algorithm, group, sequence=once, rng=rng)
+        if first is not None and first.id != avoid and first.id not in exclude:
+            yield first
+            exclude = {*exclude, first.id}
+        elif first is None and not drawn:
+            return  # no candidate at all
+        rest = [s for s in balancer.candidates(self.servers(), task) if s.id not in exclude]
+        yield from balancer.order(algorithm, rest, sequence=once, rng=rng, avoid=avoid)
+
+    def _group(self, capabilities: list[str]) -> CapableGroup:
+        key = tuple(capabilities)
+        group = self._groups.get(key)
+        if group is None:
+            wanted = frozenset(capabilities)
+            group = self._groups[key] = CapableGroup(
+                [
+                    s
+                    for s in self._servers.values()
+                    if s.status is ServerStatus.ONLINE and wanted.issubset(s.capabilities)
+                ]
+            )
+        return group
 
     def get(self, server_id: str) -> Server | None:
         self.servers()
@@ -65,4 +123,9 @@ class FleetView:
             server = self._servers.get(server_id)
             if server is not None:
                 active = max(0, server.active_tasks + delta)
-                self._servers[server_id] = msgspec.structs.replace(server, active_tasks=active, **values)
+                server = self._servers[server_id] = msgspec.structs.replace(
+                    server, active_tasks=active, **values
+                )
+                for group in self._groups.values():
+                    if server_id in group.position:
+                        group.update(server)

@@ -37,11 +37,13 @@ What is counted, all in UTC:
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import functools
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -80,7 +82,12 @@ def _utc(ms: int) -> datetime:
 
 
 def hour_key(ms: int) -> str:
-    at = _utc(ms)
+    return _hour_key(ms // 3_600_000)
+
+
+@functools.lru_cache(maxsize=64)
+def _hour_key(hour: int) -> str:
+    at = _utc(hour * 3_600_000)
     return f"hour:{at.date().isoformat()}T{at.hour:02d}"
 
 
@@ -183,22 +190,71 @@ class Histogram:
 
 
 class Recorder:
-    """One machine: the `LocalEvents` listener that counts every task write as it happens,
-    and this process's dispatch latency (time from entering PENDING to PROCESSING). It never
-    fails the write it observes: a lost count is logged."""
+    """The `LocalEvents` listener that counts every task write as it happens, and this
+    process's dispatch latency (time from entering PENDING to PROCESSING). It never fails the
+    write it observes: a lost count is logged.
 
-    def __init__(self, ctx: Context) -> None:
+    With `batch_s` (one machine), counts made inside a running event loop are merged and
+    written `batch_s` later, one write per key, instead of two or three writes per task: at a
+    few hundred tasks a second that is most of the store's write load. Every read of the
+    counters calls `flush` first (see `_counters`), so a reader in this process never sees
+    them late; a crash loses at most `batch_s` of counts, never a task.
+    """
+
+    def __init__(self, ctx: Context, *, batch_s: float | None = None) -> None:
         self.ctx = ctx
         self.dispatch_latency = Histogram(LATENCY_BUCKETS_S)
+        self.batch_s = batch_s
+        self._pending: Increments = {}
+        self._flush_scheduled = False
+        self._lock = threading.Lock()
 
     def __call__(self, task: Task, previous: TaskStatus | None) -> None:
         if previous is TaskStatus.PENDING and task.status is TaskStatus.PROCESSING:
             started = task.started_at if task.started_at is not None else task.updated_at
             self.dispatch_latency.observe(max(0, started - task.queued_at) / 1000)
+        found = increments(task, previous)
+        if not found:
+            return
+        loop = _running_loop() if self.batch_s is not None else None
+        if loop is None:
+            self._write(found)
+            return
+        with self._lock:
+            self._pending = merge([self._pending, found])
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        loop.call_later(self.batch_s or 0, self.flush)
+
+    def flush(self) -> None:
+        """Write the counts held back so far."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._flush_scheduled = False
+        if pending:
+            self._write(pending)
+
+    def _write(self, found: Increments) -> None:
         try:
-            record(self.ctx.store, task, previous, expiry_s(self.ctx.now()))
+            apply(self.ctx.store, found, expires_at=expiry_s(self.ctx.now()))
         except Exception:
-            log.exception("task statistics not counted", extra={"task_id": task.id})
+            log.exception("task statistics not counted: %s", found)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _counters(ctx: Context, keys: Collection[str]) -> dict[str, dict[str, int]]:
+    """The counters, after this process's held-back counts are written."""
+    found = recorder(ctx)
+    if found is not None:
+        found.flush()
+    return ctx.store.get_counters(keys)
 
 
 def recorder(ctx: Context) -> Recorder | None:
@@ -257,7 +313,7 @@ def task_stats(ctx: Context, principal: Principal, date_text: str | None) -> dic
     day = parse_day(date_text, ctx.now())
     servers = ctx.store.list_servers()
     hours = hour_keys(day)
-    found = ctx.store.get_counters([*hours, *(server_key(day, s.id) for s in servers)])
+    found = _counters(ctx, [*hours, *(server_key(day, s.id) for s in servers)])
     by_hour = [found.get(key, {}) for key in hours]
     total = _sum(by_hour)
     ranked = [_server_view(s.id, found.get(server_key(day, s.id), {})) for s in servers]
@@ -286,7 +342,7 @@ def hourly_report(ctx: Context, principal: Principal, date_text: str | None) -> 
     auth.require_any(principal, auth.USER, auth.ADMIN)
     day = parse_day(date_text, ctx.now())
     hours = hour_keys(day)
-    found = ctx.store.get_counters(hours)
+    found = _counters(ctx, hours)
     report = []
     for hour, key in enumerate(hours):
         counts = found.get(key, {})
@@ -306,7 +362,7 @@ def server_stats(ctx: Context, principal: Principal, server_id: str, date_text: 
     auth.require_any(principal, auth.USER, auth.ADMIN)
     day = parse_day(date_text, ctx.now())
     tasks_key, health = server_key(day, server_id), health_key(day, server_id)
-    found = ctx.store.get_counters([tasks_key, health])
+    found = _counters(ctx, [tasks_key, health])
     if not found and ctx.store.get_server(server_id) is None:
         raise NotFoundError(f"Server not found: {server_id}")
     observed = found.get(health, {})
@@ -359,7 +415,7 @@ class Gauges:
 
 def gauges(ctx: Context) -> Gauges:
     servers = ctx.store.list_servers()
-    today = _sum(ctx.store.get_counters(hour_keys(_utc(ctx.now()).date())).values())
+    today = _sum(_counters(ctx, hour_keys(_utc(ctx.now()).date())).values())
     return Gauges(
         pending=ctx.store.count_pending(),
         processing=sum(s.active_tasks for s in servers),

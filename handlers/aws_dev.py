@@ -269,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         from core.aws import build_context
         from handlers import stats_stream, sweeper
         from handlers._http import create_app
+        from handlers.cli import uvicorn_logging
         from handlers.local import ROUTES
 
         ctx = build_context()
@@ -317,7 +318,13 @@ def run(args: argparse.Namespace) -> int:
         for quiet in ("httpx", "botocore", "urllib3"):
             logging.getLogger(quiet).setLevel(logging.WARNING)
         try:
-            uvicorn.run(create_app(ROUTES, ctx), host=args.host, port=args.port, log_level="info")
+            uvicorn.run(
+                create_app(ROUTES, ctx),
+                host=args.host,
+                port=args.port,
+                log_level="info",
+                log_config=uvicorn_logging(),
+            )
         finally:
             # Let invocations in flight end while moto still answers their AWS calls.
             stop.set()

@@ -4,8 +4,11 @@ tasks, servers), whose bodies are in taskgate/cli_commands.py."""
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
+import re
 import sys
+from typing import Any
 
 from core import auth
 
@@ -31,8 +34,39 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if dev else "warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info" if dev else "warning",
+        log_config=uvicorn_logging(),
+    )
     return 0
+
+
+class RedactTokens(logging.Filter):
+    """Request lines show `/ws?token=<redacted>`: a WebSocket carries its token in the URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN.sub(r"\1<redacted>", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+_TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+
+
+def uvicorn_logging() -> dict[str, Any]:
+    """uvicorn's logging configuration, with tokens redacted from what it logs of requests."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
+    for handler in config["handlers"].values():  # access lines, and uvicorn's WebSocket lines
+        handler["filters"] = ["redact_tokens"]
+    return config
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -15,11 +15,13 @@ from core.config import Config
 from core.context import Context
 from core.events import LocalEvents
 from core.queue import CallbackQueue
-from core.stats import Recorder
+from core.stats import Recorder, recorder
 from core.storage.sqlite import SqliteStore
-from handlers import docs, metrics, servers, stats, system, tasks
+from core.update_hub import UpdateHub
+from handlers import docs, metrics, servers, stats, system, tasks, updates
 from handlers._http import create_app
 
+COUNTER_BATCH_S = 0.05
 ROUTES = [*tasks.routes, *servers.routes, *stats.routes, *system.routes, *docs.routes, *metrics.routes]
 
 
@@ -40,12 +42,17 @@ def build_context(db_path: str, **overrides: object) -> Context:
     config = Config.from_env(jwt_secret=secret_for(db_path), **overrides)
     events = LocalEvents()
     ctx = Context(store=SqliteStore(db_path), queue=CallbackQueue(), config=config, events=events)
-    events.listeners.append(Recorder(ctx))  # statistics, counted as tasks are written
+    # Statistics, counted as tasks are written; held back 50 ms so a burst costs one write per key.
+    events.listeners.append(Recorder(ctx, batch_s=COUNTER_BATCH_S))
     return ctx
 
 
 def build_app(ctx: Context) -> Starlette:
-    app = create_app(ROUTES, ctx)
+    # /ws is served here only: in AWS the WebSocket API has functions of its own.
+    app = create_app([*ROUTES, *updates.routes], ctx)
+    hub = UpdateHub()
+    ctx.events.listeners.append(hub)  # every task write reaches the connections following it
+    app.state.update_hub = hub
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -58,6 +65,9 @@ def build_app(ctx: Context) -> Starlette:
             yield
         finally:
             await runtime.stop()
+            counting = recorder(ctx)
+            if counting is not None:
+                counting.flush()
             ctx.store.close()
 
     app.router.lifespan_context = lifespan

@@ -11,6 +11,8 @@ on `expiresAt` (epoch seconds). The table is the `Table` resource in template.ya
 | Counters    | COUNTER#<key>     | COUNTER     | one number per counter name; expiresAt        |
 | Rate window | RATE#<key>        | RATE        | hits; expiresAt                               |
 | Idempotency | IDEMPOTENCY#<key> | IDEMPOTENCY | body_hash, task_id; expiresAt                 |
+| Connection  | CONN#<conn>       | CONN        | sub, roles, tasks (string set); expiresAt     |
+| Subscription| SUBS#<task>       | CONN#<conn> | connection_id; expiresAt                      |
 
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
@@ -66,6 +68,19 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new or  | COUNTERBATCH#9f2e#0 |
 |                             |          | expiresAt <= :now,                |                   |
 |                             |          | + up to 99 COUNTER#<key> ADDs     |                   |
+| 20 Open a WebSocket conn.   | table    | CONN#<conn> / CONN                | CONN#R2D2dcQ5oA=  |
+| 21 Get a connection         | table    | CONN#<conn> / CONN, consistent    | CONN#R2D2dcQ5oA=  |
+| 22 Subscribe to a task      | table    | CONN#<conn>: ADD tasks if open    | CONN#R2D2dcQ5oA=, |
+|                             |          | and size(tasks) < max; then put   | SUBS#t-1 /        |
+|                             |          | SUBS#<task> / CONN#<conn>         | CONN#R2D2dcQ5oA=  |
+| 23 Unsubscribe, end one     | table    | delete SUBS#<task> / CONN#<conn>; | SUBS#t-1          |
+|                             |          | CONN#<conn>: DELETE tasks if open |                   |
+| 24 Subscribers of a task    | table    | PK = SUBS#<task>, consistent      | SUBS#t-1          |
+| 25 Close a connection       | table    | delete CONN#<conn> (ALL_OLD), then| CONN#R2D2dcQ5oA=  |
+|                             |          | BatchWrite delete its SUBS items  |                   |
+
+Patterns 20-25 are core.storage.dynamodb_connections (AWS only; one machine follows tasks in
+memory). A task's stream records carry its changes to the WebSocket notifier.
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
 a failed condition becomes StaleWriteError or NoCapacityError.
@@ -185,6 +200,11 @@ class DynamoStore(Store):
         """`client` is created once per process when not given (Lambda reuses it)."""
         self.table_name = table_name
         self._client = client or boto3.client("dynamodb", config=_CLIENT_CONFIG)
+
+    @property
+    def client(self) -> DynamoDBClient:
+        """The one client, for other adapters on the same table (WebSocket connections)."""
+        return self._client
 
     # -- tasks ---------------------------------------------------------------------------
 

@@ -129,6 +129,18 @@ def idempotency_key(idempotency: str) -> Item:
     return key(f"IDEMPOTENCY#{idempotency}", "IDEMPOTENCY")
 
 
+def connection_key(connection_id: str) -> Item:
+    return key(f"CONN#{connection_id}", "CONN")
+
+
+def subscription_key(task_id: str, connection_id: str) -> Item:
+    return key(f"SUBS#{task_id}", f"CONN#{connection_id}")
+
+
+def subscriptions_partition(task_id: str) -> str:
+    return f"SUBS#{task_id}"
+
+
 def counters_name(item: Item) -> str:
     return item["PK"]["S"].removeprefix("COUNTER#")
 
@@ -259,6 +271,56 @@ def server_to_item(server: Server) -> Item:
 
 def server_from_item(item: Item) -> Server:
     return _fields_from_item(Server, item)
+
+
+# -- WebSocket connections -------------------------------------------------------------------
+
+
+class Connection(msgspec.Struct, kw_only=True):
+    """An API Gateway WebSocket connection: who opened it, and the tasks it follows (so that
+    closing it finds their subscription items without a query)."""
+
+    id: str
+    sub: str
+    roles: list[str]
+    server_id: str | None = None
+    connected_at: int
+    expires_at: int
+    tasks: list[str] = []
+
+
+def connection_to_item(connection: Connection) -> Item:
+    item = connection_key(connection.id)
+    item.update(
+        {
+            "sub": to_value(connection.sub),
+            "roles": to_value(connection.roles),
+            "connected_at": to_value(connection.connected_at),
+            TTL: to_value(connection.expires_at),
+        }
+    )
+    if connection.server_id is not None:
+        item["server_id"] = to_value(connection.server_id)
+    return item
+
+
+def connection_from_item(item: Item) -> Connection:
+    return Connection(
+        id=item["PK"]["S"].removeprefix("CONN#"),
+        sub=item["sub"]["S"],
+        roles=from_value(item["roles"]),
+        server_id=item["server_id"]["S"] if "server_id" in item else None,
+        connected_at=int(item["connected_at"]["N"]),
+        expires_at=int(item[TTL]["N"]),
+        tasks=sorted(item["tasks"]["SS"]) if "tasks" in item else [],
+    )
+
+
+def subscription_to_item(task_id: str, connection: Connection) -> Item:
+    item = subscription_key(task_id, connection.id)
+    item["connection_id"] = to_value(connection.id)
+    item[TTL] = to_value(connection.expires_at)
+    return item
 
 
 # -- expressions -----------------------------------------------------------------------------

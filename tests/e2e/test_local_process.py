@@ -84,6 +84,29 @@ def test_readme_curl_example_works_with_the_printed_token(dev: tuple[str, str, P
     assert (task["id"], task["type"], task["priority"]) == (created["id"], "video-processing", 1)
 
 
+def test_the_dev_access_log_never_shows_a_websocket_token(dev: tuple[str, str, Path]) -> None:
+    # GIVEN `taskgate dev` (it logs every request) and a WebSocket opened with ?token=
+    import asyncio
+
+    import websockets
+
+    base, token, db = dev
+    log = db.parent / "dev.log"
+
+    async def subscribe() -> str:
+        async with websockets.connect(f"{base.replace('http', 'ws')}/ws?token={token}") as ws:
+            await ws.send('{"type": "subscribe", "taskId": "task_nope123"}')
+            return str(await ws.recv())
+
+    # WHEN it connects and gets an answer
+    assert "Not found" in asyncio.run(subscribe())
+    # THEN the access log has the request, with the token redacted; the token appears only
+    # where dev printed it for the operator
+    text = log.read_text()
+    assert "/ws?token=<redacted>" in text, text[-2000:]
+    assert text.count(token) == 1
+
+
 def test_token_command_mints_with_the_secret_beside_the_database(dev: tuple[str, str, Path]) -> None:
     base, _, db = dev
     minted = subprocess.run(

@@ -23,6 +23,7 @@ GIVEN servers gpu-a (capability "a") and gpu-b ("b") and this day, 2024-01-06 (U
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -401,3 +402,38 @@ def test_a_task_costs_one_counter_write_created_none_dispatched_two_finished(
     assert len(writes) == 1
     tasks.finish(ctx, running, TaskStatus.COMPLETED, result={})
     assert writes[1:] == ["hour:2024-01-06T07", "server:2024-01-06:gpu-a"]
+
+
+def test_held_back_counts_are_merged_into_one_write_per_key_and_never_read_late(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One machine holds counts back (Recorder batch_s) inside its event loop: many tasks cost
+    one write per key, written by the timer, and a stats read in between sees them all."""
+    when(ctx, "06:00:00")
+    register(ctx, "gpu-a", "a", priority=1, max_concurrent=10)
+    (recorder,) = [found for found in ctx.events.listeners if isinstance(found, stats.Recorder)]
+    recorder.batch_s = 0.05
+    writes: list[str] = []
+    add = ctx.store.add_counters
+
+    def counted(key: str, increments: Mapping[str, int], *, expires_at: int) -> None:
+        writes.append(key)
+        add(key, increments, expires_at=expires_at)
+
+    monkeypatch.setattr(ctx.store, "add_counters", counted)
+    when(ctx, "07:00:00")
+
+    async def scenario() -> None:
+        for _ in range(3):
+            running = start(ctx, create(ctx, "a"), "gpu-a")
+            tasks.finish(ctx, running, TaskStatus.COMPLETED, result={})
+        assert writes == []  # held back
+        report = stats.task_stats(ctx, ADMIN_P, DAY)  # a read flushes first
+        assert report["successfulTasks"] == 3
+        assert sorted(writes) == ["hour:2024-01-06T07", "server:2024-01-06:gpu-a"]
+        create(ctx, "a")
+        await asyncio.sleep(0.2)  # the timer writes what came after the read
+        assert writes[2:] == ["hour:2024-01-06T07"]
+
+    asyncio.run(scenario())
+    assert stats.hourly_report(ctx, ADMIN_P, DAY)["hours"][7]["created"] == 4

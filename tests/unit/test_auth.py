@@ -58,6 +58,44 @@ def test_wrong_secret_is_unauthorized() -> None:
         auth.verify(SECRET, bearer(token))
 
 
+def test_a_cached_token_still_expires() -> None:
+    """Verified tokens are cached; the cache rechecks the time claims at every use."""
+    issued = int(time.time()) - 59  # expires within the next second
+    token = auth.mint(SECRET, sub="alice", roles=["user"], ttl_s=60, now_s=issued)
+    assert auth.verify(SECRET, bearer(token)).sub == "alice"
+    assert auth.verify(SECRET, bearer(token)).sub == "alice"  # from the cache
+    time.sleep(max(0.0, issued + 60 - time.time()) + 0.05)
+    with pytest.raises(UnauthorizedError, match="expired"):
+        auth.verify(SECRET, bearer(token))
+
+
+def test_a_cached_token_is_not_valid_under_another_secret() -> None:
+    token = auth.mint(SECRET, sub="alice", roles=["user"], ttl_s=60)
+    auth.verify(SECRET, bearer(token))
+    with pytest.raises(UnauthorizedError):
+        auth.verify("another-secret-" * 4, bearer(token))
+
+
+def test_a_tampered_copy_of_a_cached_token_is_unauthorized() -> None:
+    token = auth.mint(SECRET, sub="alice", roles=["user"], ttl_s=60)
+    auth.verify(SECRET, bearer(token))
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["roles"] = ["admin"]
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(UnauthorizedError):
+        auth.verify(SECRET, bearer(f"{header}.{forged}.{signature}"))
+
+
+def test_the_token_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "VERIFIED_CACHE_SIZE", 20)
+    tokens = [auth.mint(SECRET, sub=f"u{i}", roles=["user"], ttl_s=60) for i in range(30)]
+    for token in tokens:
+        auth.verify(SECRET, bearer(token))
+    assert len(auth._verified) <= 20
+    assert auth.verify(SECRET, bearer(tokens[0])).sub == "u0"  # dropped, verified again
+
+
 def test_expired_token_is_unauthorized() -> None:
     token = auth.mint(SECRET, sub="a", roles=["user"], ttl_s=60, now_s=time.time() - 120)
     with pytest.raises(UnauthorizedError, match="expired"):
