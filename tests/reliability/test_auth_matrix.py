@@ -60,6 +60,16 @@ def test_the_documented_matrix_covers_every_route_and_caller() -> None:
     assert list(matrix) == [label(route) for route in ROUTES]
 
 
+def test_every_api_route_of_the_app_is_in_the_matrix() -> None:
+    served = {
+        f"{method} {route.path.replace('{id}', ':id')}"
+        for route in APP_ROUTES
+        if route.path.startswith("/api/")  # type: ignore[attr-defined]
+        for method in route.methods - {"HEAD"}  # type: ignore[attr-defined]
+    }
+    assert served == {label(route) for route in ROUTES if route.path.startswith("/api/")}
+
+
 def snapshot(api: Api, *ids: str) -> list[Any]:
     return [api.store.get_task(ids[0]), *(api.store.get_server(i) for i in ids[1:])]
 
@@ -99,6 +109,7 @@ def test_another_users_task_is_never_listed_read_or_changed(api: Api) -> None:
     ):
         reply = api.request(method, path, token=stranger, **({"json": body} if body else {}))
         reply.error(404, "Not found", details=f"Task not found: {task_id}")
+    assert task_id not in api.get("/api/tasks", token=stranger).ok().__repr__()
     assert api.store.get_task(task_id) == before
 
 
