@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNSAFE = "refused: the endpoint resolves to a cloud metadata address"
+# Redirects are never followed (aiohttp would by default; urllib3's retries=False does not):
+# a backend's 3xx pointing at a metadata address would bypass the URL checks.
 
 
 def _unsafe(url: str) -> Outcome | None:
@@ -35,7 +37,7 @@ async def predict_async(client: aiohttp.ClientSession, request: BackendRequest) 
     timeout = aiohttp.ClientTimeout(total=request.timeout_s)
     try:
         async with client.post(
-            request.url, data=request.body, headers=request.headers, timeout=timeout
+            request.url, data=request.body, headers=request.headers, timeout=timeout, allow_redirects=False
         ) as response:
             return protocol.classify(response.status, await response.read())
     except Exception as exc:  # connection refused, reset, timeout, bad URL
@@ -70,7 +72,8 @@ async def health_async(
     if not resolves_safely(url):
         return False, UNSAFE
     try:
-        async with client.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with client.get(url, timeout=timeout, allow_redirects=False) as response:
             return protocol.health_ok(response.status, await response.read(), server.id)
     except Exception as exc:
         return False, f"health check failed ({type(exc).__name__})"
@@ -107,7 +110,7 @@ async def cancel_async(client: aiohttp.ClientSession, task: Task, server: Server
     url, headers, body = call
     try:
         async with client.post(
-            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=5.0)
+            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=5.0), allow_redirects=False
         ) as response:
             await response.read()
     except Exception as exc:

@@ -47,6 +47,9 @@ def predict_request(
         "callback_url": callback_url,
         "callback_token": callback_token,
         "timeout": remaining_ms,
+        # When taskgate gives up on this attempt (epoch ms): it frees the server's slot then,
+        # so a backend may stop working on it (and the tests stop counting it in flight).
+        "deadline": task.deadline,
     }
     headers = {"Content-Type": "application/json", "Idempotency-Key": f"{task.id}:{task.attempts}"}
     if server.api_key:

@@ -50,6 +50,7 @@ class LocalRuntime:
         self._predicting: set[str] = set()
         self._cancel_after_predict: set[str] = set()
         self._client: aiohttp.ClientSession | None = None
+        self._health_checks: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -235,7 +236,9 @@ class LocalRuntime:
 
     async def _sweep_loop(self) -> None:
         interval = self.ctx.config.sweep_interval_ms / 1000
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 report = sweeper.sweep(self.ctx)
                 if (
@@ -245,11 +248,19 @@ class LocalRuntime:
                     or report.slots_reconciled
                 ):
                     log.info("sweep: %s", report)
-                await self._check_health()
+                # Health checks run beside the sweeps: a backend that holds its health call
+                # for HEALTH_CHECK_TIMEOUT must not hold back timeouts by as much.
+                if self._health_checks is None or self._health_checks.done():
+                    self._health_checks = asyncio.ensure_future(self._check_health())
+                    self._background.add(self._health_checks)
+                    self._health_checks.add_done_callback(self._done)
             except Exception:
                 log.exception("sweep failed; trying again at the next interval")
+            # Sweeps start every interval (not an interval after the last one ended); a sweep
+            # longer than that still leaves the loop a breath before the next.
+            wait = max(interval / 10, interval - (loop.time() - started))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sweep_now.wait(), interval)
+                await asyncio.wait_for(self._sweep_now.wait(), wait)
             self._sweep_now.clear()
 
     async def _check_health(self) -> None:

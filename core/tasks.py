@@ -298,6 +298,9 @@ def retry_task(ctx: Context, principal: Principal, task_id: str) -> Task:
                 changes,
                 from_status=states.sources(PENDING, states.RETRYABLE),
                 attempts=task.attempts,
+                # A retry read before another retry and a cancel would otherwise win from
+                # the CANCELLED that cancel made, writing a stale retry count.
+                retries=task.retries,
             )
         except StaleWriteError as exc:
             task = auth.owned_task(principal, _current(exc), task_id)

@@ -146,6 +146,9 @@ def parser() -> argparse.ArgumentParser:
     mock.add_argument("--api-key", help="require Authorization: Bearer KEY on /predict")
     mock.add_argument("--name", default="mock-backend")
     mock.add_argument("--seed", type=int, help="seed of the random outcomes")
+    mock.add_argument("--stall-rate", type=float, default=0, help="fraction that take --stall-ms instead")
+    mock.add_argument("--stall-ms", type=float, default=0, help="how long a stalled task takes")
+    mock.add_argument("--record", help="append each predict call received to this file (JSON lines)")
     _client_commands(commands)
     return root
 

@@ -3,7 +3,10 @@ end-to-end tests, benchmarks and trying taskgate without a GPU.
 
 `/predict`, `/health`, `/metrics` and `/cancel` are the protocol. `/_stats`, `/_control` and
 `/_reset` are test hooks: they read the counters, change settings at runtime and zero the
-counters.
+counters. With `--record FILE` every predict call received is also appended to FILE as one
+JSON line (task id, attempt, outcome), written before the answer: the record a reliability
+test reads to prove, from outside taskgate, that no attempt was sent twice, even of a backend
+killed mid-run.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -38,6 +43,10 @@ class MockSettings:
     healthy: bool = True
     api_key: str | None = None  # None: accept any Authorization
     seed: int | None = None
+    # Accepted calls that take stall_ms instead of delay_ms (past the task's timeout).
+    stall_rate: float = 0.0
+    stall_ms: float = 0
+    record: str | None = None  # append one JSON line per predict call to this file
 
 
 @dataclass
@@ -46,6 +55,7 @@ class _Stats:
     current: int = 0
     max_concurrency: int = 0
     lost_callbacks: int = 0
+    stalled: int = 0
     by_task: Counter[str] = field(default_factory=Counter)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
@@ -71,6 +81,8 @@ _CONTROL: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "progressSteps": ("progress_steps", lambda v: isinstance(v, int) and 0 <= v <= 100),
     "healthy": ("healthy", lambda v: isinstance(v, bool)),
     "serverId": ("server_id", lambda v: v is None or isinstance(v, str)),
+    "stallRate": ("stall_rate", _rate),
+    "stallMs": ("stall_ms", lambda v: _number(v) and v >= 0),
 }
 
 
@@ -90,6 +102,24 @@ def _task_id(body: dict[str, Any]) -> str:
     return str(body.get("task_id") or body.get("id") or "")
 
 
+def _attempt(request: Request) -> int | None:
+    """taskgate's Idempotency-Key is `<task id>:<attempt>`."""
+    _, _, attempt = request.headers.get("idempotency-key", "").rpartition(":")
+    return int(attempt) if attempt.isdigit() else None
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return run
+
+
 class _MockBackend:
     client: httpx.AsyncClient  # set by the lifespan
 
@@ -98,6 +128,8 @@ class _MockBackend:
         self.rng = random.Random(settings.seed)
         self.stats = _Stats()
         self.jobs: dict[asyncio.Task[None], str] = {}  # async work in progress -> task id
+        # Line-buffered: each line reaches the file when written, so a kill -9 loses none.
+        self.record = open(settings.record, "a", buffering=1) if settings.record else None  # noqa: SIM115
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -108,6 +140,8 @@ class _MockBackend:
                 for job in list(self.jobs):
                     job.cancel()
                 await asyncio.gather(*self.jobs, return_exceptions=True)
+                if self.record is not None:
+                    self.record.close()
 
     # In flight counts what taskgate holds a slot for; it ends just before the answer (or the
     # final callback) is sent, since taskgate may send the next task as soon as it has it.
@@ -122,11 +156,22 @@ class _MockBackend:
         key = self.settings.api_key
         return key is None or request.headers.get("authorization") == f"Bearer {key}"
 
+    def _write_record(self, task_id: str, request: Request, outcome: str) -> None:
+        if self.record is not None:
+            line = {
+                "task": task_id,
+                "attempt": _attempt(request),
+                "outcome": outcome,
+                "server": self.settings.name,
+            }
+            self.record.write(json.dumps(line) + "\n")
+
     async def predict(self, request: Request) -> JSONResponse:
         s = self.settings
         if not self._authorized(request):
             return _error(401, "Invalid API key")
         self._enter()
+        leave = _once(self._leave)
         handed_to_job = False
         try:
             body = await _json_object(request)
@@ -140,28 +185,51 @@ class _MockBackend:
             self.stats.by_task[task_id] += 1
             if self.rng.random() < s.busy_rate:
                 self.stats.outcomes["busy"] += 1
+                self._write_record(task_id, request, "busy")
                 return _error(503, "Busy")
             if self.rng.random() < s.fail_rate:
                 self.stats.outcomes["failed"] += 1
+                self._write_record(task_id, request, "failed")
                 return _error(s.fail_status, "Injected failure")
             self.stats.outcomes["ok"] += 1
+            delay_ms = s.delay_ms
+            stalled = bool(s.stall_rate) and self.rng.random() < s.stall_rate
+            if stalled:
+                self.stats.stalled += 1
+                delay_ms = s.stall_ms
+            # taskgate gives the slot back once the task's time is up (it times the attempt
+            # out): from then on this work no longer counts against its maxConcurrent.
+            deadline, timeout = body.get("deadline"), body.get("timeout")
+            if isinstance(deadline, int) and not isinstance(deadline, bool):
+                asyncio.get_running_loop().call_later(max(0.0, deadline / 1000 - time.time()), leave)
+            elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
+                asyncio.get_running_loop().call_later(timeout / 1000, leave)
+            self._write_record(task_id, request, "stalled" if stalled else "ok")
             result = {"echo": body.get("payload"), "server": s.name, "taskId": task_id}
             if s.mode == "sync":
-                await asyncio.sleep(s.delay_ms / 1000)
+                await asyncio.sleep(delay_ms / 1000)
                 return JSONResponse({"status": "completed", "result": result})
-            job = asyncio.create_task(self._work(task_id, str(callback_url), token, result))
+            job = asyncio.create_task(self._work(task_id, str(callback_url), token, result, delay_ms, leave))
             self.jobs[job] = task_id
             job.add_done_callback(self.jobs.pop)
             handed_to_job = True  # the job leaves when it is done
             return JSONResponse({"status": "accepted"}, 202)
         finally:
             if not handed_to_job:
-                self._leave()
+                leave()
 
-    async def _work(self, task_id: str, url: str, token: Any, result: dict[str, Any]) -> None:
+    async def _work(
+        self,
+        task_id: str,
+        url: str,
+        token: Any,
+        result: dict[str, Any],
+        delay_ms: float,
+        leave: Callable[[], None],
+    ) -> None:
         s = self.settings
         steps = s.progress_steps
-        pause = s.delay_ms / 1000 / (steps + 1)
+        pause = delay_ms / 1000 / (steps + 1)
         try:
             for step in range(1, steps + 1):
                 await asyncio.sleep(pause)
@@ -169,7 +237,7 @@ class _MockBackend:
                 await self._callback(task_id, url, token, progress)
             await asyncio.sleep(pause)
         finally:
-            self._leave()
+            leave()
         if self.rng.random() < s.lose_callback_rate:
             self.stats.lost_callbacks += 1
         else:
@@ -222,6 +290,7 @@ class _MockBackend:
                 "cancelled": stats.cancelled,
                 "outcomes": dict(stats.outcomes),
                 "lostCallbacks": stats.lost_callbacks,
+                "stalled": stats.stalled,
             }
         )
 
@@ -275,6 +344,9 @@ def run(args: argparse.Namespace) -> int:
         healthy=not args.unhealthy,
         api_key=args.api_key,
         seed=args.seed,
+        stall_rate=args.stall_rate,
+        stall_ms=args.stall_ms,
+        record=args.record,
     )
     base = f"http://{args.host}:{args.port}"
     print(

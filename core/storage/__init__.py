@@ -81,11 +81,13 @@ class Store(ABC):
         from_status: Collection[TaskStatus],
         attempts: int | None = None,
         server_id: str | None = None,
+        retries: int | None = None,
         delivery: WebhookDelivery | None = None,
     ) -> Task:
         """Apply `changes` (Task field -> value) if the task is in one of `from_status` (and
-        has that attempt count and server, when given). Returns the task as written.
-        `delivery` (a task finishing with a webhook) is stored in the same atomic write.
+        has that attempt count, server and retry count, when given). Returns the task as
+        written. `delivery` (a task finishing with a webhook) is stored in the same atomic
+        write.
 
         Never moves a task into or out of PROCESSING (see claim_task and release_task): a
         task found PROCESSING when `changes` set another status, or not PROCESSING when they

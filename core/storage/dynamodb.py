@@ -249,6 +249,7 @@ class DynamoStore(Store):
         from_status: Collection[TaskStatus],
         attempts: int | None = None,
         server_id: str | None = None,
+        retries: int | None = None,
         delivery: WebhookDelivery | None = None,
     ) -> Task:
         """Pattern 3 (with pattern 26 in one transaction when there is a delivery)."""
@@ -274,6 +275,8 @@ class DynamoStore(Store):
             update.equals("attempts", attempts)
         if server_id is not None:
             update.equals("server_id", server_id)
+        if retries is not None:
+            update.equals("retries", retries)
         self._derive_index_keys(update, task_id, changes, statuses, server_id)
         if delivery is None:
             return self._update_or_stale(task_key(task_id), update, task_from_item)

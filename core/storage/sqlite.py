@@ -251,6 +251,7 @@ class SqliteStore(Store):
         from_status: Collection[TaskStatus],
         attempts: int | None = None,
         server_id: str | None = None,
+        retries: int | None = None,
         delivery: WebhookDelivery | None = None,
     ) -> Task:
         clause, params = _set_clause(Task, changes)
@@ -265,6 +266,9 @@ class SqliteStore(Store):
         if server_id is not None:
             where += " AND server_id = ?"
             params.append(server_id)
+        if retries is not None:
+            where += " AND retries = ?"
+            params.append(retries)
         sql = f"UPDATE tasks SET {clause} WHERE {where} RETURNING *"
         if delivery is None:
             row = self._conn().execute(sql, params).fetchone()

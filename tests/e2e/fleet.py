@@ -243,6 +243,10 @@ class Mock:
     unhealthy: bool = False
     # The model.server_id its /health reports; None: the id it is registered under.
     reports_id: str | None = None
+    stall_rate: float = 0
+    stall_ms: int = 0
+    # A folder where it records every predict call to <server id>.jsonl (--record).
+    record_dir: str | None = None
 
     def flags(self, server_id: str) -> list[str]:
         flags = [
@@ -256,7 +260,11 @@ class Mock:
             f"--server-id={self.reports_id or server_id}",
             f"--name={server_id}",
             "--seed=7",
+            f"--stall-rate={self.stall_rate}",
+            f"--stall-ms={self.stall_ms}",
         ]
+        if self.record_dir is not None:
+            flags.append(f"--record={self.record_dir}/{server_id}.jsonl")
         return [*flags, "--unhealthy"] if self.unhealthy else flags
 
     def settings(self, server_id: str) -> dict[str, Any]:
@@ -271,6 +279,8 @@ class Mock:
             "progressSteps": self.progress_steps,
             "healthy": not self.unhealthy,
             "serverId": self.reports_id or server_id,
+            "stallRate": self.stall_rate,
+            "stallMs": self.stall_ms,
         }
 
 

@@ -33,6 +33,8 @@ DEFAULTS = {
     "progressSteps": 3,
     "healthy": True,
     "serverId": "srv-1",
+    "stallRate": 0,
+    "stallMs": 0,
 }
 T = TypeVar("T")
 
@@ -377,6 +379,7 @@ def test_reset_zeroes_the_stats(mock: httpx.Client) -> None:
         "cancelled": [],
         "outcomes": {"ok": 0, "busy": 0, "failed": 0},
         "lostCallbacks": 0,
+        "stalled": 0,
     }
 
 

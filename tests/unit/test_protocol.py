@@ -53,10 +53,11 @@ def test_predict_body_is_a_superset_of_both_protocols() -> None:
         "async": True,
     }
     assert {k: body[k] for k in ("type", "priority", "payload", "capabilities", "async")} == body["request"]
-    assert (body["callback_url"], body["callback_token"], body["timeout"]) == (
+    assert (body["callback_url"], body["callback_token"], body["timeout"], body["deadline"]) == (
         "http://gw/api/task/task_1",
         "tok",
         60_000,
+        61_000,
     )
     assert request.headers["Authorization"] == "Bearer secret-key"
     assert request.headers["Idempotency-Key"] == "task_1:2"
