@@ -12,10 +12,10 @@ time.perf_counter, after interpreter startup, and prints its figures as JSON. Pe
                  unauthenticated or unknown route: 401/404; GET /openapi.json for the docs;
                  an SQS record the dispatcher ignores), so Mangum, Starlette and Powertools do
                  their first-call work
-    +SSM         aws_lambda_powertools.parameters.SSMProvider(): what production adds to
-                 build_context (template.yaml sets JWT_SECRET_PARAMETER, not JWT_SECRET),
-                 without the GetParameter call itself; only for functions whose policies
-                 include SSMParameterReadPolicy
+    +SSM         core.aws.ssm_provider(): the Powertools SSMProvider on the default boto3
+                 session that production reads the secret with on the first authenticated
+                 request (template.yaml sets JWT_SECRET_PARAMETER, not JWT_SECRET), without
+                 the GetParameter call itself
 
 Untimed, after those: compiling the sources of our own modules that were loaded (what an
 import without bytecode does for each), to show what precompiling them would save.
@@ -120,6 +120,8 @@ else:
         pass
     elif app is not None:
         app.state.context = app.state.context_source()
+    elif hasattr(module, "push"):  # the WebSocket function: its Context sits in its LazyPush
+        module.push.context()
     else:
         module.context()
     t2 = clock()
@@ -135,9 +137,9 @@ else:
         response = module.handler(cfg["event"], lambda_context)
         status = response.get("statusCode", response.get("batchItemFailures"))
     t3 = clock()
-    if cfg["ssm"]:
-        from aws_lambda_powertools.utilities import parameters
-        parameters.SSMProvider()
+    if cfg["ssm"]:  # what core.aws reads the secret with: one provider on the shared session
+        from core.aws import ssm_provider
+        ssm_provider()
     t4 = clock()
     out = {"import": t1 - t0, "context": t2 - t1, "first_call": t3 - t2, "ssm": t4 - t3, "status": status}
     # Untimed above: what compiling our own modules' sources costs (an import without bytecode
@@ -229,6 +231,17 @@ def first_call(module: str) -> tuple[dict[str, Any] | None, str]:
         return event, "events/sqs-dispatch.json, a body it ignores"
     if module == "handlers.sweeper":
         return None, "none: every sweep reads DynamoDB"
+    if module == "handlers.stats_stream":
+        return {"Records": []}, "an empty stream batch"
+    if module == "handlers.notifier":
+        event = json.loads((EVENTS / "dynamodb-stream-task.json").read_text())
+        for record in event["Records"]:
+            record["eventName"] = "REMOVE"  # a TTL removal: nothing to post
+        return event, "events/dynamodb-stream-task.json as a TTL removal"
+    if module == "handlers.ws_api":
+        event = json.loads((EVENTS / "ws-connect.json").read_text())
+        event["queryStringParameters"] = {}
+        return event, "events/ws-connect.json without its token (401)"
     return http_probe("GET", "/coldstart-probe"), "GET of an unknown path (404)"
 
 

@@ -4,6 +4,7 @@ for the messages)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,20 +25,30 @@ SNAPSHOT_LIMIT = 60 * 1024
 
 class SqsQueue(TaskQueue):
     def __init__(self, queue_url: str, client: SQSClient | None = None) -> None:
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            client = boto3.client(
-                "sqs",
-                config=Config(
-                    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
-                ),
-            )
         self.queue_url = queue_url
-        self.client = client
+        self._client = client
+        self._making_client = threading.Lock()
         self._last_drain = float("-inf")
         self._delayed_until = float("-inf")
+
+    @property
+    def client(self) -> SQSClient:
+        """Made on the first send: a container that only reads (GET, statistics, the stream
+        consumers) never pays for it at its cold start (~50 ms)."""
+        # A drain settles on several threads, and boto3's default session is not safe to make
+        # clients from in several threads at once.
+        with self._making_client:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                self._client = boto3.client(
+                    "sqs",
+                    config=Config(
+                        connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
+                    ),
+                )
+            return self._client
 
     def enqueue(self, task_id: str, *, delay_ms: int = 0, snapshot: Task | None = None) -> None:
         body: dict[str, Any] = {"taskId": task_id}
