@@ -20,6 +20,9 @@ def status_for(server: Server, failures: int, successes: int) -> ServerStatus:
         return ServerStatus.MAINTENANCE
     if failures >= OFFLINE_AFTER:
         return ServerStatus.OFFLINE
+    if failures and server.status is ServerStatus.OFFLINE:
+        # Offline for silence (its failure count untouched): a failed check is no way back.
+        return ServerStatus.OFFLINE
     if failures >= DEGRADED_AFTER:
         return ServerStatus.DEGRADED
     if server.status is ServerStatus.ONLINE or successes >= ONLINE_AFTER:

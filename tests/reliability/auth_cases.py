@@ -108,6 +108,7 @@ ROUTES: list[Route] = [
     Route("PUT", "/api/task/{task}", body=lambda: {"status": "PROCESSING", "progress": 10}),
     Route("POST", "/api/task/{task}/retry", setup=cancelled),
     Route("POST", "/api/task/{task}/cancel", setup=pending),
+    Route("GET", "/api/task/{task}/webhooks"),
     Route("POST", "/api/servers", body=_server_body),
     Route("GET", "/api/servers"),
     Route("DELETE", "/api/servers/{server}"),

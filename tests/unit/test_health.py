@@ -57,3 +57,12 @@ def test_leaving_maintenance_follows_the_last_observations() -> None:
     assert health.status_after_maintenance(server(consecutive_failures=0)) is ServerStatus.ONLINE
     assert health.status_after_maintenance(server(consecutive_failures=1)) is ServerStatus.DEGRADED
     assert health.status_after_maintenance(server(consecutive_failures=3)) is ServerStatus.OFFLINE
+
+
+def test_a_server_offline_for_silence_stays_offline_on_a_failed_check() -> None:
+    # GIVEN a server taken offline for missing heartbeats: its failure count was not touched
+    silent = server(status=ServerStatus.OFFLINE, consecutive_failures=0)
+    # WHEN health checks fail, THEN it stays offline (a failure used to make it "degraded",
+    # which dispatch uses again); successes bring it back as usual
+    assert run(silent, [False, False]) == [ServerStatus.OFFLINE, ServerStatus.OFFLINE]
+    assert run(silent, [True, True]) == [ServerStatus.OFFLINE, ServerStatus.ONLINE]
