@@ -22,7 +22,8 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
+# Headless, offline, nothing started beside the page (test_docs_browser.py runs it alike).
+HEADLESS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -32,9 +33,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
 ]
+FLAGS = [*HEADLESS, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
 # The keys a test presses, as Input.dispatchKeyEvent wants them.
 KEYS = {
     "Enter": {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"},

@@ -18,22 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .browser import CHROMIUM, HEADLESS
 from .harness import serve
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    # Time for the page's scripts and its fetch of /openapi.json; virtual, so no slower a run.
-    "--virtual-time-budget=10000",
-]
+# Time for the page's scripts and its fetch of /openapi.json; virtual, so no slower a run.
+FLAGS = [*HEADLESS, "--virtual-time-budget=10000"]
 TAGS = ("Tasks", "Servers", "Statistics", "Load Balancer", "System")
 
 

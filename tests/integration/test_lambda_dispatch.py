@@ -17,19 +17,16 @@ from collections.abc import Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from moto import mock_aws
 
 from core import auth
 from core.aws import LazyContext
 from core.ids import new_task_id, now_ms
 from core.models import Task, TaskStatus
-from core.storage.dynamodb import DynamoStore
 from handlers.moto_env import LambdaContext
 from tests.e2e.fleet import Backend, Mock, start_backends
-from tests.support.aws import create_table, load_event
+from tests.support.aws import lambda_account, load_event
 
 SECRET = "lambda-dispatch-secret-" * 3
 
@@ -51,23 +48,8 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "JWT_SECRET": SECRET,
-        "MAX_ATTEMPTS": "3",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb")
-        table = create_table(dynamodb)
-        sqs = boto3.client("sqs")
-        queue_url = sqs.create_queue(QueueName="taskgate-tasks")["QueueUrl"]
-        monkeypatch.setenv("TABLE_NAME", table)
-        monkeypatch.setenv("QUEUE_URL", queue_url)
-        yield SimpleNamespace(store=DynamoStore(table, client=dynamodb), sqs=sqs, queue_url=queue_url)
+    with lambda_account(monkeypatch, JWT_SECRET=SECRET, MAX_ATTEMPTS="3") as account:
+        yield account
 
 
 def lambda_module(name: str) -> ModuleType:

@@ -12,13 +12,11 @@ from collections.abc import Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from core import auth
 from handlers.moto_env import LambdaContext
-from tests.support.aws import create_table, load_event
+from tests.support.aws import lambda_account, load_event
 
 SECRET = "lambda-test-secret-" * 4
 
@@ -29,21 +27,8 @@ def lambda_context() -> LambdaContext:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "JWT_SECRET": SECRET,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        table = create_table(boto3.client("dynamodb"))
-        sqs = boto3.client("sqs")
-        queue_url = sqs.create_queue(QueueName="taskgate-tasks")["QueueUrl"]
-        monkeypatch.setenv("TABLE_NAME", table)
-        monkeypatch.setenv("QUEUE_URL", queue_url)
-        yield SimpleNamespace(sqs=sqs, queue_url=queue_url, table=table)
+    with lambda_account(monkeypatch, JWT_SECRET=SECRET) as account:
+        yield account
 
 
 def handler_module(name: str) -> ModuleType:

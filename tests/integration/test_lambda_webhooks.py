@@ -16,19 +16,16 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from core import auth
 from core.aws import LazyContext
 from core.models import DeliveryState
-from core.storage.dynamodb import DynamoStore
 from core.webhooks import verify
 from handlers.moto_env import LambdaContext
 from tests.e2e.fleet import Backend, Mock, start_backends
 from tests.e2e.webhook_receiver import Receiver, start_receiver
-from tests.support.aws import create_table, load_event
+from tests.support.aws import lambda_account, load_event
 
 SECRET = "lambda-webhook-secret-" * 3
 WEBHOOK_SECRET = "lambda-receiver-secret"
@@ -53,26 +50,15 @@ def receivers() -> Iterator[list[Receiver]]:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "JWT_SECRET": SECRET,
-        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+    with lambda_account(
+        monkeypatch,
+        JWT_SECRET=SECRET,
+        WEBHOOK_SECRET=WEBHOOK_SECRET,
         # Retries due at once, so two sweeps make two attempts.
-        "WEBHOOK_RETRY_BASE_DELAY": "0",
-        "WEBHOOK_MAX_ATTEMPTS": "3",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb")
-        table = create_table(dynamodb)
-        sqs = boto3.client("sqs")
-        queue_url = sqs.create_queue(QueueName="taskgate-tasks")["QueueUrl"]
-        monkeypatch.setenv("TABLE_NAME", table)
-        monkeypatch.setenv("QUEUE_URL", queue_url)
-        yield SimpleNamespace(store=DynamoStore(table, client=dynamodb), sqs=sqs, queue_url=queue_url)
+        WEBHOOK_RETRY_BASE_DELAY="0",
+        WEBHOOK_MAX_ATTEMPTS="3",
+    ) as account:
+        yield account
 
 
 def lambda_module(name: str) -> ModuleType:

@@ -6,9 +6,14 @@ template and the tests cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from handlers import moto_env
 
@@ -42,3 +47,27 @@ def load_event(name: str, token: str | None = None) -> dict[str, Any]:
     if token is not None:
         event["headers"]["authorization"] = f"Bearer {token}"
     return event
+
+
+@contextlib.contextmanager
+def lambda_account(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[SimpleNamespace]:
+    """A fresh moto account as the Lambda functions see it: fake credentials and `env` in the
+    environment, the template's table and a dispatch queue, TABLE_NAME and QUEUE_URL set.
+    Yields the store on that table, the SQS client and the queue URL."""
+    import boto3
+    from moto import mock_aws
+
+    from core.storage.dynamodb import DynamoStore
+
+    for name, value in {**moto_env.FAKE_AWS_ENV, **env}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb")
+        table = create_table(dynamodb)
+        sqs = boto3.client("sqs")
+        queue_url = sqs.create_queue(QueueName="taskgate-tasks")["QueueUrl"]
+        monkeypatch.setenv("TABLE_NAME", table)
+        monkeypatch.setenv("QUEUE_URL", queue_url)
+        yield SimpleNamespace(
+            store=DynamoStore(table, client=dynamodb), sqs=sqs, queue_url=queue_url, table=table
+        )
