@@ -32,7 +32,7 @@ from bench import balancer, seed, sweep_work
 from bench.load import TASK, Throughput, concurrent_posts, sequential_posts
 from bench.processes import SECRET, Service, cpu_s, instant_backends, relay, rss_mb, serve, serve_aws
 from bench.stats import percentile
-from core import auth
+from core.domain import auth
 
 ADMIN = {"Authorization": f"Bearer {auth.mint(SECRET, sub='bench', roles=['admin'], ttl_s=86_400)}"}
 USER = {"Authorization": f"Bearer {auth.mint(SECRET, sub='bench-user', roles=['user'], ttl_s=86_400)}"}

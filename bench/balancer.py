@@ -18,9 +18,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-from core import balancer
-from core.fleet import FleetView
-from core.models import Endpoints, Server, ServerStatus, Task
+from core.domain import balancer
+from core.domain.models import Endpoints, Server, ServerStatus, Task
+from core.services.fleet import FleetView
 
 
 def fleet(size: int, rng: random.Random) -> list[Server]:

@@ -4,7 +4,7 @@ Each run is a fresh interpreter (`python -c`, no `-X importtime`); the child tim
 time.perf_counter, after interpreter startup, and prints its figures as JSON. Per run:
 
     import       importlib.import_module(<handler module>)   (what the Lambda INIT phase runs)
-    +context     the Context the handler builds on its first request (core.aws.build_context
+    +context     the Context the handler builds on its first request (core.aws.context.build_context
                  through the handler's own cache: DynamoDB and SQS clients, no request made;
                  JWT_SECRET is set, so no SSM); none for handlers.docs, whose routes never
                  build one
@@ -12,7 +12,7 @@ time.perf_counter, after interpreter startup, and prints its figures as JSON. Pe
                  unauthenticated or unknown route: 401/404; GET /openapi.json for the docs;
                  an SQS record the dispatcher ignores), so Mangum, Starlette and Powertools do
                  their first-call work
-    +SSM         core.aws.ssm_provider(): the Powertools SSMProvider on the default boto3
+    +SSM         core.aws.context.ssm_provider(): the Powertools SSMProvider on the default boto3
                  session that production reads the secret with on the first authenticated
                  request (template.yaml sets JWT_SECRET_PARAMETER, not JWT_SECRET), without
                  the GetParameter call itself
@@ -137,8 +137,8 @@ else:
         response = module.handler(cfg["event"], lambda_context)
         status = response.get("statusCode", response.get("batchItemFailures"))
     t3 = clock()
-    if cfg["ssm"]:  # what core.aws reads the secret with: one provider on the shared session
-        from core.aws import ssm_provider
+    if cfg["ssm"]:  # what core.aws.context reads the secret with: one provider on the shared session
+        from core.aws.context import ssm_provider
         ssm_provider()
     t4 = clock()
     out = {"import": t1 - t0, "context": t2 - t1, "first_call": t3 - t2, "ssm": t4 - t3, "status": status}

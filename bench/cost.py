@@ -349,8 +349,8 @@ PURPOSES = {
     "task message": "the task message (create)",
     "rate-limit window": "rate limits: one hit per authenticated request",
     "counter": "statistics counters, written inline (stats.Recorder)",
-    "counter batch + counter": "statistics: one transaction per stream batch (core/stream.py)",
-    "counter batch + counter + counter": "statistics: one transaction per stream batch (core/stream.py)",
+    "counter batch + counter": "statistics: one transaction per stream batch (core/aws/stream.py)",
+    "counter batch + counter + counter": "statistics: one transaction per stream batch (core/aws/stream.py)",
     "setting": "settings: the algorithm, read at every dispatch (not cached)",
     "fleet (list servers)": "fleet view: cached 1 s per container",
     "drain hint": "drain after a freed slot: the hint and the drain it runs",
@@ -432,7 +432,7 @@ class Aws:
     queue_url: str
     queue_arn: str
     functions: dict[str, ModuleType]
-    stream: Any  # handlers.moto_env.StreamReader over the table's stream, uncounted
+    stream: Any  # tools.moto_env.StreamReader over the table's stream, uncounted
     timings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
@@ -563,7 +563,7 @@ def start_aws(meter: Meter, modules: dict[str, ModuleType]) -> Aws:
         else:
             module.context.reset()
     with meter.uncounted():
-        from handlers.moto_env import StreamReader, stream_filters, streams_client
+        from tools.moto_env import StreamReader, stream_filters, streams_client
 
         stream_arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
         stream = StreamReader(
@@ -587,7 +587,7 @@ class Run:
 def scenario(name: str, tasks: int, result_bytes: int, indexes: dict[str, tuple[str, str]]) -> Run:
     from moto import mock_aws
 
-    from core import auth
+    from core.domain import auth
 
     meter = Meter(table="", key_names=("PK", "SK"), indexes=indexes)
     backend = Backend()

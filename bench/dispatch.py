@@ -17,7 +17,7 @@ import httpx
 
 from bench.processes import SECRET, gateway, instant_backends
 from bench.stats import summary
-from core import auth
+from core.domain import auth
 
 TASK = {"type": "bench", "priority": 5, "payload": {"n": 1}}
 

@@ -87,7 +87,7 @@ def serve(extra_env: dict[str, str] | None = None, *, db: Path | None = None) ->
         base = f"http://127.0.0.1:{port}"
         env = {"JWT_SECRET": SECRET, **NO_RATE_LIMITS, **(extra_env or {})}
         path = db or Path(tmp) / "bench.db"
-        args = ["-m", "handlers.cli", "serve", "--db", str(path), "--port", str(port)]
+        args = ["-m", "tools.cli", "serve", "--db", str(path), "--port", str(port)]
         with started(args, f"{base}/health", env) as proc:
             yield Service(base, proc.pid)
 
@@ -98,7 +98,7 @@ def serve_aws(extra_env: dict[str, str] | None = None) -> Iterator[Service]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {"JWT_SECRET": SECRET, **NO_RATE_LIMITS, "POWERTOOLS_LOG_LEVEL": "ERROR", **(extra_env or {})}
-    args = ["-m", "handlers.cli", "dev", "--aws", "--port", str(port)]
+    args = ["-m", "tools.cli", "dev", "--aws", "--port", str(port)]
     with started(args, f"{base}/health", env, timeout_s=60) as proc:
         yield Service(base, proc.pid)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.ids import new_task_id, now_ms
-from core.models import Endpoints, Server, Task, TaskStatus
-from core.storage.sqlite import SqliteStore
+from core.domain.ids import new_task_id, now_ms
+from core.domain.models import Endpoints, Server, Task, TaskStatus
+from core.local.sqlite import SqliteStore
 
 TTL_S = 7 * 86_400
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import seed
-from core import sweeper
 from core.config import Config
-from core.context import Context
-from core.ids import new_task_id, now_ms
-from core.models import Task
-from core.queue import CallbackQueue
-from core.storage.sqlite import SqliteStore
+from core.domain.ids import new_task_id, now_ms
+from core.domain.models import Task
+from core.local.sqlite import SqliteStore
+from core.ports.queue import CallbackQueue
+from core.services import sweeper
+from core.services.context import Context
 
 PENDING_TASKS = 20
 SERVERS = 4

@@ -57,7 +57,7 @@ class Config:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # Where backends send callbacks: the public base URL of this deployment.
     public_url: str = "http://127.0.0.1:8787"
-    # Webhooks: the signing secret (empty: derived from the JWT secret, see core.webhooks),
+    # Webhooks: the signing secret (empty: derived from the JWT secret, see core.domain.signing),
     # attempts per delivery, backoff base * 2^(attempt-1) capped and jittered, and how long a
     # receiver may take to answer.
     webhook_secret: str = ""

@@ -18,7 +18,7 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from handlers import moto_env
+from tools import moto_env
 
 TABLE = "taskgate-local"
 QUEUE = "taskgate-local-tasks"

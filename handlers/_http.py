@@ -18,9 +18,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core import auth, errors, ratelimit
-from core.context import Context
-from core.ids import check_path_id
+from core import errors
+from core.domain import auth
+from core.domain.ids import check_path_id
+from core.services import ratelimit
+from core.services.context import Context
 
 log = logging.getLogger("taskgate.http")
 

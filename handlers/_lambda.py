@@ -7,7 +7,7 @@ while one task is handled: taken from the path, or from the first task the reque
 (create). core/ logs through the standard library (`core.*` loggers), and those lines go through
 the same formatter, so they carry the same keys.
 
-Metrics: core/telemetry.py's table, written as embedded-metric-format log lines when the
+Metrics: core/ports/telemetry.py's table, written as embedded-metric-format log lines when the
 invocation ends (CloudWatch turns them into metrics; no PutMetricData call), plus ColdStart.
 
 Tracing: POWERTOOLS_TRACE_DISABLED=true (the template's default) leaves the X-Ray SDK
@@ -29,10 +29,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from core import aws
-from core.context import Context
-from core.models import Task, TaskStatus
-from core.telemetry import TaskMetrics, Telemetry
+from core.aws import context as aws
+from core.domain.models import Task, TaskStatus
+from core.ports.telemetry import TaskMetrics, Telemetry
+from core.services.context import Context
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 

@@ -14,8 +14,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from core import sync_runtime
-from core.aws import LazyContext
+from core.aws import runtime as lambda_runtime
+from core.aws.context import LazyContext
 from handlers._lambda import build_context, instrumented, logger
 
 # A batch whose every record failed is reported like any other (each record retried by SQS).
@@ -29,7 +29,7 @@ def record_handler(record: SQSRecord) -> None:
         raise ValueError("a dispatch message is a JSON object")
     # A drain or a health check names no task: its lines name the tasks they touch themselves.
     logger.append_keys(task_id=body.get("taskId"), message_id=record.message_id)
-    sync_runtime.handle_message(context(), body, sync_runtime.shared_pool())
+    lambda_runtime.handle_message(context(), body, lambda_runtime.shared_pool())
     logger.info("message handled", extra={"kind": sorted(body)})
 
 

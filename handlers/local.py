@@ -12,13 +12,13 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from core.config import Config
-from core.context import Context
-from core.events import LocalEvents
-from core.queue import CallbackQueue
-from core.stats import Recorder, recorder
-from core.storage.sqlite import SqliteStore
-from core.update_hub import UpdateHub
-from core.webhook_delivery import WebhookWaker
+from core.local.sqlite import SqliteStore
+from core.local.update_hub import UpdateHub
+from core.ports.events import LocalEvents
+from core.ports.queue import CallbackQueue
+from core.services.context import Context
+from core.services.stats import Recorder, recorder
+from core.services.webhook_delivery import WebhookWaker
 from handlers import docs, metrics, servers, stats, system, tasks, updates
 from handlers._http import create_app
 
@@ -59,7 +59,7 @@ def build_app(ctx: Context) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # Imported here: the docs Lambda imports this module for ROUTES, without aiohttp.
-        from core.runtime import LocalRuntime
+        from core.local.runtime import LocalRuntime
 
         runtime = LocalRuntime(ctx)
         await runtime.start()

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import stats
+from core.services import stats
 from handlers._http import context
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -16,11 +16,11 @@ from typing import Any, NamedTuple
 import msgspec
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from core import schemas as s
-from core import task_listing
-from core.ids import _PATH_ID
-from core.models import ServerStatus, TaskStatus
-from core.system import VERSION
+from core.domain import schemas as s
+from core.domain.ids import _PATH_ID
+from core.domain.models import ServerStatus, TaskStatus
+from core.services import task_listing
+from core.services.system import VERSION
 from handlers._http import STATUS
 
 OPENAPI = "3.1.0"
@@ -91,7 +91,7 @@ class Operation:
     tag: str
     # The 200 body's type (a tuple: one of these); str and dict describe non-Struct bodies.
     response: Any
-    # The Struct the handler passes to `core.schemas.decode`.
+    # The Struct the handler passes to `core.domain.schemas.decode`.
     request: type[s.Request] | None = None
     body_required: bool = True
     example: dict[str, Any] | None = None

@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import servers
-from core.schemas import Heartbeat, Maintenance, RegisterServer, decode
+from core.domain.schemas import Heartbeat, Maintenance, RegisterServer, decode
+from core.services import servers
 from handlers._http import (
     authenticated,
     aws_context,

@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import stats, task_listing
-from core.schemas import SetAlgorithm, decode
+from core.domain.schemas import SetAlgorithm, decode
+from core.services import stats, task_listing
 from handlers._http import (
     authenticated,
     aws_context,

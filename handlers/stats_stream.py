@@ -1,5 +1,5 @@
 """The statistics Lambda, fed the table's DynamoDB stream (task items only, by the event
-source mapping's filter): task changes in, statistics counters out (core/stream.py).
+source mapping's filter): task changes in, statistics counters out (core/aws/stream.py).
 
 A failure raises, so Lambda delivers the same batch again; it is then counted once.
 """
@@ -10,8 +10,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from core import stream
-from core.aws import LazyContext
+from core.aws import stream
+from core.aws.context import LazyContext
 from handlers._lambda import build_context, instrumented, logger
 
 context = LazyContext(build_context)

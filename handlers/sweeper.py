@@ -8,15 +8,15 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from core import sync_runtime
-from core.aws import LazyContext
+from core.aws import runtime as lambda_runtime
+from core.aws.context import LazyContext
 from handlers._lambda import build_context, instrumented, logger
 
 context = LazyContext(build_context)
 
 
 def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, Any]:
-    report = dataclasses.asdict(sync_runtime.sweep(context(), sync_runtime.shared_pool()))
+    report = dataclasses.asdict(lambda_runtime.sweep(context(), lambda_runtime.shared_pool()))
     logger.info("sweep done", extra={"sweep": report})
     return report
 

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import system
+from core.services import system
 from handlers._http import aws_context, context, create_app, json_response, lambda_handler
 
 

@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core import idempotency, task_listing, tasks, webhook_delivery
-from core.schemas import CreateTask, UpdateTask, decode
+from core.domain.schemas import CreateTask, UpdateTask, decode
+from core.services import idempotency, task_listing, tasks, webhook_delivery
 from handlers._http import (
     authenticated,
     aws_context,

@@ -15,10 +15,10 @@ import logging
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from core import updates
-from core.context import Context
 from core.errors import TaskgateError, UnauthorizedError
-from core.update_hub import Follower, UpdateHub
+from core.local.update_hub import Follower, UpdateHub
+from core.services import updates
+from core.services.context import Context
 from handlers._http import error_response
 
 log = logging.getLogger("taskgate.ws")

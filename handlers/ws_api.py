@@ -1,7 +1,7 @@
 """The WebSocket API's function: `$connect` (the token in the query string), `$disconnect`,
 and the `subscribe`, `unsubscribe` and `$default` routes (RouteSelectionExpression
 `$request.body.type`: a message of another type, or no JSON, lands on `$default` and gets the
-error back). The work is in core.update_push."""
+error back). The work is in core.aws.update_push."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from core import update_push
+from core.aws import update_push
 from core.errors import UnauthorizedError
 from handlers._lambda import build_context, instrumented, logger
 

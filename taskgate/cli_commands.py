@@ -1,5 +1,5 @@
 """The bodies of the client commands of `taskgate` (submit, tasks, servers); their arguments
-are declared in handlers/cli.py. Each calls the client and prints.
+are declared in tools/cli.py. Each calls the client and prints.
 
 Exit codes: 0 done; 1 the task ended FAILED, TIMEOUT or CANCELLED; 2 the command failed (an
 API error, the gateway unreachable, bad input, `--wait-timeout` passed); 130 interrupted

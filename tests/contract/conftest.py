@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from core.storage import Store
-from handlers.moto_env import FAKE_AWS_ENV
+from core.ports.storage import Store
+from tools.moto_env import FAKE_AWS_ENV
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -38,8 +38,8 @@ def moto_dynamodb() -> Iterator[DynamoDBClient]:
     import boto3
     from moto import mock_aws
 
-    from handlers.moto_env import one_request_at_a_time
     from tests.support import aws
+    from tools.moto_env import one_request_at_a_time
 
     with pytest.MonkeyPatch.context() as patch, one_request_at_a_time():
         for name, value in FAKE_AWS_ENV.items():
@@ -63,7 +63,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     (the same file; the same table and client), as another process or Lambda would be."""
     opened: list[Store] = []
     if request.param == "sqlite":
-        from core.storage.sqlite import SqliteStore
+        from core.local.sqlite import SqliteStore
 
         path = str(tmp_path / "taskgate.db")
 
@@ -74,7 +74,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         yield open_sqlite
         _close_all(opened)
     else:
-        from core.storage.dynamodb import DynamoStore
+        from core.aws.dynamodb import DynamoStore
         from tests.support.aws import create_table
 
         client: DynamoDBClient = request.getfixturevalue("moto_dynamodb")

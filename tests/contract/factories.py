@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from core.models import Endpoints, Server, ServerStatus, Task, TaskStatus
-from core.storage import Store
+from core.domain.models import Endpoints, Server, ServerStatus, Task, TaskStatus
+from core.ports.storage import Store
 
 NOW = 1_700_000_000_000  # epoch ms
 HOUR = 3_600_000

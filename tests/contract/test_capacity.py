@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.domain.models import ServerStatus, TaskStatus
 from core.errors import NoCapacityError, StaleWriteError
-from core.models import ServerStatus, TaskStatus
-from core.storage import CLOCK_SKEW_MS, Store
+from core.ports.storage import CLOCK_SKEW_MS, Store
 
 from .factories import (
     NOW,

@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from core.domain.models import DeliveryAttempt, DeliveryState, TaskStatus, WebhookDelivery
 from core.errors import StaleWriteError
-from core.models import DeliveryAttempt, DeliveryState, TaskStatus, WebhookDelivery
-from core.storage import Store
+from core.ports.storage import Store
 
 from .conftest import StoreFactory
 from .factories import NOW, make_server, make_task, run_concurrently, split, unique_id
@@ -178,10 +178,10 @@ def test_a_stale_release_stores_no_delivery(store: Store) -> None:
 
 
 def test_a_large_body_is_read_from_the_task_and_a_retried_task_ends_the_delivery(store: Store) -> None:
-    from core import webhook_delivery
     from core.config import Config
-    from core.context import Context
-    from core.queue import CallbackQueue
+    from core.ports.queue import CallbackQueue
+    from core.services import webhook_delivery
+    from core.services.context import Context
 
     ctx = Context(store=store, queue=CallbackQueue(), config=Config(jwt_secret="s"), clock=lambda: NOW)
     _, running = _processing(store)
@@ -209,10 +209,10 @@ def test_a_large_body_is_read_from_the_task_and_a_retried_task_ends_the_delivery
 
 
 def test_a_lost_attempt_is_recorded_and_a_lost_last_attempt_ends_the_delivery(store: Store) -> None:
-    from core import webhook_delivery
     from core.config import Config
-    from core.context import Context
-    from core.queue import CallbackQueue
+    from core.ports.queue import CallbackQueue
+    from core.services import webhook_delivery
+    from core.services.context import Context
 
     ctx = Context(
         store=store,

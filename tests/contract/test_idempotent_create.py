@@ -1,4 +1,4 @@
-"""Idempotency-Key on task creation, through the service (core.idempotency) on each store."""
+"""Idempotency-Key on task creation, through the service (core.services.idempotency) on each store."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.auth import Principal
 from core.config import Config
-from core.context import Context
+from core.domain.auth import Principal
+from core.domain.models import Task
+from core.domain.schemas import CreateTask
 from core.errors import ConflictError, ValidationError
-from core.idempotency import body_hash, check_key, create_task_once, scoped_key
-from core.models import Task
-from core.queue import TaskQueue
-from core.schemas import CreateTask
-from core.storage import IdempotencyRecord, Store
+from core.ports.queue import TaskQueue
+from core.ports.storage import IdempotencyRecord, Store
+from core.services.context import Context
+from core.services.idempotency import body_hash, check_key, create_task_once, scoped_key
 
 from .conftest import StoreFactory
 from .factories import NOW, run_concurrently, split, unique_id

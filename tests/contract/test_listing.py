@@ -3,8 +3,8 @@ on every adapter."""
 
 from __future__ import annotations
 
-from core.models import Task, TaskStatus
-from core.storage import Store, TaskPage, position
+from core.domain.models import Task, TaskStatus
+from core.ports.storage import Store, TaskPage, position
 
 from .factories import NOW, claim_changes, completed_changes, put_online_server, put_pending
 

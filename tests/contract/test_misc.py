@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from core.models import TaskStatus
-from core.storage import IdempotencyRecord, Store
+from core.domain.models import TaskStatus
+from core.ports.storage import IdempotencyRecord, Store
 
 from .factories import assert_same, make_server, make_task, unique_id
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
+from core.domain.models import Task, TaskStatus
 from core.errors import NoCapacityError, StaleWriteError
-from core.models import Task, TaskStatus
-from core.storage import IdempotencyRecord, Store
+from core.ports.storage import IdempotencyRecord, Store
 
 from .conftest import StoreFactory
 from .factories import (

@@ -8,12 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
-from core import auth, ratelimit
 from core.config import Config, RateLimits
-from core.context import Context
+from core.domain import auth
 from core.errors import RateLimitedError
-from core.queue import CallbackQueue
-from core.storage import Store
+from core.ports.queue import CallbackQueue
+from core.ports.storage import Store
+from core.services import ratelimit
+from core.services.context import Context
 
 from .conftest import StoreFactory
 from .factories import run_concurrently, split

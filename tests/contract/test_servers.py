@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from core.domain.models import Endpoints, Server, ServerStatus
 from core.errors import StaleWriteError
-from core.models import Endpoints, Server, ServerStatus
-from core.storage import Store
+from core.ports.storage import Store
 
 from .factories import (
     NOW,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from core.domain.models import Task, TaskStatus
 from core.errors import StaleWriteError
-from core.models import Task, TaskStatus
-from core.storage import Store
+from core.ports.storage import Store
 
 from .factories import (
     HOUR,

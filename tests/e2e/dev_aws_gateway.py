@@ -2,7 +2,7 @@
 
     python -m tests.e2e.dev_aws_gateway dev --aws --port N
 
-runs the command exactly as `taskgate` does (`handlers.cli.main` with these arguments), plus
+runs the command exactly as `taskgate` does (`tools.cli.main` with these arguments), plus
 a loopback endpoint, `POST /set-active-tasks`, that writes a server's slot count straight
 into the emulated table. It takes a free port and prints `side door: <url>` first. A test needs that write to stand for a crash that
 left a slot taken (tests/e2e/test_dispatch_recovery.py); on `taskgate serve` it opens the
@@ -23,10 +23,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from handlers import cli
+from tools import cli
 
 if TYPE_CHECKING:
-    from core.storage.dynamodb import DynamoStore
+    from core.aws.dynamodb import DynamoStore
 
 _store: DynamoStore | None = None
 _store_made = threading.Lock()
@@ -40,7 +40,7 @@ def store() -> DynamoStore:
         if _store is None:
             import boto3
 
-            from core.storage.dynamodb import DynamoStore
+            from core.aws.dynamodb import DynamoStore
 
             # A session of its own: boto3's default one is not safe to make clients from in
             # several threads, and the gateway's threads use it.

@@ -28,12 +28,12 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from core.storage.sqlite import SqliteStore
+from core.local.sqlite import SqliteStore
 
 from .dev_aws_gateway import DOOR_LINE
 from .harness import RATE_LIMITS_OFF, SECRET, Api, _free_port, unique
 
-CLI = [sys.executable, "-m", "handlers.cli"]
+CLI = [sys.executable, "-m", "tools.cli"]
 TERMINAL = frozenset({"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"})
 # Sweeps and health checks every few hundred ms, short backoffs; a test module overrides what
 # it needs (MAX_ATTEMPTS, QUEUE_TIMEOUT, ...) when it starts its gateway. RECONCILE_GRACE keeps

@@ -17,11 +17,11 @@ import httpx
 import msgspec
 import pytest
 
-from core import auth
-from core.ids import now_ms
-from core.models import Task, TaskStatus
-from core.storage import Store
-from handlers.moto_env import FAKE_AWS_ENV
+from core.domain import auth
+from core.domain.ids import now_ms
+from core.domain.models import Task, TaskStatus
+from core.ports.storage import Store
+from tools.moto_env import FAKE_AWS_ENV
 
 SECRET = "e2e-test-secret-" + "x" * 48
 RATE_LIMITS_OFF = {
@@ -309,7 +309,7 @@ def serve(tmp: Path) -> Iterator[Api]:
     env = {**os.environ, "JWT_SECRET": SECRET, **RATE_LIMITS_OFF}
     log = (tmp / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "handlers.cli", "serve", "--db", str(db), "--port", str(port)],
+        [sys.executable, "-m", "tools.cli", "serve", "--db", str(db), "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -317,7 +317,7 @@ def serve(tmp: Path) -> Iterator[Api]:
     base = f"http://127.0.0.1:{port}"
     backend_port = _free_port()
     backend = subprocess.Popen(
-        [sys.executable, "-m", "handlers.cli", "mock-backend", "--port", str(backend_port)],
+        [sys.executable, "-m", "tools.cli", "mock-backend", "--port", str(backend_port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -325,7 +325,7 @@ def serve(tmp: Path) -> Iterator[Api]:
         _wait_healthy(proc, base, tmp / "serve.log")
         _wait_healthy(backend, f"http://127.0.0.1:{backend_port}", tmp / "serve.log")
         # Another process on the same file, as WAL allows: the test's view of the store.
-        from core.storage.sqlite import SqliteStore
+        from core.local.sqlite import SqliteStore
 
         store = SqliteStore(str(db))
         with httpx.Client(base_url=base, timeout=10.0) as client:
@@ -366,10 +366,10 @@ def dynamodb() -> Iterator[Api]:
         from moto import mock_aws
         from starlette.testclient import TestClient
 
+        from core.aws.dynamodb import DynamoStore
+        from core.aws.sqs import SqsQueue
         from core.config import Config
-        from core.context import Context
-        from core.sqs import SqsQueue
-        from core.storage.dynamodb import DynamoStore
+        from core.services.context import Context
         from handlers._http import create_app
         from handlers.local import ROUTES
         from tests.support.aws import create_table

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from core.ids import now_ms
+from core.domain.ids import now_ms
 
 from .harness import EXAMPLE_COMPLETED, Api
 

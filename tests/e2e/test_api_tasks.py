@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from core.ids import now_ms
-from core.models import TaskStatus
+from core.domain.ids import now_ms
+from core.domain.models import TaskStatus
 
 from .harness import EXAMPLE_TASK, Api
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core import auth
+from core.domain import auth
 
 from .browser import Browser
 from .fleet import Fleet, Gateway, Mock, eventually, start_gateway

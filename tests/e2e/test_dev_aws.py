@@ -133,7 +133,7 @@ def moto_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str, str,
     that `dev --aws` wakes its poller with: (client, queue URL, DLQ URL, sent)."""
     from moto import mock_aws
 
-    from handlers import aws_dev, moto_env
+    from tools import aws_dev, moto_env
 
     for name, value in moto_env.FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
@@ -153,7 +153,7 @@ def moto_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str, str,
 def test_event_source_mapping_deletes_all_but_the_reported_failures(
     moto_queue: tuple[Any, str, str, threading.Event],
 ) -> None:
-    from handlers import aws_dev
+    from tools import aws_dev
 
     sqs, url, dlq_url, sent = moto_queue
     seen: list[dict[str, Any]] = []
@@ -195,7 +195,7 @@ def test_event_source_mapping_deletes_all_but_the_reported_failures(
 def test_event_source_mapping_keeps_the_batch_of_a_failed_invocation(
     moto_queue: tuple[Any, str, str, threading.Event],
 ) -> None:
-    from handlers import aws_dev
+    from tools import aws_dev
 
     sqs, url, _, sent = moto_queue
     calls: list[int] = []

@@ -20,7 +20,7 @@ import pytest
 from .harness import EXAMPLE_TASK, _free_port, _wait_healthy
 
 README = Path(__file__).parents[2] / "README.md"
-CLI = [sys.executable, "-m", "handlers.cli"]
+CLI = [sys.executable, "-m", "tools.cli"]
 
 
 def start(
@@ -141,7 +141,7 @@ def test_kill_9_loses_no_acknowledged_task(tmp_path: Path) -> None:
     env = {"JWT_SECRET": "durability-secret-" * 4, "RATE_LIMIT_TASK_CREATE": "0", "RATE_LIMIT_DEFAULT": "0"}
     port = _free_port()
     proc = start("serve", db, port, log, env)
-    from core import auth
+    from core.domain import auth
 
     headers = {
         "Authorization": f"Bearer {auth.mint(env['JWT_SECRET'], sub='alice', roles=['user'], ttl_s=600)}"

@@ -54,7 +54,7 @@ def eventually(read: Callable[[], T], until: Callable[[T], bool] = bool, timeout
 def start_mock(tmp: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     port, log = _free_port(), tmp / "mock.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "handlers.cli", "mock-backend", "--port", str(port), *flags],
+        [sys.executable, "-m", "tools.cli", "mock-backend", "--port", str(port), *flags],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.storage.sqlite import SqliteStore
+from core.local.sqlite import SqliteStore
 
 from .harness import (
     EXAMPLE_COMPLETED,
@@ -51,7 +51,7 @@ def start_serve(tmp: Path, limits: dict[str, str]) -> Iterator[Api]:
     db, log_path, port = tmp / "t.db", tmp / "serve.log", _free_port()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "handlers.cli", "serve", "--db", str(db), "--port", str(port)],
+            [sys.executable, "-m", "tools.cli", "serve", "--db", str(db), "--port", str(port)],
             env={**os.environ, "JWT_SECRET": SECRET, **limits},
             stdout=log,
             stderr=subprocess.STDOUT,

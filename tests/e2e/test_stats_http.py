@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from core.balancer import ALGORITHMS
-from core.storage.sqlite import SqliteStore
+from core.domain.balancer import ALGORITHMS
+from core.local.sqlite import SqliteStore
 
 from .harness import RATE_LIMITS_OFF, SECRET, Api, _free_port, _wait_healthy, unique
 
-CLI = [sys.executable, "-m", "handlers.cli"]
+CLI = [sys.executable, "-m", "tools.cli"]
 # Sweeps and health checks every few hundred ms, short backoffs.
 FAST_TIMERS = {
     "SWEEP_INTERVAL": "200",

@@ -170,7 +170,7 @@ def test_a_backend_token_may_not_follow_the_task_it_runs(fleet: Fleet) -> None:
     ],
 )
 def test_a_bad_token_is_refused_before_the_upgrade(gateway: Gateway, token: str | None, details: str) -> None:
-    from core import auth
+    from core.domain import auth
 
     if token == "expired":
         token = gateway.api.token("user", ttl_s=-60)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from core.domain.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 from .fleet import (
     CLI,
@@ -254,7 +254,7 @@ def test_delivery_continues_after_a_restart_between_attempts(
     try:
         _wait_up([(proc, base, tmp_path / "first.log")])
         with httpx.Client(base_url=base, timeout=10.0) as client:
-            from core.storage.sqlite import SqliteStore
+            from core.local.sqlite import SqliteStore
 
             store = SqliteStore(str(db))
             api = Api("serve", client, store, SECRET)

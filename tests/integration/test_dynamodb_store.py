@@ -14,10 +14,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ReadTimeoutError
 from moto import mock_aws
 
+from core.aws.dynamodb import DynamoStore
+from core.domain.models import Endpoints, Server, ServerStatus, Task, TaskStatus
 from core.errors import NoCapacityError, StaleWriteError, UnavailableError
-from core.models import Endpoints, Server, ServerStatus, Task, TaskStatus
-from core.storage import IdempotencyRecord
-from core.storage.dynamodb import DynamoStore
+from core.ports.storage import IdempotencyRecord
 from tests.support.aws import create_table
 
 if TYPE_CHECKING:
@@ -635,7 +635,7 @@ def test_an_owners_filtered_listing_reads_at_most_its_budget_per_call(
     store: DynamoStore, calls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN an owner with many tasks of which only the oldest two FAILED, and a small read budget
-    monkeypatch.setattr("core.storage.dynamodb._FILTERED_READ_BUDGET", 4)
+    monkeypatch.setattr("core.aws.dynamodb._FILTERED_READ_BUDGET", 4)
     for i in range(12):
         status = TaskStatus.FAILED if i < 2 else TaskStatus.COMPLETED
         store.put_task(make_task(owner="erin", status=status, created_at=NOW + i))

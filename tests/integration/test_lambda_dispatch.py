@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from core import auth
-from core.aws import LazyContext
-from core.ids import new_task_id, now_ms
-from core.models import Task, TaskStatus
-from handlers.moto_env import LambdaContext
+from core.aws.context import LazyContext
+from core.domain import auth
+from core.domain.ids import new_task_id, now_ms
+from core.domain.models import Task, TaskStatus
 from tests.e2e.fleet import Backend, Mock, start_backends
 from tests.support.aws import lambda_account, load_event
+from tools.moto_env import LambdaContext
 
 SECRET = "lambda-dispatch-secret-" * 3
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from core import auth
-from handlers.moto_env import LambdaContext
+from core.domain import auth
 from tests.support.aws import lambda_account, load_event
+from tools.moto_env import LambdaContext
 
 SECRET = "lambda-test-secret-" * 4
 

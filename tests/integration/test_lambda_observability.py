@@ -4,7 +4,7 @@ ids, CloudWatch embedded-metric-format metrics, and X-Ray tracing only when it i
 GIVEN the Lambda entry points on moto (as in test_lambda_dispatch.py) and their log handler
 writing to a buffer, WHEN they are invoked with events/ shapes, THEN every line they and core/
 write is one JSON object with the request's ids, and the EMF blobs name the metrics of
-core/telemetry.py with plausible values.
+core/ports/telemetry.py with plausible values.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from core import auth
+from core.domain import auth
 from tests.integration.test_lambda_dispatch import (  # the same emulated account and backend
     SECRET,
     aws,
@@ -117,7 +117,7 @@ def test_a_core_log_line_carries_the_same_keys(
     assert response["statusCode"] == 200
     task_id = json.loads(response["body"])["id"]
     (failed,) = [line for line in parsed(log_lines) if line["message"].startswith("enqueue failed")]
-    assert failed["name"] == "core.queue"
+    assert failed["name"] == "core.ports.queue"
     assert failed["level"] == "ERROR" and "exception" in failed
     assert failed["task_id"] == task_id
     assert failed["function_request_id"] == context.aws_request_id
@@ -190,7 +190,7 @@ def test_a_completion_reported_by_the_backend_is_counted(
 
 TRACED = """
 import json, sys
-from handlers.moto_env import LambdaContext
+from tools.moto_env import LambdaContext
 from tests.support.aws import load_event
 import handlers.system as system
 response = system.handler(load_event("api-health.json"), LambdaContext("taskgate-system"))

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from core import auth
-from core.aws import LazyContext
-from core.models import DeliveryState
-from core.webhooks import verify
-from handlers.moto_env import LambdaContext
+from core.aws.context import LazyContext
+from core.domain import auth
+from core.domain.models import DeliveryState
+from core.domain.signing import verify
 from tests.e2e.fleet import Backend, Mock, start_backends
 from tests.e2e.webhook_receiver import Receiver, start_receiver
 from tests.support.aws import lambda_account, load_event
+from tools.moto_env import LambdaContext
 
 SECRET = "lambda-webhook-secret-" * 3
 WEBHOOK_SECRET = "lambda-receiver-secret"

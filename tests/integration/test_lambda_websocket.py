@@ -25,15 +25,16 @@ from moto import mock_aws
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from core import auth, update_push
-from core.ids import new_task_id, now_ms
-from core.models import Endpoints, Server, Task, TaskStatus
-from core.storage.dynamodb import DynamoStore
-from core.storage.dynamodb_connections import ConnectionStore
-from core.storage.dynamodb_items import task_key
+from core.aws import update_push
+from core.aws.dynamodb import DynamoStore
+from core.aws.dynamodb_connections import ConnectionStore
+from core.aws.dynamodb_items import task_key
+from core.domain import auth
+from core.domain.ids import new_task_id, now_ms
+from core.domain.models import Endpoints, Server, Task, TaskStatus
 from handlers import notifier, ws_api
-from handlers.moto_env import LambdaContext
 from tests.support.aws import create_table, load_event
+from tools.moto_env import LambdaContext
 
 SECRET = "lambda-websocket-secret-" * 3
 ENDPOINT = "https://wsapi123.execute-api.us-east-1.amazonaws.com/prod"

@@ -16,8 +16,8 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from handlers import moto_env
 from tests.support.aws import create_table
+from tools import moto_env
 
 
 @pytest.fixture

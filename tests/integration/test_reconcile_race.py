@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core import sweeper
-from core.models import Task
+from core.domain.models import Task
+from core.services import sweeper
 from handlers import local
 from tests.contract.factories import claim_changes, completed_changes, make_server, make_task
 

@@ -31,20 +31,20 @@ ONE_MACHINE = {"uvicorn", "httpx", "aiohttp"}
 # Imported by core directly but declared by pyproject.toml only through botocore.
 DIRECT_EXTRAS = {"urllib3"}
 # Third-party imports in the bundle's modules that the Lambda path never runs: the asyncio
-# backend calls of core/backend_http.py and the one-machine runtime.
+# backend calls of core/http/backend.py and the one-machine runtime.
 ONE_MACHINE_IMPORTS = {
-    "core/backend_http.py": {"aiohttp"},
-    "core/runtime.py": {"aiohttp"},
-    "core/webhook_http.py": {"aiohttp"},
+    "core/http/backend.py": {"aiohttp"},
+    "core/local/runtime.py": {"aiohttp"},
+    "core/http/webhook.py": {"aiohttp"},
 }
 # Loaded on the AWS path after import (first request, first message), named here because the
 # handler modules import them lazily.
 AWS_PATH = [
-    "core.aws",
-    "core.storage.dynamodb",
-    "core.sqs",
-    "core.stats",
-    "core.sync_runtime",
+    "core.aws.context",
+    "core.aws.dynamodb",
+    "core.aws.sqs",
+    "core.services.stats",
+    "core.aws.runtime",
     "urllib3",
     "aws_lambda_powertools.utilities.parameters",
     "swagger_ui_bundle",
@@ -183,7 +183,7 @@ def test_the_lambda_handlers_import_with_only_the_bundle() -> None:
     report = import_with_only_the_bundle(handler_modules() + AWS_PATH)
     assert report["error"] is None
     loaded = set(report["loaded"])  # type: ignore[arg-type]
-    assert not loaded & {"core.runtime", "handlers.local", "aiohttp", "httpx", "uvicorn"}
+    assert not loaded & {"core.local.runtime", "handlers.local", "aiohttp", "httpx", "uvicorn"}
 
 
 def test_the_openapi_document_builds_with_only_the_bundle() -> None:

@@ -9,11 +9,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from core import auth, aws
-from core.aws import build_context
+from core.aws import context as aws
+from core.aws.context import build_context
+from core.domain import auth
 from core.errors import UnauthorizedError
-from handlers.moto_env import FAKE_AWS_ENV
 from tests.support.aws import create_table
+from tools.moto_env import FAKE_AWS_ENV
 
 NAME = "/taskgate/jwt-secret"
 

@@ -30,16 +30,16 @@ from typing import Any
 
 import pytest
 
-from core import dispatch, servers, stats, tasks
-from core.auth import ADMIN, SERVICE, USER, Principal
 from core.config import Config
-from core.context import Context
-from core.dispatch import Assignment
+from core.domain.auth import ADMIN, SERVICE, USER, Principal
+from core.domain.models import Task, TaskStatus
+from core.domain.schemas import CreateTask, EndpointsBody, Heartbeat, RegisterServer, SetAlgorithm, UpdateTask
 from core.errors import ForbiddenError, NotFoundError, ValidationError
-from core.events import LocalEvents
-from core.models import Task, TaskStatus
-from core.queue import CallbackQueue
-from core.schemas import CreateTask, EndpointsBody, Heartbeat, RegisterServer, SetAlgorithm, UpdateTask
+from core.ports.events import LocalEvents
+from core.ports.queue import CallbackQueue
+from core.services import dispatch, servers, stats, tasks
+from core.services.context import Context
+from core.services.dispatch import Assignment
 from tests.contract.conftest import StoreFactory, moto_dynamodb, open_store  # noqa: F401 - fixtures
 
 DAY, NEXT_DAY = "2024-01-06", "2024-01-07"

@@ -17,9 +17,9 @@ from typing import Any
 import boto3
 import pytest
 
-from core import auth, stats
-from core.models import TaskStatus
-from handlers.moto_env import StreamReader, matches, stream_filters, streams_client
+from core.domain import auth
+from core.domain.models import TaskStatus
+from core.services import stats
 from tests.integration.test_lambda_dispatch import (  # the same emulated account and backend
     SECRET,
     aws,
@@ -32,6 +32,7 @@ from tests.integration.test_lambda_dispatch import (  # the same emulated accoun
     sqs_event,
 )
 from tests.support.aws import load_event, load_template
+from tools.moto_env import StreamReader, matches, stream_filters, streams_client
 
 __all__ = ["aws", "backend"]  # fixtures, used by name
 
@@ -136,7 +137,7 @@ def test_the_sample_event_counts_one_completion() -> None:
     patterns = stream_filters(load_template(), "StatsStreamFunction")
     assert any(matches(p, record) for p in patterns)
     # WHEN its changes are read
-    from core import stream
+    from core.aws import stream
 
     change = stream.task_change(record)
     # THEN it is the completion of that task on that server, in the hour it completed
@@ -149,7 +150,7 @@ def test_the_sample_event_counts_one_completion() -> None:
 
 
 def test_a_record_that_is_not_a_task_is_skipped() -> None:
-    from core import stream
+    from core.aws import stream
 
     removal = {"eventName": "REMOVE", "dynamodb": {"OldImage": {"PK": {"S": "TASK#t"}, "SK": {"S": "TASK"}}}}
     server = {

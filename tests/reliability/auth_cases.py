@@ -12,8 +12,8 @@ from typing import Any
 
 import jwt
 
-from core import auth
-from core.models import TaskStatus
+from core.domain import auth
+from core.domain.models import TaskStatus
 from tests.e2e.harness import EXAMPLE_SERVER, HELD, SECRET, Api, unique
 
 OWNER = "matrix-owner"

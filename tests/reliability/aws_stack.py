@@ -17,17 +17,17 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from starlette.testclient import TestClient
 
-from core import sync_runtime
-from core.aws import build_context
-from core.context import Context
-from core.sqs import SqsQueue
-from core.storage.dynamodb import DynamoStore
+from core.aws import runtime as lambda_runtime
+from core.aws.context import build_context
+from core.aws.dynamodb import DynamoStore
+from core.aws.sqs import SqsQueue
+from core.services.context import Context
 from handlers._http import create_app
 from handlers.local import ROUTES
-from handlers.moto_env import FAKE_AWS_ENV, one_request_at_a_time
 from tests.e2e.fleet import Backend, Mock, _stop, start_backends
 from tests.e2e.harness import RATE_LIMITS_OFF, SECRET, Api
 from tests.support.aws import create_table
+from tools.moto_env import FAKE_AWS_ENV, one_request_at_a_time
 
 BUSY_CODES = ("ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError")
 
@@ -91,7 +91,7 @@ class Stack:
     def deliver(self, body: dict[str, Any]) -> BaseException | None:
         """What the dispatcher Lambda does with one record; the error it would report."""
         try:
-            sync_runtime.handle_message(self.ctx, body, sync_runtime.shared_pool())
+            lambda_runtime.handle_message(self.ctx, body, lambda_runtime.shared_pool())
         except Exception as exc:
             return exc
         return None

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from core.storage.sqlite import SqliteStore
+from core.local.sqlite import SqliteStore
 from tests.e2e.fleet import CLI, FAST_TIMERS, TERMINAL, Backend, _spawn, _stop, _wait_up, free_port
 from tests.e2e.harness import RATE_LIMITS_OFF, SECRET, Api, unique
 

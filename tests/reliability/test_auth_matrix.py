@@ -16,15 +16,15 @@ import pytest
 import urllib3
 from starlette.testclient import TestClient
 
-from core import backend_http
 from core.config import Config
-from core.context import Context
-from core.events import LocalEvents
-from core.models import Endpoints, Server
-from core.protocol import BackendRequest, Kind
-from core.queue import CallbackQueue
-from core.storage.sqlite import SqliteStore
-from core.urls import _RESOLVED
+from core.domain.models import Endpoints, Server
+from core.domain.protocol import BackendRequest, Kind
+from core.domain.urls import _RESOLVED
+from core.http import backend as backend_http
+from core.local.sqlite import SqliteStore
+from core.ports.events import LocalEvents
+from core.ports.queue import CallbackQueue
+from core.services.context import Context
 from handlers._http import create_app
 from handlers.local import ROUTES as APP_ROUTES
 from tests.e2e.harness import EXAMPLE_SERVER, HELD, RATE_LIMITS_OFF, SECRET, Api, unique

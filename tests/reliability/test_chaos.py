@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from core.ids import now_ms
-from core.storage.sqlite import SqliteStore
+from core.domain.ids import now_ms
+from core.local.sqlite import SqliteStore
 from tests.e2e.fleet import Mock, _stop, eventually, start_backends
 from tests.e2e.harness import unique
 

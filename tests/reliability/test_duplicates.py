@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-from core.models import TaskStatus
+from core.domain.models import TaskStatus
 from handlers import dispatcher
-from handlers.moto_env import LambdaContext
 from tests.support.aws import load_event
+from tools.moto_env import LambdaContext
 
 from .aws_stack import RecordingBackend, Stack, recording_backend, register, stack
 from .conftest import Scale

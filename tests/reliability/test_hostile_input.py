@@ -28,10 +28,10 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from core.config import Config
-from core.context import Context
-from core.events import LocalEvents
-from core.queue import CallbackQueue
-from core.storage.sqlite import SqliteStore
+from core.local.sqlite import SqliteStore
+from core.ports.events import LocalEvents
+from core.ports.queue import CallbackQueue
+from core.services.context import Context
 from handlers._http import create_app
 from handlers.local import ROUTES
 from tests.e2e.harness import RATE_LIMITS_OFF, SECRET, Api, unique

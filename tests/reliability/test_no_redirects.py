@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 import urllib3
 
-from core import backend_http
-from core.models import Endpoints, Server, ServerStatus, Task, TaskStatus
-from core.protocol import BackendRequest, Kind
+from core.domain.models import Endpoints, Server, ServerStatus, Task, TaskStatus
+from core.domain.protocol import BackendRequest, Kind
+from core.http import backend as backend_http
 
 
 class Redirector(BaseHTTPRequestHandler):

@@ -12,15 +12,16 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from core import auth, tasks
 from core.config import Config
-from core.context import Context
+from core.domain import auth
+from core.domain.models import Task, TaskStatus
+from core.domain.schemas import UpdateTask
 from core.errors import ConflictError
-from core.events import LocalEvents
-from core.models import Task, TaskStatus
-from core.queue import CallbackQueue
-from core.schemas import UpdateTask
-from core.storage import Store
+from core.ports.events import LocalEvents
+from core.ports.queue import CallbackQueue
+from core.ports.storage import Store
+from core.services import tasks
+from core.services.context import Context
 from tests.contract.factories import (
     active_tasks,
     claim_changes,

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from core import sweeper
+from core.domain.models import TaskStatus
 from core.errors import UnavailableError
-from core.models import TaskStatus
+from core.services import sweeper
 from tests.e2e.harness import Reply, unique
 
 from .aws_stack import BUSY_CODES, RecordingBackend, Stack, recording_backend, register, stack

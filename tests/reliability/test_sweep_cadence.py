@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from core.ids import now_ms
-from core.models import TaskStatus
+from core.domain.ids import now_ms
+from core.domain.models import TaskStatus
 from tests.e2e.fleet import eventually
 from tests.e2e.harness import HELD, unique
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from handlers import moto_env
+from tools import moto_env
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -57,7 +57,7 @@ def lambda_account(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Simp
     import boto3
     from moto import mock_aws
 
-    from core.storage.dynamodb import DynamoStore
+    from core.aws.dynamodb import DynamoStore
 
     for name, value in {**moto_env.FAKE_AWS_ENV, **env}.items():
         monkeypatch.setenv(name, value)

@@ -9,9 +9,9 @@ import time
 import jwt
 import pytest
 
-from core import auth
+from core.domain import auth
+from core.domain.models import Task, TaskStatus
 from core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
-from core.models import Task, TaskStatus
 
 SECRET = "unit-test-secret-" * 4
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from core import balancer
-from core.models import Endpoints, Server, ServerStatus, Task
+from core.domain import balancer
+from core.domain.models import Endpoints, Server, ServerStatus, Task
 
 _BASE = Server(id="s", name="n", endpoints=Endpoints(predict="http://p", health="http://h"), registered_at=0)
 

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from core import schemas
+from core.domain import schemas
 from taskgate import models
 from taskgate.client import FIRST_PAUSE, LAST_PAUSE, Client
 from taskgate.errors import (
@@ -231,7 +231,7 @@ def test_importing_the_client_loads_nothing_of_the_server() -> None:
     assert loaded.stdout.strip() == "[]"
 
 
-# Each client reply type and the server's description of that reply (core/schemas.py).
+# Each client reply type and the server's description of that reply (core/domain/schemas.py).
 MIRRORS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
     (models.TaskCreated, schemas.TaskCreated),
     (models.Task, schemas.TaskView),

@@ -10,10 +10,10 @@ from collections import Counter
 import msgspec
 import pytest
 
-from core import balancer
-from core.fleet import FleetView
-from core.fleet_index import CapableGroup, Fenwick
-from core.models import Endpoints, Server, ServerStatus, Task
+from core.domain import balancer
+from core.domain.fleet_index import CapableGroup, Fenwick
+from core.domain.models import Endpoints, Server, ServerStatus, Task
+from core.services.fleet import FleetView
 
 _BASE = Server(id="s", name="n", endpoints=Endpoints(predict="http://p", health="http://h"), registered_at=0)
 CAPABILITIES = ["video", "image", "text"]

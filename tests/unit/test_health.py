@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from core import health
-from core.models import Endpoints, Server, ServerStatus
+from core.domain import health
+from core.domain.models import Endpoints, Server, ServerStatus
 
 
 def server(**overrides: object) -> Server:

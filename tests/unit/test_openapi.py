@@ -19,11 +19,11 @@ from openapi_spec_validator import validate as validate_openapi
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from core import auth, schemas
-from core.context import Context
+from core.domain import auth, schemas
+from core.domain.ids import now_ms
+from core.domain.models import TaskStatus
 from core.errors import ValidationError
-from core.ids import now_ms
-from core.models import TaskStatus
+from core.services.context import Context
 from handlers import docs, local
 from handlers._http import create_app
 from handlers.openapi import OPERATIONS, REF, SpecMismatchError, build_spec
@@ -63,7 +63,7 @@ def served() -> dict[tuple[str, str], Route]:
 
 
 def decoded_struct(route: Route) -> type[schemas.Request] | None:
-    """The Struct the endpoint passes to `core.schemas.decode`, read from its source."""
+    """The Struct the endpoint passes to `core.domain.schemas.decode`, read from its source."""
     endpoint = inspect.unwrap(route.endpoint)
     tree = ast.parse(textwrap.dedent(inspect.getsource(endpoint)))
     names = {

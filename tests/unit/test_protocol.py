@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core.models import Endpoints, Server, Task, TaskStatus
-from core.protocol import Kind, classify, health_ok, predict_request, transport_failure
+from core.domain.models import Endpoints, Server, Task, TaskStatus
+from core.domain.protocol import Kind, classify, health_ok, predict_request, transport_failure
 
 
 def task(**overrides: object) -> Task:

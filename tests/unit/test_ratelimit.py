@@ -13,12 +13,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from core import auth, ratelimit
 from core.config import Config, RateLimits
-from core.context import Context
+from core.domain import auth
 from core.errors import NotFoundError, RateLimitedError, UnavailableError
-from core.queue import CallbackQueue
-from core.storage.sqlite import SqliteStore
+from core.local.sqlite import SqliteStore
+from core.ports.queue import CallbackQueue
+from core.services import ratelimit
+from core.services.context import Context
 from handlers._http import authenticated, create_app, json_response
 
 SECRET = "unit-test-secret-" * 4

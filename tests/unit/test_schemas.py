@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from core.domain.schemas import CreateTask, RegisterServer, UpdateTask, decode
 from core.errors import ValidationError
-from core.schemas import CreateTask, RegisterServer, UpdateTask, decode
 
 VALID = {"type": "video-processing", "priority": 1, "payload": {"video_url": "https://example.com/v.mp4"}}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import states
-from core.models import TaskStatus as S
+from core.domain import states
+from core.domain.models import TaskStatus as S
 
 ALLOWED = {
     (S.PENDING, S.PROCESSING),

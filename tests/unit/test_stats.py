@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from core import stats
+from core.domain.models import Endpoints, Server, Task, TaskStatus
 from core.errors import ValidationError
-from core.models import Endpoints, Server, Task, TaskStatus
+from core.services import stats
 from handlers.metrics import exposition
 
 PENDING, PROCESSING = TaskStatus.PENDING, TaskStatus.PROCESSING

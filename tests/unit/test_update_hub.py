@@ -12,15 +12,17 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core import auth, tasks, update_hub, updates
 from core.config import Config
-from core.context import Context
+from core.domain import auth
+from core.domain.schemas import CreateTask
 from core.errors import NotFoundError, ValidationError
-from core.events import LocalEvents
-from core.queue import CallbackQueue
-from core.schemas import CreateTask
-from core.storage.sqlite import SqliteStore
-from core.update_hub import Follower, UpdateHub
+from core.local import update_hub
+from core.local.sqlite import SqliteStore
+from core.local.update_hub import Follower, UpdateHub
+from core.ports.events import LocalEvents
+from core.ports.queue import CallbackQueue
+from core.services import tasks, updates
+from core.services.context import Context
 
 pytestmark = pytest.mark.anyio
 

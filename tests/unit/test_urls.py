@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.domain.urls import check_url
 from core.errors import ValidationError
-from core.urls import check_url
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Webhook signatures (core.webhooks) and the retry decision on an attempt's outcome."""
+"""Webhook signatures (core.domain.signing) and the retry decision on an attempt's outcome."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import hmac
 
 import pytest
 
-from core.webhook_delivery import WebhookOutcome
-from core.webhooks import (
+from core.domain.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     derive_secret,
@@ -16,6 +15,7 @@ from core.webhooks import (
     signed_headers,
     verify,
 )
+from core.services.webhook_delivery import WebhookOutcome
 
 SECRET = "whsec-test"
 BODY = b'{"id":"task_1","status":"COMPLETED","result":{"ok":true}}'

@@ -1,0 +1,163 @@
+"""WebSocket connections and their subscriptions in the DynamoDB table (AWS only: one machine
+keeps them in memory, core.local.update_hub). Patterns 20-25 of the access-pattern table in
+core.aws.dynamodb.
+
+A subscription is an item in its task's own SUBS#<task> partition, so the notifier finds a
+task's subscribers with one Query; the connection item lists the tasks it follows, so closing
+it deletes their items without a query. Both expire by TTL after API Gateway's two-hour
+connection limit, in case a $disconnect never came.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+import boto3
+from botocore.exceptions import ClientError
+
+# The table adapter's client settings and error translation, shared so both behave alike.
+from core.aws.dynamodb import _CLIENT_CONFIG, _CONDITION_FAILED, BUSY, _code, _translated_errors
+from core.aws.dynamodb_items import (
+    Connection,
+    connection_from_item,
+    connection_key,
+    connection_to_item,
+    subscription_key,
+    subscription_to_item,
+    subscriptions_partition,
+)
+from core.errors import StaleWriteError, UnavailableError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import WriteRequestTypeDef
+
+_BATCH_WRITE_LIMIT = 25
+_UNPROCESSED_RETRIES = 5
+
+
+class ConnectionStore:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self.table_name = table_name
+        self._client = client or boto3.client("dynamodb", config=_CLIENT_CONFIG)
+
+    def put_connection(self, connection: Connection) -> None:
+        """Pattern 20."""
+        with _translated_errors():
+            self._client.put_item(TableName=self.table_name, Item=connection_to_item(connection))
+
+    def get_connection(self, connection_id: str) -> Connection | None:
+        """Pattern 21."""
+        with _translated_errors():
+            found = self._client.get_item(
+                TableName=self.table_name, Key=connection_key(connection_id), ConsistentRead=True
+            )
+        item = found.get("Item")
+        return None if item is None else connection_from_item(item)
+
+    def subscribe(self, connection: Connection, task_id: str, *, limit: int) -> None:
+        """Pattern 22: add the task to the connection's set (if the connection is still open and
+        follows fewer than `limit` tasks), then write the subscription item.
+        StaleWriteError(the connection as it is, or None if closed) when the condition fails."""
+        try:
+            with _translated_errors():
+                self._client.update_item(
+                    TableName=self.table_name,
+                    Key=connection_key(connection.id),
+                    UpdateExpression="ADD tasks :task",
+                    ConditionExpression=(
+                        "attribute_exists(PK) AND (attribute_not_exists(tasks) OR size(tasks) < :limit"
+                        " OR contains(tasks, :id))"
+                    ),
+                    ExpressionAttributeValues={
+                        ":task": {"SS": [task_id]},
+                        ":id": {"S": task_id},
+                        ":limit": {"N": str(limit)},
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ClientError as error:
+            if _code(error) != _CONDITION_FAILED:
+                raise
+            old: Any = error.response.get("Item")
+            raise StaleWriteError(None if old is None else connection_from_item(old)) from None
+        with _translated_errors():
+            self._client.put_item(TableName=self.table_name, Item=subscription_to_item(task_id, connection))
+
+    def unsubscribe(self, connection_id: str, task_id: str) -> None:
+        """Pattern 23: the subscription item and the task in the connection's set."""
+        self._batch_delete([subscription_key(task_id, connection_id)])
+        self._forget_task(connection_id, task_id)
+
+    def subscribers(self, task_id: str) -> list[str]:
+        """Pattern 24: the connections following a task (one Query of its SUBS partition)."""
+        found: list[str] = []
+        start: Any = None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self.table_name,
+                "KeyConditionExpression": "PK = :subs",
+                "ExpressionAttributeValues": {":subs": {"S": subscriptions_partition(task_id)}},
+                "ProjectionExpression": "connection_id",
+                "ConsistentRead": True,
+            }
+            if start is not None:
+                request["ExclusiveStartKey"] = start
+            with _translated_errors():
+                page = self._client.query(**request)
+            found.extend(item["connection_id"]["S"] for item in page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return found
+
+    def end_subscriptions(self, task_id: str, connection_ids: list[str]) -> None:
+        """Pattern 23 for every subscriber: a finished task is followed no more."""
+        self._batch_delete([subscription_key(task_id, c) for c in connection_ids])
+        for connection_id in connection_ids:
+            self._forget_task(connection_id, task_id)
+
+    def delete_connection(self, connection_id: str, *also_tasks: str) -> Connection | None:
+        """Pattern 25: the connection and the subscription items of the tasks it followed
+        (and of `also_tasks`, a subscription it may not list). Returns what was deleted."""
+        with _translated_errors():
+            deleted = self._client.delete_item(
+                TableName=self.table_name, Key=connection_key(connection_id), ReturnValues="ALL_OLD"
+            )
+        old = deleted.get("Attributes")
+        connection = None if not old else connection_from_item(old)
+        tasks = set(also_tasks) | set(connection.tasks if connection else ())
+        self._batch_delete([subscription_key(task_id, connection_id) for task_id in sorted(tasks)])
+        return connection
+
+    def _forget_task(self, connection_id: str, task_id: str) -> None:
+        try:
+            with _translated_errors():
+                self._client.update_item(
+                    TableName=self.table_name,
+                    Key=connection_key(connection_id),
+                    UpdateExpression="DELETE tasks :task",
+                    # An update would create a closed connection's item afresh.
+                    ConditionExpression="attribute_exists(PK)",
+                    ExpressionAttributeValues={":task": {"SS": [task_id]}},
+                )
+        except ClientError as error:
+            if _code(error) != _CONDITION_FAILED:
+                raise
+
+    def _batch_delete(self, keys: list[Any]) -> None:
+        for start in range(0, len(keys), _BATCH_WRITE_LIMIT):
+            requests: list[WriteRequestTypeDef] = [
+                {"DeleteRequest": {"Key": key}} for key in keys[start : start + _BATCH_WRITE_LIMIT]
+            ]
+            for attempt in range(_UNPROCESSED_RETRIES):
+                with _translated_errors():
+                    answer = self._client.batch_write_item(RequestItems={self.table_name: requests})
+                requests = cast(
+                    "list[WriteRequestTypeDef]", answer.get("UnprocessedItems", {}).get(self.table_name, [])
+                )
+                if not requests:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            else:
+                raise UnavailableError(BUSY)

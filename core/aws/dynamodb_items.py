@@ -1,0 +1,440 @@
+"""Items of the DynamoDB table: key builders, `to_item` / `from_item`, the derived index keys
+of a task, and a builder for expressions. The table and its access patterns are described in
+`core.aws.dynamodb`.
+
+Task and server fields are stored under their own names. JSON-valued fields are stored as JSON
+strings so that floats and nested data round-trip exactly (DynamoDB numbers would come back as
+Decimal, and cannot hold every float). None-valued fields are not stored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from core.domain.models import DeliveryState, Server, Task, TaskStatus, WebhookDelivery
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+    Item = dict[str, AttributeValueTypeDef]
+
+S = TypeVar("S", Task, Server, WebhookDelivery)
+
+TTL = "expiresAt"
+JSON_FIELDS = frozenset({"payload", "result", "error", "reported", "endpoints", "log"})
+# Sorts after every character a task id may hold ([A-Za-z0-9_-]).
+HIGHEST = "~"
+NO_DEADLINE = 9_999_999_999_999
+
+
+# -- attribute values ------------------------------------------------------------------------
+
+
+def to_value(value: Any) -> AttributeValueTypeDef:
+    """A plain value (str, int, bool, list of those) as a DynamoDB attribute value."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, list | tuple):
+        return {"L": [to_value(v) for v in value]}
+    raise TypeError(f"no DynamoDB attribute for {type(value).__name__}")
+
+
+def from_value(value: AttributeValueTypeDef) -> Any:
+    if "S" in value:
+        return value["S"]
+    if "N" in value:
+        return int(value["N"])
+    if "BOOL" in value:
+        return value["BOOL"]
+    if "L" in value:
+        return [from_value(v) for v in value["L"]]
+    raise TypeError(f"unexpected DynamoDB attribute {sorted(value)}")
+
+
+def field_value(name: str, value: Any) -> AttributeValueTypeDef:
+    """A Task or Server field (any Python value the model holds) as an attribute value."""
+    if name in JSON_FIELDS:
+        return {"S": msgspec.json.encode(value).decode()}
+    return to_value(msgspec.to_builtins(value))
+
+
+def field_values(changes: Mapping[str, Any]) -> dict[str, AttributeValueTypeDef | None]:
+    """`changes` as attribute values; None means the attribute is removed."""
+    return {name: None if value is None else field_value(name, value) for name, value in changes.items()}
+
+
+def _fields_from_item(kind: type[S], item: Item) -> S:
+    fields: dict[str, Any] = {}
+    for name in kind.__struct_fields__:
+        if name in item:
+            value = from_value(item[name])
+            fields[name] = msgspec.json.decode(value) if name in JSON_FIELDS else value
+    return msgspec.convert(fields, kind)
+
+
+def check_fields(kind: type[S], names: Iterable[str]) -> None:
+    unknown = set(names) - set(kind.__struct_fields__)
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} fields: {sorted(unknown)}")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def key(pk: str, sk: str) -> Item:
+    return {"PK": {"S": pk}, "SK": {"S": sk}}
+
+
+def task_key(task_id: str) -> Item:
+    return key(f"TASK#{task_id}", "TASK")
+
+
+def server_key(server_id: str) -> Item:
+    return key("SERVERS", f"SERVER#{server_id}")
+
+
+def setting_key(name: str) -> Item:
+    return key("SETTINGS", name)
+
+
+def sequence_key(name: str) -> Item:
+    return key("SEQUENCE", name)
+
+
+def counter_key(counters: str) -> Item:
+    return key(f"COUNTER#{counters}", "COUNTER")
+
+
+def counter_batch_key(batch: str) -> Item:
+    return key(f"COUNTERBATCH#{batch}", "COUNTERBATCH")
+
+
+def rate_key(window: str) -> Item:
+    return key(f"RATE#{window}", "RATE")
+
+
+def outcome_key(task_id: str) -> Item:
+    return key(f"TASK#{task_id}", "OUTCOME")
+
+
+def idempotency_key(idempotency: str) -> Item:
+    return key(f"IDEMPOTENCY#{idempotency}", "IDEMPOTENCY")
+
+
+def connection_key(connection_id: str) -> Item:
+    return key(f"CONN#{connection_id}", "CONN")
+
+
+def subscription_key(task_id: str, connection_id: str) -> Item:
+    return key(f"SUBS#{task_id}", f"CONN#{connection_id}")
+
+
+def subscriptions_partition(task_id: str) -> str:
+    return f"SUBS#{task_id}"
+
+
+def counters_name(item: Item) -> str:
+    return item["PK"]["S"].removeprefix("COUNTER#")
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+# The derived attributes of a task, in groups, each with the task fields it is computed from.
+# A write that changes none of a group's fields (status included) leaves the group alone.
+INDEX_GROUPS: dict[str, tuple[str, ...]] = {
+    "ByOwner": ("owner", "created_at"),
+    "ByStatus": ("status", "priority", "queued_at", "deadline"),
+    "ByServer": ("status", "server_id"),
+    "ByRecent": ("status", "created_at"),
+    TTL: ("status", "expires_at"),
+}
+
+
+def index_inputs(group: str, status: TaskStatus) -> tuple[str, ...]:
+    """The fields, besides `id` and `status`, that `group` reads for a task in `status`."""
+    if group == "ByOwner":
+        return ("owner", "created_at")
+    if group == "ByStatus" and status is TaskStatus.PENDING:
+        return ("priority", "queued_at")
+    if group == "ByStatus" and status is TaskStatus.PROCESSING:
+        return ("deadline",)
+    if group == "ByServer" and status is TaskStatus.PROCESSING:
+        return ("server_id",)
+    if group == "ByRecent":
+        return ("created_at",)
+    if group == TTL and status.is_terminal:
+        return ("expires_at",)
+    return ()
+
+
+def recent_partition(status: TaskStatus) -> str:
+    return f"RECENT#{status.value}"
+
+
+def pending_prefix(priority: int) -> str:
+    return f"{10 - priority:02d}#"
+
+
+def index_attributes(group: str, task: Mapping[str, Any]) -> dict[str, str | int | None]:
+    """The attributes of `group` for a task with these field values (None: not present).
+
+    `task` needs `id`, `status` and the fields `index_inputs` names for that status.
+    """
+    status = TaskStatus(task["status"])
+    task_id = task["id"]
+    if group == "ByOwner":
+        return {
+            "GSI1PK": f"OWNER#{task['owner']}",
+            "GSI1SK": f"{task['created_at']:013d}#{task_id}",
+        }
+    if group == "ByStatus":
+        if status is TaskStatus.PENDING:
+            sort = f"{pending_prefix(task['priority'])}{task['queued_at']:013d}#{task_id}"
+            return {"GSI2PK": status.value, "GSI2SK": sort}
+        if status is TaskStatus.PROCESSING:
+            deadline = NO_DEADLINE if task["deadline"] is None else task["deadline"]
+            return {"GSI2PK": status.value, "GSI2SK": f"{deadline:013d}#{task_id}"}
+        return {"GSI2PK": None, "GSI2SK": None}
+    if group == "ByServer":
+        if status is TaskStatus.PROCESSING:
+            return {"GSI3PK": f"SERVER#{task['server_id']}", "GSI3SK": task_id}
+        return {"GSI3PK": None, "GSI3SK": None}
+    if group == "ByRecent":
+        return {"GSI4PK": recent_partition(status), "GSI4SK": f"{task['created_at']:013d}#{task_id}"}
+    if group == TTL:
+        return {TTL: task["expires_at"] if status.is_terminal else None}
+    raise ValueError(f"no index group {group}")
+
+
+def task_index_attributes(task: Task) -> dict[str, str | int | None]:
+    fields = {name: getattr(task, name) for name in task.__struct_fields__}
+    return {name: value for group in INDEX_GROUPS for name, value in index_attributes(group, fields).items()}
+
+
+def task_to_item(task: Task) -> Item:
+    item = task_key(task.id)
+    for name, value in field_values(msgspec.structs.asdict(task)).items():
+        if value is not None:
+            item[name] = value
+    for name, derived in task_index_attributes(task).items():
+        if derived is not None:
+            item[name] = to_value(derived)
+    return item
+
+
+def task_from_item(item: Item) -> Task:
+    return _fields_from_item(Task, item)
+
+
+# A task's result and error may be as large as a request body (256 KiB), next to a payload as
+# large: together past DynamoDB's 400 KB item limit. Past this size they move to the task's
+# OUTCOME item (same partition, so reading the task stays one Query) and the task item
+# carries OUTCOME_REF instead.
+OUTCOME_FIELDS = ("result", "error")
+OUTCOME_INLINE_LIMIT = 32 * 1024
+OUTCOME_REF = "outcome_ref"
+
+
+def outcome_size(values: Mapping[str, AttributeValueTypeDef | None]) -> int:
+    return sum(len(v["S"]) for name in OUTCOME_FIELDS if (v := values.get(name)) is not None and "S" in v)
+
+
+def merge_outcome(task_item: Item, outcome_item: Item | None) -> Item:
+    """The task item with its out-of-line result and error put back (if it has them)."""
+    if OUTCOME_REF not in task_item or outcome_item is None:
+        return task_item
+    merged = dict(task_item)
+    for name in OUTCOME_FIELDS:
+        if name in outcome_item:
+            merged[name] = outcome_item[name]
+    return merged
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+def server_to_item(server: Server) -> Item:
+    item = server_key(server.id)
+    for name, value in field_values(msgspec.structs.asdict(server)).items():
+        if value is not None:
+            item[name] = value
+    return item
+
+
+def server_from_item(item: Item) -> Server:
+    return _fields_from_item(Server, item)
+
+
+# -- webhook deliveries ------------------------------------------------------------------------
+
+# The due index shares ByStatus with tasks, under its own partition value.
+DELIVERIES_DUE = "WEBHOOK_DUE"
+
+
+def delivery_key(task_id: str, round_: int) -> Item:
+    return key(f"WEBHOOK#{task_id}", f"DELIVERY#{round_:06d}")
+
+
+def delivery_index_attributes(delivery: Mapping[str, Any]) -> dict[str, str | int | None]:
+    """ByStatus while PENDING (due order), nothing once delivered or failed; the TTL always."""
+    if DeliveryState(delivery["state"]) is DeliveryState.PENDING:
+        sort = f"{delivery['next_attempt_at']:013d}#{delivery['task_id']}#{delivery['round']:06d}"
+        return {"GSI2PK": DELIVERIES_DUE, "GSI2SK": sort, TTL: delivery["expires_at"]}
+    return {"GSI2PK": None, "GSI2SK": None, TTL: delivery["expires_at"]}
+
+
+def delivery_to_item(delivery: WebhookDelivery) -> Item:
+    item = delivery_key(delivery.task_id, delivery.round)
+    fields = msgspec.structs.asdict(delivery)
+    for name, value in field_values(fields).items():
+        if value is not None:
+            item[name] = value
+    for name, derived in delivery_index_attributes(fields).items():
+        if derived is not None:
+            item[name] = to_value(derived)
+    return item
+
+
+def delivery_from_item(item: Item) -> WebhookDelivery:
+    return _fields_from_item(WebhookDelivery, item)
+
+
+# -- WebSocket connections -------------------------------------------------------------------
+
+
+class Connection(msgspec.Struct, kw_only=True):
+    """An API Gateway WebSocket connection: who opened it, and the tasks it follows (so that
+    closing it finds their subscription items without a query)."""
+
+    id: str
+    sub: str
+    roles: list[str]
+    server_id: str | None = None
+    connected_at: int
+    expires_at: int
+    tasks: list[str] = []
+
+
+def connection_to_item(connection: Connection) -> Item:
+    item = connection_key(connection.id)
+    item.update(
+        {
+            "sub": to_value(connection.sub),
+            "roles": to_value(connection.roles),
+            "connected_at": to_value(connection.connected_at),
+            TTL: to_value(connection.expires_at),
+        }
+    )
+    if connection.server_id is not None:
+        item["server_id"] = to_value(connection.server_id)
+    return item
+
+
+def connection_from_item(item: Item) -> Connection:
+    return Connection(
+        id=item["PK"]["S"].removeprefix("CONN#"),
+        sub=item["sub"]["S"],
+        roles=from_value(item["roles"]),
+        server_id=item["server_id"]["S"] if "server_id" in item else None,
+        connected_at=int(item["connected_at"]["N"]),
+        expires_at=int(item[TTL]["N"]),
+        tasks=sorted(item["tasks"]["SS"]) if "tasks" in item else [],
+    )
+
+
+def subscription_to_item(task_id: str, connection: Connection) -> Item:
+    item = subscription_key(task_id, connection.id)
+    item["connection_id"] = to_value(connection.id)
+    item[TTL] = to_value(connection.expires_at)
+    return item
+
+
+# -- expressions -----------------------------------------------------------------------------
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+class Expression:
+    """One request's update and condition expressions, with a placeholder for every
+    attribute name (status and many others are reserved words) and every value."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, AttributeValueTypeDef] = {}
+        self._placeholders: dict[str, str] = {}
+        self._set: list[str] = []
+        self._remove: list[str] = []
+        self._add: list[str] = []
+        self._conditions: list[str] = []
+
+    def name(self, attribute: str) -> str:
+        if attribute in self._placeholders:
+            return self._placeholders[attribute]
+        base = f"#{attribute}" if _PLAIN_NAME.fullmatch(attribute) else "#n"
+        placeholder, suffix = base, 0
+        while placeholder in self.names:
+            suffix += 1
+            placeholder = f"{base}{suffix}"
+        self.names[placeholder] = attribute
+        self._placeholders[attribute] = placeholder
+        return placeholder
+
+    def value(self, value: AttributeValueTypeDef | str | int) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = value if isinstance(value, dict) else to_value(value)
+        return placeholder
+
+    def assign(self, attribute: str, value: AttributeValueTypeDef | str | int | None) -> None:
+        """SET the attribute, or REMOVE it when `value` is None."""
+        if value is None:
+            self._remove.append(self.name(attribute))
+        else:
+            self._set.append(f"{self.name(attribute)} = {self.value(value)}")
+
+    def set(self, clause: str) -> None:
+        self._set.append(clause)
+
+    def add(self, attribute: str, amount: int) -> None:
+        self._add.append(f"{self.name(attribute)} {self.value(amount)}")
+
+    def condition(self, clause: str) -> None:
+        self._conditions.append(clause)
+
+    def equals(self, attribute: str, value: AttributeValueTypeDef | str | int | None) -> None:
+        """Condition: the attribute has `value` (None: the attribute is absent)."""
+        if value is None:
+            self.condition(f"attribute_not_exists({self.name(attribute)})")
+        else:
+            self.condition(f"{self.name(attribute)} = {self.value(value)}")
+
+    def update_expression(self) -> str:
+        parts = [
+            f"{verb} {', '.join(clauses)}"
+            for verb, clauses in (("SET", self._set), ("REMOVE", self._remove), ("ADD", self._add))
+            if clauses
+        ]
+        return " ".join(parts)
+
+    def key_condition(self) -> str:
+        return " AND ".join(self._conditions)
+
+    def request(self) -> dict[str, Any]:
+        """The expression parameters of a request (Update, ConditionExpression, names, values)."""
+        params: dict[str, Any] = {}
+        if update := self.update_expression():
+            params["UpdateExpression"] = update
+        if self._conditions:
+            params["ConditionExpression"] = " AND ".join(f"({c})" for c in self._conditions)
+        if self.names:
+            params["ExpressionAttributeNames"] = self.names
+        if self.values:
+            params["ExpressionAttributeValues"] = self.values
+        return params

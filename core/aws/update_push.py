@@ -1,0 +1,192 @@
+"""AWS: task updates through an API Gateway WebSocket API.
+
+The WebSocket function records connections and subscriptions in the table and answers a
+subscribe with the task as it stands; the notifier, on the table's stream, posts each task
+change to its subscribers. Messages are those of core.services.updates.
+
+Order: the stream delivers one item's changes in order, and the notifier posts them in that
+order. The subscription is written before the task is read for its snapshot, so no change
+after the snapshot is missed; a change made just before it may be posted just after it, so a
+client keeps the message with the newest `updatedAt`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from core.aws.context import LazyContext, build_context
+from core.aws.dynamodb import DynamoStore
+from core.aws.dynamodb_connections import ConnectionStore
+from core.aws.dynamodb_items import OUTCOME_REF, Connection, task_from_item
+from core.domain.auth import Principal
+from core.domain.models import Task
+from core.errors import StaleWriteError, TaskgateError, UnauthorizedError, ValidationError
+from core.services import updates
+from core.services.context import Context
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
+
+    from core.aws.dynamodb_items import Item
+
+log = logging.getLogger(__name__)
+
+# API Gateway closes a WebSocket connection after two hours; its records outlive that a little.
+CONNECTION_TTL_S = 2 * 3600 + 600
+_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+_clients: dict[str, ApiGatewayManagementApiClient] = {}
+
+
+def management_client(endpoint: str) -> ApiGatewayManagementApiClient:
+    """The @connections client for `endpoint` (https://<api>.execute-api.<region>.amazonaws.com/
+    <stage>), created once per container."""
+    client = _clients.get(endpoint)
+    if client is None:
+        client = _clients[endpoint] = boto3.client(
+            "apigatewaymanagementapi", endpoint_url=endpoint, config=_CLIENT_CONFIG
+        )
+    return client
+
+
+def endpoint(request_context: Mapping[str, Any] | None = None) -> str:
+    """The @connections endpoint: WEBSOCKET_ENDPOINT when set (the notifier, which has no
+    request; a custom domain), else the API's own domain and stage from the request."""
+    configured = os.environ.get("WEBSOCKET_ENDPOINT")
+    if configured:
+        return configured.rstrip("/")
+    if request_context is None:
+        raise RuntimeError("Set WEBSOCKET_ENDPOINT")
+    return f"https://{request_context['domainName']}/{request_context['stage']}"
+
+
+@dataclass
+class Push:
+    """What the WebSocket functions work with: the Context, the connection records, and the
+    @connections endpoint of the WebSocket API's stage."""
+
+    ctx: Context
+    connections: ConnectionStore
+    endpoint: str
+
+    def post(self, connection_id: str, message: bytes) -> bool:
+        """Send `message`; False if the connection is gone (its records are then deleted)."""
+        try:
+            management_client(self.endpoint).post_to_connection(ConnectionId=connection_id, Data=message)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "GoneException":
+                raise
+            return False
+        return True
+
+    # -- the WebSocket API's routes ------------------------------------------------------
+
+    def connect(self, connection_id: str, token: str | None) -> Principal:
+        """$connect: UnauthorizedError refuses the connection (API Gateway answers 401)."""
+        principal = updates.connect(self.ctx, token)
+        now = self.ctx.now()
+        self.connections.put_connection(
+            Connection(
+                id=connection_id,
+                sub=principal.sub,
+                roles=sorted(principal.roles),
+                server_id=principal.server_id,
+                connected_at=now,
+                expires_at=now // 1000 + CONNECTION_TTL_S,
+            )
+        )
+        return principal
+
+    def disconnect(self, connection_id: str) -> None:
+        self.connections.delete_connection(connection_id)
+
+    def receive(self, connection_id: str, body: str | None) -> None:
+        """subscribe, unsubscribe, $default: act on the message, or post the error back."""
+        try:
+            self._receive(connection_id, body)
+        except Exception as exc:
+            if not isinstance(exc, TaskgateError):
+                log.error("WebSocket message failed", exc_info=exc)
+            self.post(connection_id, updates.error_message(exc))
+
+    def _receive(self, connection_id: str, body: str | None) -> None:
+        connection = self.connections.get_connection(connection_id)
+        if connection is None:  # expired, or $connect's write never landed
+            raise UnauthorizedError("Connection is not registered: connect again")
+        message = updates.parse(body)
+        if message.type == "unsubscribe":
+            self.connections.unsubscribe(connection_id, message.task_id)
+            return
+        principal = Principal(
+            sub=connection.sub, roles=frozenset(connection.roles), server_id=connection.server_id
+        )
+        task = updates.current_task(self.ctx, principal, message.task_id)
+        if not task.status.is_terminal:
+            try:
+                self.connections.subscribe(connection, task.id, limit=updates.MAX_SUBSCRIPTIONS)
+            except StaleWriteError as exc:
+                if exc.current is None:
+                    raise UnauthorizedError("Connection is not registered: connect again") from None
+                raise ValidationError(
+                    f"A connection follows at most {updates.MAX_SUBSCRIPTIONS} tasks; unsubscribe from one first"
+                ) from None
+            # Read again now that the subscription is stored: a change after this read reaches
+            # the notifier with the subscription in place.
+            task = self.ctx.store.get_task(task.id) or task
+        self.post(connection_id, updates.task_message(task))
+
+    # -- the notifier ----------------------------------------------------------------------
+
+    def notify(self, new_image: Item) -> int:
+        """A task item was written (a stream record's NewImage): post it to the task's
+        subscribers. Returns how many got it. A finished task's subscriptions end."""
+        task = self._task(new_image)
+        subscribers = self.connections.subscribers(task.id)
+        if not subscribers:
+            return 0
+        message = updates.task_message(task)
+        sent = 0
+        for connection_id in subscribers:
+            if self.post(connection_id, message):
+                sent += 1
+            else:
+                self.connections.delete_connection(connection_id, task.id)
+        if task.status.is_terminal:
+            self.connections.end_subscriptions(task.id, subscribers)
+        return sent
+
+    def _task(self, image: Mapping[str, Any]) -> Task:
+        task = task_from_item(dict(image))
+        if OUTCOME_REF in image:  # a large result or error lives in the task's OUTCOME item
+            task = self.ctx.store.get_task(task.id) or task
+        return task
+
+
+class LazyPush:
+    """A Lambda container's Push: the Context and the connection records built on first use
+    (on the table adapter's client) and kept; the endpoint is given per invocation."""
+
+    def __init__(self, build: Callable[[], Context] = build_context) -> None:
+        self.context = LazyContext(build)
+        self._connections: ConnectionStore | None = None
+
+    def __call__(self, endpoint: str) -> Push:
+        ctx = self.context()
+        if self._connections is None:
+            if not isinstance(ctx.store, DynamoStore):
+                raise TypeError("WebSocket connections are kept in the DynamoDB table")
+            self._connections = ConnectionStore(ctx.store.table_name, client=ctx.store.client)
+        return Push(ctx, self._connections, endpoint)
+
+    def reset(self) -> None:
+        """Forget it all (tests: each has its own emulated account)."""
+        self.context.reset()
+        self._connections = None
+        _clients.clear()

@@ -1,0 +1,414 @@
+"""Request bodies: the one definition that both validates requests and documents them.
+
+Decoding is msgspec's (fast, strict: no unknown fields, no type coercion); its messages are
+rewritten to name the field the way the reference does ("Missing required field: priority").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+from core.domain.models import ServerStatus, TaskStatus
+from core.errors import ValidationError
+
+TASK_TYPE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+LABEL = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+SERVER_ID = r"^[A-Za-z0-9_-]{1,64}$"
+DAY_MS = 86_400_000
+
+Label = Annotated[str, msgspec.Meta(pattern=LABEL, description="A capability or group name")]
+Labels = Annotated[list[Label], msgspec.Meta(max_length=32)]
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every request body: unknown fields are an error, not silently dropped."""
+
+
+class CreateTask(Request, rename={"is_async": "async"}, kw_only=True):
+    type: Annotated[str, msgspec.Meta(pattern=TASK_TYPE, description="Task type")]
+    priority: Annotated[int, msgspec.Meta(ge=0, le=10, description="0-10, higher first")]
+    payload: dict[str, Any]
+    capabilities: Labels = []
+    is_async: bool = True
+    timeout: Annotated[int, msgspec.Meta(ge=1, le=DAY_MS, description="Execution timeout, ms")] | None = None
+    webhook: Url | None = None
+
+
+class UpdateTask(Request, kw_only=True):
+    status: Literal["PROCESSING", "COMPLETED", "FAILED"] | None = None
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    result: Any = None
+    error: Any = None
+    message: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+
+class EndpointsBody(Request, kw_only=True):
+    predict: Url
+    health: Url
+    metrics: Url | None = None
+    cancel: Url | None = None
+
+
+class RegisterServer(Request, rename={"api_key": "apiKey", "max_concurrent": "maxConcurrent"}, kw_only=True):
+    id: Annotated[str, msgspec.Meta(pattern=SERVER_ID)] | None = None
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    endpoints: EndpointsBody
+    api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    max_concurrent: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    capabilities: Labels = []
+    groups: Labels = []
+    priority: Annotated[int, msgspec.Meta(ge=1, le=100, description="Weight")] = 1
+
+
+class Heartbeat(Request, rename={"active_tasks": "activeTasks"}, kw_only=True):
+    status: Literal["healthy", "unhealthy"] = "healthy"
+    active_tasks: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    metrics: dict[str, Any] = {}
+
+
+class Maintenance(Request, kw_only=True):
+    maintenance: bool
+    reason: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+
+
+R = TypeVar("R", bound=Request)
+
+_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def _join(path: str, field: str) -> str:
+    return f"{path}.{field}" if path else field
+
+
+def field_message(error: msgspec.ValidationError) -> str:
+    """Rewrite msgspec's message so it starts with what is wrong and names the field."""
+    text = str(error)
+    path = ""
+    if match := _AT.search(text):
+        path = match["path"]
+        text = text[: match.start()]
+    if match := _MISSING.match(text):
+        return f"Missing required field: {_join(path, match['field'])}"
+    if match := _UNKNOWN.match(text):
+        return f"Unknown field: {_join(path, match['field'])}"
+    if not path:
+        return f"Invalid request body: {text}"
+    return f"Invalid field {path}: {text}"
+
+
+def decode(body: bytes, schema: type[R]) -> R:
+    if not body.strip():
+        raise ValidationError("Request body is empty; expected a JSON object")
+    try:
+        return msgspec.json.decode(body, type=schema)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(field_message(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"Malformed JSON: {str(exc).removeprefix('JSON is malformed: ')}") from None
+    except RecursionError:
+        raise ValidationError("Malformed JSON: nested too deeply") from None
+
+
+# -- Response bodies ----------------------------------------------------------------------
+# What each route returns with 200 (and the error body), as the OpenAPI document describes
+# them. Handlers build these bodies as dicts; the unit tests decode real replies with these
+# types, so a field added to a reply without its description here fails a test.
+
+Ms = Annotated[int, msgspec.Meta(description="Epoch milliseconds")]
+Duration = Annotated[int, msgspec.Meta(description="Milliseconds")]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+class Reply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, rename="camel"):
+    """Base of every response body: camelCase names, and no field that is not listed."""
+
+
+class ErrorBody(Reply):
+    """Every error reply."""
+
+    error: str
+    details: str
+
+
+class TaskCreated(Reply):
+    """A task accepted for processing (`async` true)."""
+
+    id: str
+    status: TaskStatus
+    created_at: Ms
+    updated_at: Ms
+
+
+class TaskView(Reply):
+    """A task as it stands."""
+
+    id: str
+    type: str
+    priority: int
+    payload: Annotated[dict[str, Any], msgspec.Meta(description="As submitted")]
+    status: TaskStatus
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    server_id: str | None
+    result: Any
+    error: Any
+    attempts: Annotated[int, msgspec.Meta(description="Times the task was sent to a backend")]
+    created_at: Ms
+    updated_at: Ms
+    started_at: Ms | msgspec.UnsetType = msgspec.UNSET
+    completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
+    message: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class WebhookAttemptView(Reply):
+    """One POST to the webhook."""
+
+    at: Ms
+    duration_ms: Duration
+    status_code: Annotated[int, msgspec.Meta(description="The receiver's HTTP status")] | None
+    error: Annotated[str, msgspec.Meta(description="Why no status: connection error, timeout")] | None
+    next_retry_at: Annotated[int, msgspec.Meta(description="Epoch ms of the retry, if one follows")] | None
+
+
+class WebhookDeliveryView(Reply):
+    """The finished task's delivery to its webhook (one per time the task finished)."""
+
+    id: str
+    url: str
+    task_status: TaskStatus
+    state: Literal["pending", "delivered", "failed"]
+    created_at: Ms
+    updated_at: Ms
+    next_attempt_at: Annotated[int, msgspec.Meta(description="Epoch ms; while pending")] | None
+    attempts: list[WebhookAttemptView]
+
+
+class WebhookDeliveries(Reply):
+    task_id: str
+    webhook: str | None
+    deliveries: list[WebhookDeliveryView]
+
+
+class TaskSummary(Reply):
+    """A task in a list: its status and progress, without payload, result or error (GET the
+    task for those)."""
+
+    id: str
+    type: str
+    priority: int
+    status: TaskStatus
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    server_id: str | None
+    attempts: int
+    created_at: Ms
+    updated_at: Ms
+    started_at: Ms | msgspec.UnsetType = msgspec.UNSET
+    completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
+    message: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class TaskList(Reply):
+    """A page of tasks, newest first."""
+
+    tasks: list[TaskSummary]
+    next_cursor: Annotated[
+        str | None, msgspec.Meta(description="Pass as `cursor` for the next page; null on the last page")
+    ]
+
+
+class PriorityCount(Reply):
+    priority: int
+    count: int
+
+
+class QueueSummary(Reply):
+    """The queue now."""
+
+    pending: Annotated[int, msgspec.Meta(description="Tasks PENDING (the backlog)")]
+    pending_by_priority: Annotated[
+        list[PriorityCount], msgspec.Meta(description="The backlog per priority, highest first")
+    ]
+    processing: Annotated[int, msgspec.Meta(description="Tasks in flight (slots taken on the servers)")]
+    capacity: Annotated[int, msgspec.Meta(description="Slots of the servers online now")]
+
+
+class RetryReply(Reply):
+    message: str
+    task_id: str
+
+
+class CancelReply(Reply):
+    message: str
+    task_id: str
+
+
+class ServerRegistered(Reply):
+    """`token` is a service token for the server's heartbeats."""
+
+    server_id: str
+    message: str
+    token: str
+
+
+class ServerEndpoints(Reply):
+    predict: str
+    health: str
+    metrics: str | msgspec.UnsetType = msgspec.UNSET
+    cancel: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class ServerHealth(Reply):
+    """Health as last observed, by heartbeat or active check (null before the first)."""
+
+    status: Literal["healthy", "unhealthy"] | None
+    last_heartbeat: Ms | None
+    last_check_at: Ms | None
+    consecutive_failures: int
+
+
+class ServerView(Reply):
+    id: str
+    name: str
+    status: ServerStatus
+    registered_at: Ms
+    last_heartbeat: Ms | None
+    uptime: Annotated[int, msgspec.Meta(description="Milliseconds since registration")]
+    time_since_last_heartbeat: Duration | None
+    groups: list[str]
+    priority: Annotated[int, msgspec.Meta(description="Weight")]
+    capabilities: list[str]
+    max_concurrent: int
+    active_tasks: int
+    endpoints: ServerEndpoints
+    maintenance_reason: str | None
+    health: ServerHealth
+
+
+class ServerList(Reply):
+    servers: list[ServerView]
+
+
+class HeartbeatReply(Reply):
+    message: str
+    server_id: str
+    status: ServerStatus
+
+
+class MaintenanceReply(Reply):
+    message: str
+    server_id: str
+    status: ServerStatus
+    maintenance_reason: str | None
+
+
+class UnregisterReply(Reply):
+    message: str
+    server_id: str
+
+
+class MetricValues(Reply):
+    uptime: Annotated[int, msgspec.Meta(description="Milliseconds since registration")]
+    tasks_processed: int
+    success_count: int
+    failure_count: int
+    average_processing_time: Duration
+    current_load: Annotated[float, msgspec.Meta(ge=0, description="Active tasks / maxConcurrent")]
+    active_tasks: int
+    max_concurrent: int
+    reported: Annotated[dict[str, Any], msgspec.Meta(description="As the last heartbeat reported")]
+
+
+class ServerMetrics(Reply):
+    server_id: str
+    metrics: MetricValues
+
+
+class Health(Reply):
+    """taskgate's own health: 200 when healthy, 503 when its store does not answer."""
+
+    status: Literal["healthy", "unhealthy"]
+    version: str
+    store: Literal["ok", "unreachable"]
+    time: Ms
+
+
+class TopServer(Reply):
+    server_id: str
+    tasks_processed: int
+    success_rate: Fraction
+
+
+class HourlyCount(Reply):
+    hour: Annotated[int, msgspec.Meta(ge=0, le=23, description="Hour of the day, UTC")]
+    tasks: int
+
+
+class TaskStats(Reply):
+    """`pendingTasks` is the current backlog; the other counts are for the day."""
+
+    total_tasks: int
+    pending_tasks: int
+    successful_tasks: int
+    failed_tasks: int
+    retried_tasks: int
+    average_processing_time: Duration
+    server_count: int
+    top_servers: Annotated[list[TopServer], msgspec.Meta(max_length=5)]
+    hourly_trend: Annotated[list[HourlyCount], msgspec.Meta(min_length=24, max_length=24)]
+
+
+class HourStats(Reply):
+    hour: Annotated[int, msgspec.Meta(ge=0, le=23, description="Hour of the day, UTC")]
+    created: int
+    completed: int
+    failed: int
+    average_time: Duration
+
+
+class HourlyReport(Reply):
+    date: Annotated[str, msgspec.Meta(pattern=ISO_DATE, description="YYYY-MM-DD, UTC")]
+    hours: Annotated[list[HourStats], msgspec.Meta(min_length=24, max_length=24)]
+
+
+class ServerStats(Reply):
+    server_id: str
+    tasks_processed: int
+    success_count: int
+    failure_count: int
+    success_rate: Fraction
+    average_processing_time: Duration
+    uptime: Annotated[float, msgspec.Meta(ge=0, le=1, description="Share of healthy observations that day")]
+
+
+class ServerLoad(Reply):
+    load: Annotated[float, msgspec.Meta(ge=0)]
+    active_tasks: int
+    weight: int
+
+
+class LoadBalancerStatus(Reply):
+    algorithm: str
+    server_distribution: dict[str, ServerLoad]
+    total_active_tasks: int
+    average_load: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class AlgorithmReply(Reply):
+    message: str
+    algorithm: str
+
+
+class SetAlgorithm(Request, kw_only=True):
+    algorithm: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=64,
+            description="round-robin, least-connections, weighted-round-robin, random, response-time or p2c",
+        ),
+    ]

@@ -1,0 +1,225 @@
+"""The `taskgate` command: serve, dev, token, webhook-secret, mock-backend, and the client
+commands (submit, tasks, servers), whose bodies are in taskgate/cli_commands.py."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import re
+import sys
+from typing import Any
+
+from core.domain import auth
+
+
+def _serve(args: argparse.Namespace, *, dev: bool) -> int:
+    import uvicorn
+
+    from handlers.local import build_app, build_context
+
+    overrides: dict[str, object] = {"public_url": f"http://{args.host}:{args.port}"}
+    if dev:
+        overrides["sweep_interval_ms"] = 2_000
+    ctx = build_context(args.db, **overrides)
+    app = build_app(ctx)
+    if dev:
+        token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
+        base = ctx.config.public_url
+        print(f"taskgate dev: {base}  (database {args.db})")
+        print(f"  health:  {base}/health")
+        print(f"  docs:    {base}/docs")
+        print(f"  dashboard: {base}/dashboard  (paste the token below)")
+        print(f"  admin token (7 days): {token}")
+        print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info" if dev else "warning",
+        log_config=uvicorn_logging(),
+    )
+    return 0
+
+
+class RedactTokens(logging.Filter):
+    """Request lines show `/ws?token=<redacted>`: a WebSocket carries its token in the URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN.sub(r"\1<redacted>", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+_TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+
+
+def uvicorn_logging() -> dict[str, Any]:
+    """uvicorn's logging configuration, with tokens redacted from what it logs of requests."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
+    for handler in config["handlers"].values():  # access lines, and uvicorn's WebSocket lines
+        handler["filters"] = ["redact_tokens"]
+    return config
+
+
+def _token(args: argparse.Namespace) -> int:
+    from handlers.local import secret_for
+
+    roles = [r for value in args.role for r in value.split(",") if r]
+    if auth.SERVICE in roles and not args.server_id:
+        print("taskgate token: a service token needs --server-id", file=sys.stderr)
+        return 2
+    try:
+        token = auth.mint(
+            secret_for(args.db),
+            sub=args.sub,
+            roles=roles,
+            ttl_s=auth.parse_ttl(args.ttl),
+            server_id=args.server_id,
+        )
+    except ValueError as exc:
+        print(f"taskgate token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _webhook_secret(args: argparse.Namespace) -> int:
+    import os
+
+    from core.domain.signing import derive_secret
+    from handlers.local import secret_for
+
+    print(os.environ.get("WEBHOOK_SECRET") or derive_secret(secret_for(args.db)))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="taskgate", description="A task gateway for backend inference servers."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    for name, db, help_text in (
+        ("serve", "taskgate.db", "run every route, the dispatcher and the sweeper on SQLite"),
+        ("dev", "taskgate.db", "serve with development defaults; prints an admin token"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--db", default=db, help=f"SQLite database file (default {db})")
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8787)
+        if name == "dev":
+            command.add_argument(
+                "--aws",
+                action="store_true",
+                help="run the AWS code path: DynamoDB and SQS emulated by moto in-process (ignores --db)",
+            )
+    token = commands.add_parser("token", help="mint a JWT (secret: JWT_SECRET, else the one beside --db)")
+    token.add_argument("--role", action="append", default=[], help="admin, user or service (repeatable)")
+    token.add_argument("--sub", required=True, help="the principal (task owner)")
+    token.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
+    token.add_argument("--server-id", help="for service tokens: the server it speaks for")
+    token.add_argument("--db", default="taskgate.db", help="database whose secret to use")
+    hook = commands.add_parser(
+        "webhook-secret",
+        help="print the webhook signing secret (WEBHOOK_SECRET, else derived from the JWT secret)",
+    )
+    hook.add_argument("--db", default="taskgate.db", help="database whose JWT secret to derive it from")
+    mock = commands.add_parser("mock-backend", help="a fake inference backend, for tests and trying taskgate")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8080)
+    mock.add_argument("--mode", choices=["sync", "async"], default="sync")
+    mock.add_argument("--delay-ms", type=float, default=0, help="time each task takes")
+    mock.add_argument("--fail-rate", type=float, default=0, help="fraction answered --fail-status")
+    mock.add_argument("--busy-rate", type=float, default=0, help="fraction answered 503")
+    mock.add_argument("--fail-status", type=int, default=500)
+    mock.add_argument("--lose-callback-rate", type=float, default=0, help="async: never send the result")
+    mock.add_argument("--progress-steps", type=int, default=1, help="async: progress callbacks per task")
+    mock.add_argument("--unhealthy", action="store_true", help="answer /health with 503")
+    mock.add_argument("--server-id", help="reported as model.server_id by /health")
+    mock.add_argument("--api-key", help="require Authorization: Bearer KEY on /predict")
+    mock.add_argument("--name", default="mock-backend")
+    mock.add_argument("--seed", type=int, help="seed of the random outcomes")
+    mock.add_argument("--stall-rate", type=float, default=0, help="fraction that take --stall-ms instead")
+    mock.add_argument("--stall-ms", type=float, default=0, help="how long a stalled task takes")
+    mock.add_argument("--record", help="append each predict call received to this file (JSON lines)")
+    _client_commands(commands)
+    return root
+
+
+def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """submit, tasks get|cancel|retry, servers list: calls to a running gateway."""
+    gateway = argparse.ArgumentParser(add_help=False)
+    gateway.add_argument("--url", help="the gateway (default $TASKGATE_URL, else http://localhost:8787)")
+    gateway.add_argument("--token", help="bearer token (default $TASKGATE_TOKEN)")
+
+    submit = commands.add_parser("submit", parents=[gateway], help="submit a task; prints its id")
+    submit.set_defaults(client_command="submit")
+    submit.add_argument("--type", required=True, help="task type, e.g. video-processing")
+    submit.add_argument("--payload", required=True, help="the payload, a JSON object")
+    submit.add_argument("--priority", type=int, default=1, help="0-10, higher first (default 1)")
+    submit.add_argument(
+        "--capability",
+        action="append",
+        default=[],
+        dest="capabilities",
+        metavar="C",
+        help="needed capability (repeatable)",
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="follow its progress; exit 1 unless it ends COMPLETED"
+    )
+    submit.add_argument("--wait-timeout", type=float, help="with --wait: give up after this many seconds")
+
+    tasks = commands.add_parser("tasks", help="read, cancel or retry a task").add_subparsers(
+        dest="action", required=True
+    )
+    for action, help_text in (
+        ("get", "print the task as JSON"),
+        ("cancel", "cancel a PENDING or PROCESSING task"),
+        ("retry", "queue a FAILED, TIMEOUT or CANCELLED task again"),
+    ):
+        command = tasks.add_parser(action, parents=[gateway], help=help_text)
+        command.set_defaults(client_command=f"tasks {action}")
+        command.add_argument("task_id", metavar="ID")
+
+    servers = commands.add_parser("servers", help="the registered servers (admin)").add_subparsers(
+        dest="action", required=True
+    )
+    listing = servers.add_parser("list", parents=[gateway], help="print the servers as a table")
+    listing.set_defaults(client_command="servers list")
+    listing.add_argument("--status", help="only servers with this status (online, degraded, ...)")
+    listing.add_argument("--group", help="only servers in this group")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "client_command", None):
+        from taskgate import cli_commands
+
+        return cli_commands.run(args)
+    if args.command == "mock-backend":
+        from tools import mock_backend
+
+        return mock_backend.run(args)
+    if args.command == "webhook-secret":
+        return _webhook_secret(args)
+    if args.command == "token":
+        if not args.role:
+            args.role = [auth.USER]
+        return _token(args)
+    if args.command == "dev" and args.aws:
+        from tools import aws_dev
+
+        return aws_dev.run(args)
+    return _serve(args, dev=args.command == "dev")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
