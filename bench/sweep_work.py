@@ -22,8 +22,8 @@ from bench import seed
 from core.config import Config
 from core.domain.ids import new_task_id, now_ms
 from core.domain.models import Task
+from core.local.queue import CallbackQueue
 from core.local.sqlite import SqliteStore
-from core.ports.queue import CallbackQueue
 from core.services import sweeper
 from core.services.context import Context
 

@@ -74,8 +74,8 @@ def document() -> bytes:
     """The OpenAPI document as served; static for the life of the process."""
     import msgspec
 
-    from handlers.local import ROUTES
     from handlers.openapi import build_spec
+    from handlers.routes import ROUTES
 
     return msgspec.json.encode(build_spec(ROUTES))
 

@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         from core.domain import auth
         from handlers import stats_stream, sweeper
         from handlers._http import create_app
-        from handlers.local import ROUTES
+        from handlers.routes import ROUTES
         from tools.cli import uvicorn_logging
 
         ctx = build_context()

@@ -16,7 +16,7 @@ from core.domain import auth
 def _serve(args: argparse.Namespace, *, dev: bool) -> int:
     import uvicorn
 
-    from handlers.local import build_app, build_context
+    from handlers.local.app import build_app, build_context
 
     overrides: dict[str, object] = {"public_url": f"http://{args.host}:{args.port}"}
     if dev:
@@ -70,7 +70,7 @@ def uvicorn_logging() -> dict[str, Any]:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from handlers.local import secret_for
+    from handlers.local.app import secret_for
 
     roles = [r for value in args.role for r in value.split(",") if r]
     if auth.SERVICE in roles and not args.server_id:
@@ -95,7 +95,7 @@ def _webhook_secret(args: argparse.Namespace) -> int:
     import os
 
     from core.domain.signing import derive_secret
-    from handlers.local import secret_for
+    from handlers.local.app import secret_for
 
     print(os.environ.get("WEBHOOK_SECRET") or derive_secret(secret_for(args.db)))
     return 0

@@ -21,8 +21,8 @@ from core.domain.models import DeliveryState, Task, TaskStatus, WebhookDelivery
 from core.domain.protocol import Kind
 from core.http import backend as backend_http
 from core.http import webhook as webhook_http
-from core.ports.events import LocalEvents
-from core.ports.queue import CallbackQueue
+from core.local.events import LocalEvents
+from core.local.queue import CallbackQueue
 from core.services import dispatch, servers, sweeper, webhook_delivery
 from core.services.context import Context
 from core.services.dispatch import Assignment, Attempt, Waiting

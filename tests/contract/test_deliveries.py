@@ -179,7 +179,7 @@ def test_a_stale_release_stores_no_delivery(store: Store) -> None:
 
 def test_a_large_body_is_read_from_the_task_and_a_retried_task_ends_the_delivery(store: Store) -> None:
     from core.config import Config
-    from core.ports.queue import CallbackQueue
+    from core.local.queue import CallbackQueue
     from core.services import webhook_delivery
     from core.services.context import Context
 
@@ -210,7 +210,7 @@ def test_a_large_body_is_read_from_the_task_and_a_retried_task_ends_the_delivery
 
 def test_a_lost_attempt_is_recorded_and_a_lost_last_attempt_ends_the_delivery(store: Store) -> None:
     from core.config import Config
-    from core.ports.queue import CallbackQueue
+    from core.local.queue import CallbackQueue
     from core.services import webhook_delivery
     from core.services.context import Context
 

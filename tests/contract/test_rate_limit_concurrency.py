@@ -11,7 +11,7 @@ import pytest
 from core.config import Config, RateLimits
 from core.domain import auth
 from core.errors import RateLimitedError
-from core.ports.queue import CallbackQueue
+from core.local.queue import CallbackQueue
 from core.ports.storage import Store
 from core.services import ratelimit
 from core.services.context import Context

@@ -371,7 +371,7 @@ def dynamodb() -> Iterator[Api]:
         from core.config import Config
         from core.services.context import Context
         from handlers._http import create_app
-        from handlers.local import ROUTES
+        from handlers.routes import ROUTES
         from tests.support.aws import create_table
 
         with mock_aws():

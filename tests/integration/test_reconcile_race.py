@@ -13,7 +13,7 @@ from typing import Any
 
 from core.domain.models import Task
 from core.services import sweeper
-from handlers import local
+from handlers.local import app as local
 from tests.contract.factories import claim_changes, completed_changes, make_server, make_task
 
 

@@ -183,7 +183,7 @@ def test_the_lambda_handlers_import_with_only_the_bundle() -> None:
     report = import_with_only_the_bundle(handler_modules() + AWS_PATH)
     assert report["error"] is None
     loaded = set(report["loaded"])  # type: ignore[arg-type]
-    assert not loaded & {"core.local.runtime", "handlers.local", "aiohttp", "httpx", "uvicorn"}
+    assert not loaded & {"core.local.runtime", "handlers.local.app", "aiohttp", "httpx", "uvicorn"}
 
 
 def test_the_openapi_document_builds_with_only_the_bundle() -> None:

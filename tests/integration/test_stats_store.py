@@ -35,8 +35,8 @@ from core.domain.auth import ADMIN, SERVICE, USER, Principal
 from core.domain.models import Task, TaskStatus
 from core.domain.schemas import CreateTask, EndpointsBody, Heartbeat, RegisterServer, SetAlgorithm, UpdateTask
 from core.errors import ForbiddenError, NotFoundError, ValidationError
-from core.ports.events import LocalEvents
-from core.ports.queue import CallbackQueue
+from core.local.events import LocalEvents
+from core.local.queue import CallbackQueue
 from core.services import dispatch, servers, stats, tasks
 from core.services.context import Context
 from core.services.dispatch import Assignment

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.routing import Route
 
-from handlers import local
+from handlers.local import app as local
 from tests.support.aws import load_template
 
 # Served on one machine only: Prometheus scrapes a long-running process, not a Lambda.

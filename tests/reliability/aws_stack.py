@@ -23,7 +23,7 @@ from core.aws.dynamodb import DynamoStore
 from core.aws.sqs import SqsQueue
 from core.services.context import Context
 from handlers._http import create_app
-from handlers.local import ROUTES
+from handlers.routes import ROUTES
 from tests.e2e.fleet import Backend, Mock, _stop, start_backends
 from tests.e2e.harness import RATE_LIMITS_OFF, SECRET, Api
 from tests.support.aws import create_table

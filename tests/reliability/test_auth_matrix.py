@@ -21,12 +21,12 @@ from core.domain.models import Endpoints, Server
 from core.domain.protocol import BackendRequest, Kind
 from core.domain.urls import _RESOLVED
 from core.http import backend as backend_http
+from core.local.events import LocalEvents
+from core.local.queue import CallbackQueue
 from core.local.sqlite import SqliteStore
-from core.ports.events import LocalEvents
-from core.ports.queue import CallbackQueue
 from core.services.context import Context
 from handlers._http import create_app
-from handlers.local import ROUTES as APP_ROUTES
+from handlers.routes import ROUTES as APP_ROUTES
 from tests.e2e.harness import EXAMPLE_SERVER, HELD, RATE_LIMITS_OFF, SECRET, Api, unique
 
 from .auth_cases import API_KEY, CALLERS, ROUTES, Route, label

@@ -28,12 +28,12 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from core.config import Config
+from core.local.events import LocalEvents
+from core.local.queue import CallbackQueue
 from core.local.sqlite import SqliteStore
-from core.ports.events import LocalEvents
-from core.ports.queue import CallbackQueue
 from core.services.context import Context
 from handlers._http import create_app
-from handlers.local import ROUTES
+from handlers.routes import ROUTES
 from tests.e2e.harness import RATE_LIMITS_OFF, SECRET, Api, unique
 
 from .conftest import Scale

@@ -17,8 +17,8 @@ from core.domain import auth
 from core.domain.models import Task, TaskStatus
 from core.domain.schemas import UpdateTask
 from core.errors import ConflictError
-from core.ports.events import LocalEvents
-from core.ports.queue import CallbackQueue
+from core.local.events import LocalEvents
+from core.local.queue import CallbackQueue
 from core.ports.storage import Store
 from core.services import tasks
 from core.services.context import Context

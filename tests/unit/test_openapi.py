@@ -24,8 +24,9 @@ from core.domain.ids import now_ms
 from core.domain.models import TaskStatus
 from core.errors import ValidationError
 from core.services.context import Context
-from handlers import docs, local
+from handlers import docs
 from handlers._http import create_app
+from handlers.local import app as local
 from handlers.openapi import OPERATIONS, REF, SpecMismatchError, build_spec
 from tests.e2e.harness import EXAMPLE_COMPLETED, EXAMPLE_HEARTBEAT, EXAMPLE_SERVER, EXAMPLE_TASK
 

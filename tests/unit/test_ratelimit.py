@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 from core.config import Config, RateLimits
 from core.domain import auth
 from core.errors import NotFoundError, RateLimitedError, UnavailableError
+from core.local.queue import CallbackQueue
 from core.local.sqlite import SqliteStore
-from core.ports.queue import CallbackQueue
 from core.services import ratelimit
 from core.services.context import Context
 from handlers._http import authenticated, create_app, json_response

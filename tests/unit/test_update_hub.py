@@ -17,10 +17,10 @@ from core.domain import auth
 from core.domain.schemas import CreateTask
 from core.errors import NotFoundError, ValidationError
 from core.local import update_hub
+from core.local.events import LocalEvents
+from core.local.queue import CallbackQueue
 from core.local.sqlite import SqliteStore
 from core.local.update_hub import Follower, UpdateHub
-from core.ports.events import LocalEvents
-from core.ports.queue import CallbackQueue
 from core.services import tasks, updates
 from core.services.context import Context
 

@@ -12,18 +12,18 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from core.config import Config
+from core.local.events import LocalEvents
+from core.local.queue import CallbackQueue
 from core.local.sqlite import SqliteStore
 from core.local.update_hub import UpdateHub
-from core.ports.events import LocalEvents
-from core.ports.queue import CallbackQueue
 from core.services.context import Context
 from core.services.stats import Recorder, recorder
 from core.services.webhook_delivery import WebhookWaker
-from handlers import docs, metrics, servers, stats, system, tasks, updates
 from handlers._http import create_app
+from handlers.local import ws
+from handlers.routes import ROUTES
 
 COUNTER_BATCH_S = 0.05
-ROUTES = [*tasks.routes, *servers.routes, *stats.routes, *system.routes, *docs.routes, *metrics.routes]
 
 
 def secret_for(db_path: str) -> str:
@@ -51,7 +51,7 @@ def build_context(db_path: str, **overrides: object) -> Context:
 
 def build_app(ctx: Context) -> Starlette:
     # /ws is served here only: in AWS the WebSocket API has functions of its own.
-    app = create_app([*ROUTES, *updates.routes], ctx)
+    app = create_app([*ROUTES, *ws.routes], ctx)
     hub = UpdateHub()
     ctx.events.listeners.append(hub)  # every task write reaches the connections following it
     app.state.update_hub = hub
