@@ -10,7 +10,9 @@ import re
 import sys
 from typing import Any
 
+from core.config import Config
 from core.domain import auth
+from core.domain.urls import LOOPBACK_NETWORKS
 
 
 def _serve(args: argparse.Namespace, *, dev: bool) -> int:
@@ -21,6 +23,9 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
     overrides: dict[str, object] = {"public_url": f"http://{args.host}:{args.port}"}
     if dev:
         overrides["sweep_interval_ms"] = 2_000
+        # Webhook receivers on this machine are normal while developing; `serve` refuses them.
+        configured = Config.from_env().webhook_allowed_networks
+        overrides["webhook_allowed_networks"] = (*configured, *LOOPBACK_NETWORKS)
     ctx = build_context(args.db, **overrides)
     app = build_app(ctx)
     if dev:
@@ -31,6 +36,7 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f"  docs:    {base}/docs")
         print(f"  dashboard: {base}/dashboard  (paste the token below)")
         print(f"  admin token (7 days): {token}")
+        print("  webhooks: loopback receivers allowed (development only; `taskgate serve` refuses them)")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

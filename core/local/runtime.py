@@ -19,8 +19,8 @@ import aiohttp
 
 from core.domain.models import DeliveryState, Task, TaskStatus, WebhookDelivery
 from core.domain.protocol import Kind
-from core.http import backend as backend_http
-from core.http import webhook as webhook_http
+from core.http import aio as backend_http
+from core.http import aio as webhook_http
 from core.local.events import LocalEvents
 from core.local.queue import CallbackQueue
 from core.services import dispatch, servers, sweeper, webhook_delivery

@@ -165,6 +165,12 @@ def _with_endpoint(name: str, url: str) -> dict[str, Any]:
             _with_endpoint("predict", "http://169\u3002254\u3002169\u3002254/"), "predict", id="imds-cjk-dots"
         ),
         pytest.param(_with_endpoint("metrics", "http://169.254.170.2/v2/"), "metrics", id="ecs-metadata"),
+        # Spellings urllib3 reads differently from urlsplit: it would connect to 169.254.169.254.
+        pytest.param(
+            _with_endpoint("predict", "http://169.254.169.254\\.example.com/p"), "predict", id="imds-backslash"
+        ),
+        pytest.param(_with_endpoint("health", "http://169.254.169%2e254/"), "health", id="imds-pct-dot"),
+        pytest.param(_with_endpoint("cancel", "http://[fe80::1%25eth0]/"), "cancel", id="zone-id"),
         pytest.param(_with_endpoint("predict", "not a url"), "predict", id="not-a-url"),
         pytest.param(
             _with_endpoint("shutdown", "https://server1.example.com/x"), "shutdown", id="unknown-ep"
