@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core import errors
 from core.domain import auth
 from core.domain.ids import check_path_id
-from core.services import ratelimit
+from core.services import ratelimit, servers
 from core.services.context import Context
 
 log = logging.getLogger("taskgate.http")
@@ -93,6 +93,7 @@ def authenticated(endpoint: Endpoint) -> Endpoint:
     async def wrapper(request: Request) -> Response:
         ctx = context(request)
         found = auth.verify(ctx.jwt_secret, request.headers.get("authorization"))
+        servers.check_service_token(ctx, found)
         request.state.principal = found
         route = request.scope.get("route")
         bucket = ratelimit.bucket_for(request.method, getattr(route, "path", request.url.path), found)

@@ -82,6 +82,18 @@ def _token(args: argparse.Namespace) -> int:
     if auth.SERVICE in roles and not args.server_id:
         print("taskgate token: a service token needs --server-id", file=sys.stderr)
         return 2
+    token_id = None
+    if auth.SERVICE in roles:
+        # Bound to the server's registration, as the one registration returns.
+        from core.local.sqlite import SqliteStore
+
+        store = SqliteStore(args.db)
+        server = store.get_server(args.server_id)
+        store.close()
+        if server is None:
+            print(f"taskgate token: no server {args.server_id!r} is registered in {args.db}", file=sys.stderr)
+            return 2
+        token_id = server.token_id or None
     try:
         token = auth.mint(
             secret_for(args.db),
@@ -89,6 +101,7 @@ def _token(args: argparse.Namespace) -> int:
             roles=roles,
             ttl_s=auth.parse_ttl(args.ttl),
             server_id=args.server_id,
+            tid=token_id,
         )
     except ValueError as exc:
         print(f"taskgate token: {exc}", file=sys.stderr)

@@ -11,6 +11,8 @@ status, PENDING by priority then age, PROCESSING by deadline and by server, expi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Mapping
@@ -79,6 +81,7 @@ CREATE TABLE IF NOT EXISTS servers (
     status TEXT NOT NULL,
     maintenance_reason TEXT,
     registered_at INTEGER NOT NULL,
+    token_id TEXT NOT NULL DEFAULT '',
     health_status TEXT,
     last_heartbeat INTEGER,
     last_check_at INTEGER,
@@ -184,13 +187,39 @@ def _started_bound(task: Task) -> int:
     return 2**62 if task.started_at is None else task.started_at + CLOCK_SKEW_MS
 
 
+def _create_private(path: str) -> None:
+    """The database holds every server's apiKey: readable by its owner only (0600). SQLite
+    creates the -wal and -shm files with the database file's permissions."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)  # made before this release, or by another umask
+
+
+# Columns added since a database may have been created: (table, column, definition).
+_ADDED_COLUMNS = (("servers", "token_id", "TEXT NOT NULL DEFAULT ''"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 class SqliteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        _create_private(path)
         self._conn().executescript(SCHEMA)
+        _add_missing_columns(self._conn())
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -208,6 +208,7 @@ def test_token_command_refuses_bad_input(tmp_path: Path) -> None:
     for args in (
         ["--role", "root", "--sub", "a"],
         ["--role", "service", "--sub", "a"],
+        ["--role", "service", "--sub", "a", "--server-id", "not-registered"],
         ["--sub", "a", "--ttl", "1y"],
     ):
         done = subprocess.run(
