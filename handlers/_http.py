@@ -72,7 +72,7 @@ async def read_body(request: Request) -> bytes:
     limit = context(request).config.max_body_bytes
     too_large = errors.PayloadTooLargeError(f"Request body is over {limit // 1024} KiB")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0

@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 from typing import Any
+from urllib.parse import unquote_plus
 
 from core.config import Config
 from core.domain import auth
@@ -55,13 +56,24 @@ class RedactTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN.sub(r"\1<redacted>", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(redact_tokens(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
-_TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+# A query parameter: its name and value as written (percent-encoded or not).
+_PARAM = re.compile(r"(^|[?&])([^=&?\s#]*)=([^&\s#]*)")
+
+
+def redact_tokens(text: str) -> str:
+    """Every `token` parameter's value replaced, however its name is spelled: the server
+    decodes `%74oken` (or `tok%65n`) to `token` and accepts it, so the log must too."""
+
+    def redact(match: re.Match[str]) -> str:
+        if unquote_plus(match.group(2)).lower() != "token":
+            return match.group(0)
+        return f"{match.group(1)}{match.group(2)}=<redacted>"
+
+    return _PARAM.sub(redact, text)
 
 
 def uvicorn_logging() -> dict[str, Any]:

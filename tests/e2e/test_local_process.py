@@ -152,12 +152,20 @@ def test_the_dev_access_log_never_shows_a_websocket_token(dev: tuple[str, str, P
             await ws.send('{"type": "subscribe", "taskId": "task_nope123"}')
             return str(await ws.recv())
 
+    async def subscribe_encoded() -> str:
+        # The server decodes `%74oken` to `token` and accepts it: the log must redact it too.
+        async with websockets.connect(f"{base.replace('http', 'ws')}/ws?%74oken={token}") as ws:
+            await ws.send('{"type": "subscribe", "taskId": "task_nope123"}')
+            return str(await ws.recv())
+
     # WHEN it connects and gets an answer
     assert "Not found" in asyncio.run(subscribe())
+    assert "Not found" in asyncio.run(subscribe_encoded())
     # THEN the access log has the request, with the token redacted; the token appears only
     # where dev printed it for the operator
     text = log.read_text()
     assert "/ws?token=<redacted>" in text, text[-2000:]
+    assert "/ws?%74oken=<redacted>" in text, text[-2000:]
     assert text.count(token) == 1
 
 
