@@ -41,14 +41,23 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from handlers.local.http_limits import BoundedHeadProtocol
+
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level="info" if dev else "warning",
         log_config=uvicorn_logging(),
+        # Heads capped (431), and at most this many connections at once (503 past it).
+        http=BoundedHeadProtocol,
+        limit_concurrency=args.max_concurrency,
     )
     return 0
+
+
+# `taskgate serve`: connections and requests in progress at once; past it uvicorn answers 503.
+MAX_CONCURRENCY = 1000
 
 
 class RedactTokens(logging.Filter):
@@ -145,6 +154,12 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--db", default=db, help=f"SQLite database file (default {db})")
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=8787)
+        command.add_argument(
+            "--max-concurrency",
+            type=int,
+            default=MAX_CONCURRENCY,
+            help=f"connections and requests at once; past it 503 (default {MAX_CONCURRENCY})",
+        )
         if name == "dev":
             command.add_argument(
                 "--aws",
