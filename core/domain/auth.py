@@ -29,6 +29,8 @@ class Principal:
     attempt: int | None = None
     # A server's own service token: the registration it was issued for (`Server.token_id`).
     token_id: str | None = None
+    # The token's `exp` (epoch seconds): a WebSocket opened with it closes then.
+    expires_s: int | None = None
 
     @property
     def is_server_token(self) -> bool:
@@ -141,6 +143,7 @@ def _decode(secret: str, token: str) -> tuple[Principal, dict[str, Any]]:
         task_id=task_id if isinstance(task_id, str) else None,
         attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
         token_id=token_id if isinstance(token_id, str) else None,
+        expires_s=int(claims["exp"]),
     )
     return principal, claims
 
