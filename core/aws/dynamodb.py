@@ -737,12 +737,21 @@ class DynamoStore(Store):
                 }
         return found
 
-    def hit_rate_window(self, key: str, *, expires_at: int) -> int:
+    def hit_rate_window(self, key: str, *, expires_at: int, amount: int = 1) -> int:
         """Pattern 17."""
         update = Expression()
-        update.add("hits", 1)
+        update.add("hits", amount)
         update.assign(TTL, expires_at)
         return self._add(rate_key(key), update, "hits")
+
+    def rate_window_hits(self, key: str) -> int:
+        """Pattern 17, read: a closed window's count (consistent: it was written by others)."""
+        with _translated_errors():
+            found = self._client.get_item(
+                TableName=self.table_name, Key=rate_key(key), ConsistentRead=True, ProjectionExpression="hits"
+            )
+        hits = found.get("Item", {}).get("hits", {}).get("N")
+        return 0 if hits is None else int(hits)
 
     def put_idempotency(self, record: IdempotencyRecord, *, now_s: int) -> IdempotencyRecord | None:
         """Pattern 18. TTL deletes late (up to days), so an expired record may still be there:
