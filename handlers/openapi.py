@@ -124,7 +124,11 @@ LIMIT_QUERY = Param(
     f"Tasks per page (default {task_listing.DEFAULT_LIMIT})",
     {"type": "integer", "minimum": 1, "maximum": task_listing.MAX_LIMIT},
 )
-CURSOR_QUERY = Param("cursor", "The `nextCursor` of the previous page", {"type": "string"})
+CURSOR_QUERY = Param(
+    "cursor",
+    "The `nextCursor` of the previous page",
+    {"type": "string", "pattern": task_listing.CURSOR_PATTERN},
+)
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/task"): Operation(
