@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import errors
@@ -140,9 +140,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             405,
             "Method not allowed",
             f"{request.method} is not allowed on {request.url.path}",
-            dict(exc.headers or {}) | headers,
+            dict(exc.headers or {}) | headers | {"Allow": _allowed_methods(request)},
         )
     return error_response(exc.status_code, "HTTP error", str(exc.detail), headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette's 405 names only the first
+    route's (GET /api/task/{id} hid PUT)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
