@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.config import Config
 from core.domain.auth import ADMIN, USER, Principal
-from core.domain.models import Endpoints, Server
+from core.domain.models import Endpoints, Server, Task
+from core.domain.schemas import CreateTask
 from core.local.sqlite import SqliteStore
 from core.ports.storage import Store
+from core.services import tasks, work
 from core.services.context import Context
+from core.services.dispatch import Assignment
 from tests.unit.services.fakes import FakeClock, RecordingQueue, RecordingTelemetry, ScriptedTransport
 
 START = 1_700_000_000_000  # epoch ms
@@ -78,3 +82,15 @@ def add_server(ctx: Context, server_id: str, **fields: object) -> Server:
     ctx.store.put_server(server)
     ctx.fleet.invalidate()
     return server
+
+
+def submit(ctx: Context, priority: int = 5, **fields: Any) -> Task:
+    """Alice's new PENDING task."""
+    return tasks.create_task(ctx, ALICE, CreateTask(type="image", priority=priority, payload={}, **fields))
+
+
+def drain_all(ctx: Context, batch: int = 50, **kwargs: Any) -> list[Assignment]:
+    """The assignments one drain makes (their predict calls not made)."""
+    started: list[Assignment] = []
+    work.drain(ctx, batch, started.append, **kwargs)
+    return started

@@ -12,12 +12,11 @@ import pytest
 
 from core.domain.models import Task, TaskStatus
 from core.domain.protocol import BackendRequest, Kind, Outcome
-from core.domain.schemas import CreateTask
 from core.errors import StaleWriteError
 from core.services import tasks, work
 from core.services.context import Context
 from core.services.dispatch import Assignment
-from tests.unit.services.conftest import ALICE, add_server
+from tests.unit.services.conftest import ALICE, add_server, drain_all, submit
 from tests.unit.services.fakes import FakeClock, RecordingQueue, RecordingTelemetry, ScriptedTransport
 
 ACCEPTED = Outcome(Kind.ACCEPTED)
@@ -25,16 +24,6 @@ DONE = Outcome(Kind.COMPLETED, result={"image": "cat.png"})
 BUSY = Outcome(Kind.BUSY, error="busy")
 RETRY = Outcome(Kind.RETRY, error="HTTP 503")
 FAILED = Outcome(Kind.FAILED, error="HTTP 400: bad payload")
-
-
-def submit(ctx: Context, priority: int = 5, **fields: Any) -> Task:
-    return tasks.create_task(ctx, ALICE, CreateTask(type="image", priority=priority, payload={}, **fields))
-
-
-def drain_all(ctx: Context, batch: int = 50, **kwargs: Any) -> list[Assignment]:
-    started: list[Assignment] = []
-    work.drain(ctx, batch, started.append, **kwargs)
-    return started
 
 
 def status(ctx: Context, task: Task) -> TaskStatus:
