@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from core.local.sqlite import SqliteStore
+from tests.support.waiting import each_eventually, eventually
 
 from .dev_aws_gateway import DOOR_LINE
 from .harness import RATE_LIMITS_OFF, SECRET, Api, _free_port, unique
@@ -70,24 +71,6 @@ def free_port() -> int:
     return port
 
 
-def eventually(read: Callable[[], T], until: Callable[[T], bool], *, timeout: float, what: str) -> T:
-    """Read until `until(value)`; fail naming `what` and the last value after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not until(value := read()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s; last seen {value!r}"
-        time.sleep(0.02)
-    return value
-
-
-def holds(read: Callable[[], T], check: Callable[[T], bool], *, seconds: float, what: str) -> None:
-    """Read for `seconds` s; fail naming `what` as soon as a value fails `check`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = read()
-        assert check(value), f"{what}: no longer true; seen {value!r}"
-        time.sleep(0.05)
-
-
 # -- processes -----------------------------------------------------------------------------
 
 
@@ -98,20 +81,25 @@ def _spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) ->
 
 def _wait_up(started: Sequence[tuple[subprocess.Popen[bytes], str, Path]], patience: float = 1.0) -> None:
     """Wait until every process answers GET /health (any status: a mock may start unhealthy)."""
-    deadline = time.monotonic() + STARTUP_S * patience
-    waiting = list(started)
+    timeout = STARTUP_S * patience
+    deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0) as client:
-        while waiting:
-            proc, base, log = waiting[0]
-            assert proc.poll() is None, f"{base} exited with {proc.returncode}:\n{log.read_text()}"
+        for proc, base, log in started:
+
+            def answers(proc: subprocess.Popen[bytes] = proc, base: str = base, log: Path = log) -> bool:
+                assert proc.poll() is None, f"{base} exited with {proc.returncode}:\n{log.read_text()}"
+                try:
+                    client.get(f"{base}/health")
+                except httpx.TransportError:
+                    return False
+                return True
+
+            # One deadline for them all: they started together.
+            left = max(0.0, deadline - time.monotonic())
             try:
-                client.get(f"{base}/health")
-                waiting.pop(0)
-                continue
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"{base} did not start in time:\n{log.read_text()}"
-            time.sleep(0.03)
+                eventually(answers, timeout=left, what=f"{base} started", interval=0.03)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text()}") from None
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
@@ -145,6 +133,8 @@ class Gateway:
     store: SlotCounts
     settings: dict[str, str]
     backends: BackendPool
+
+    door: DevAwsSideDoor | None = None
 
     @property
     def patience(self) -> float:
@@ -194,7 +184,7 @@ def start_gateway(
                 store, api_store = door, None
             client = resources.enter_context(httpx.Client(base_url=base, timeout=30.0))
             api = Api(deployment, client, api_store, SECRET)
-            yield Gateway(deployment, base, proc, log, api, store, chosen, pool)
+            yield Gateway(deployment, base, proc, log, api, store, chosen, pool, door)
     finally:
         if pool is not None:
             pool.close()
@@ -222,6 +212,11 @@ class DevAwsSideDoor:
         reply = httpx.post(f"{self.base}/set-active-tasks", json=body, timeout=10.0)
         assert reply.status_code == 200, reply.text
         return bool(reply.json()["changed"])
+
+    def queue_idle(self) -> bool:
+        reply = httpx.get(f"{self.base}/queue-idle", timeout=10.0)
+        assert reply.status_code == 200, reply.text
+        return bool(reply.json()["idle"])
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -508,6 +503,26 @@ class Fleet:
         """`eventually`, with `timeout` (as on `serve`) stretched by the gateway's patience."""
         return eventually(read, until, timeout=timeout * self.gateway.patience, what=what)
 
+    def dispatcher_caught_up(self) -> None:
+        """Returns once the gateway's dispatcher has looked at every task PENDING at the call
+        (of priority above 0) in the state the call found: after this, a task still PENDING
+        is one it could not place, not one it has not reached yet. The event a test waits on
+        to show that something did NOT happen, instead of sleeping.
+
+        `dev-aws`: the dispatch queue idle (every message sent before, each task's own and
+        every drain, handled and deleted). `serve`: a marker task at priority 0, for a
+        capability only a server registered after it has, is started; the registration's
+        drain reads the PENDING index in priority order, so it reached every other task first."""
+        if self.gateway.door is not None:
+            door = self.gateway.door
+            self.eventually(door.queue_idle, bool, timeout=10, what="the dispatch queue idle")
+            return
+        marker = unique("marker")
+        task_id = self.submit(priority=0, capabilities=[marker])
+        (backend,) = self.start(Mock("marker"))
+        self.register(backend, capabilities=[marker])
+        self.wait_status(task_id, "COMPLETED")
+
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
         return self.eventually(
             lambda: self.task(task_id),
@@ -519,23 +534,14 @@ class Fleet:
     def wait_terminal(self, task_ids: Collection[str] | None = None, timeout: float = 15.0) -> dict[str, Any]:
         """Poll GET until every task is terminal (only the unfinished ones are read again);
         `timeout` as on `serve`, stretched by the gateway's patience."""
-        waiting = list(self.task_ids if task_ids is None else task_ids)
-        done: dict[str, dict[str, Any]] = {}
-        timeout *= self.gateway.patience
-        deadline = time.monotonic() + timeout
-        while True:
-            for task_id in list(waiting):
-                task = self.task(task_id)
-                if task["status"] in TERMINAL:
-                    done[task_id] = task
-                    waiting.remove(task_id)
-            if not waiting:
-                return done
-            assert time.monotonic() < deadline, (
-                f"{len(waiting)} tasks not terminal within {timeout} s: "
-                f"{[(t, self.task(t)['status']) for t in waiting[:5]]}"
-            )
-            time.sleep(0.05)
+        return each_eventually(
+            list(self.task_ids if task_ids is None else task_ids),
+            self.task,
+            lambda task: task["status"] in TERMINAL,
+            timeout=timeout * self.gateway.patience,
+            what="terminal",
+            describe=lambda stragglers: {t: task["status"] for t, task in stragglers.items()},
+        )
 
     # -- the checks every dispatch test ends with ------------------------------------------
 
