@@ -49,3 +49,29 @@ def test_the_synchronous_wait_is_a_setting() -> None:
     assert Config.from_env({"SYNC_WAIT": "5000"}).sync_wait_ms == 5_000
     with pytest.raises(ValueError, match="SYNC_WAIT"):
         Config.from_env({"SYNC_WAIT": "soon"})
+
+
+@pytest.mark.parametrize("declared", ["\u00b2", "\u00b9\u00b2"])
+def test_a_content_length_of_unicode_digits_is_not_a_crash(client: TestClient, declared: str) -> None:
+    """'²'.isdigit() is true and int('²') raises: the Lambda path (Mangum passes headers as
+    sent) read such a Content-Length into a 500. Latin-1 carries '²' and '¹' in a header."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from handlers._http import read_body
+
+    app = client.app
+    sent = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        return sent.pop(0)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/task",
+        "headers": [(b"content-length", declared.encode("latin-1"))],
+        "app": app,
+    }
+    assert asyncio.run(read_body(Request(scope, receive))) == b"{}"
