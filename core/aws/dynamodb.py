@@ -46,6 +46,9 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 6 Tasks of an owner, newest | ByOwner  | GSI1PK = OWNER#<owner>, desc.     | OWNER#alice       |
 | 7 Pending, best first       | ByStatus | GSI2PK = PENDING                  | PENDING           |
 |   ... of one priority       | ByStatus | AND begins_with(GSI2SK, <10-p>#)  | 03# (priority 7)  |
+| 7b Queue timeouts due, one  | ByStatus | GSI2PK = PENDING AND GSI2SK       | 03# AND           |
+|    priority                 |          | BETWEEN <10-p># AND               | 03#1700000000000#~|
+|                             |          | <10-p>#<cutoff:13>#~              |                   |
 | 8 Processing past deadline  | ByStatus | GSI2PK = PROCESSING AND           | PROCESSING,       |
 |                             |          | GSI2SK <= <before:13>#~           | 1700000000000#~   |
 | 9 Processing on a server    | ByServer | GSI3PK = SERVER#<id>              | SERVER#gpu-1      |
@@ -541,6 +544,17 @@ class DynamoStore(Store):
         prefix = None if priority is None else pending_prefix(priority)
         return self._query_tasks(limit, "ByStatus", "GSI2PK", TaskStatus.PENDING.value, sort_prefix=prefix)
 
+    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
+        """Pattern 7b: one priority's range of GSI2SK up to the cutoff, oldest first."""
+        prefix = pending_prefix(priority)
+        return self._query_tasks(
+            limit,
+            "ByStatus",
+            "GSI2PK",
+            TaskStatus.PENDING.value,
+            sort_between=(prefix, f"{prefix}{max(0, cutoff):013d}#{HIGHEST}"),
+        )
+
     def count_pending(self) -> int:
         """Pattern 7, counted (Select COUNT: the items are read, not returned)."""
         request: QueryInputTypeDef = {
@@ -582,6 +596,7 @@ class DynamoStore(Store):
         *,
         sort_prefix: str | None = None,
         sort_at_most: str | None = None,
+        sort_between: tuple[str, str] | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
         query = Expression()
@@ -591,6 +606,9 @@ class DynamoStore(Store):
             query.condition(f"begins_with({query.name(sort_key)}, {query.value(sort_prefix)})")
         if sort_at_most is not None:
             query.condition(f"{query.name(sort_key)} <= {query.value(sort_at_most)}")
+        if sort_between is not None:
+            low, high = sort_between
+            query.condition(f"{query.name(sort_key)} BETWEEN {query.value(low)} AND {query.value(high)}")
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
             "IndexName": index,

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     message TEXT,
     server_id TEXT,
     previous_server_id TEXT,
+    failed_servers BLOB NOT NULL DEFAULT '[]',
     result BLOB,
     error BLOB,
     attempts INTEGER NOT NULL,
@@ -89,6 +90,10 @@ CREATE TABLE IF NOT EXISTS servers (
     active_tasks INTEGER NOT NULL,
     last_claim_at INTEGER,
     latency_ewma_ms INTEGER,
+    outlier_failures INTEGER NOT NULL DEFAULT 0,
+    ejections INTEGER NOT NULL DEFAULT 0,
+    ejected_until INTEGER,
+    slow_start_from INTEGER,
     tasks_processed INTEGER NOT NULL,
     success_count INTEGER NOT NULL,
     failure_count INTEGER NOT NULL,
@@ -133,12 +138,23 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 """
 
+# Columns added since the first release: a database file made before them gets them on open.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "tasks": ("failed_servers BLOB NOT NULL DEFAULT '[]'",),
+    "servers": (
+        "outlier_failures INTEGER NOT NULL DEFAULT 0",
+        "ejections INTEGER NOT NULL DEFAULT 0",
+        "ejected_until INTEGER",
+        "slow_start_from INTEGER",
+    ),
+}
+
 # How long a counted batch is remembered (Store.add_counters_once).
 COUNTER_BATCH_TTL_S = 2 * 86_400
 
 # Fields stored as JSON text; the rest are plain columns.
 _JSON_FIELDS: dict[type, frozenset[str]] = {
-    Task: frozenset({"payload", "capabilities", "result", "error"}),
+    Task: frozenset({"payload", "capabilities", "failed_servers", "result", "error"}),
     Server: frozenset({"endpoints", "capabilities", "groups", "reported"}),
     WebhookDelivery: frozenset({"log"}),
 }
@@ -191,8 +207,17 @@ class SqliteStore(Store):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._conn().executescript(SCHEMA)
+        self._add_missing_columns()
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _add_missing_columns(self) -> None:
+        with self._transaction() as conn:
+            for table, columns in ADDED_COLUMNS.items():
+                present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -399,6 +424,13 @@ class SqliteStore(Store):
             "SELECT * FROM tasks WHERE status = 'PENDING' AND priority = ?"
             " ORDER BY priority DESC, queued_at, id LIMIT ?",
             (priority, limit),
+        )
+
+    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
+        return self._tasks(
+            "SELECT * FROM tasks WHERE status = 'PENDING' AND priority = ? AND queued_at <= ?"
+            " ORDER BY priority DESC, queued_at, id LIMIT ?",
+            (priority, cutoff, limit),
         )
 
     def count_pending(self) -> int:

@@ -154,6 +154,11 @@ class Store(ABC):
         """PENDING tasks, highest priority first, then oldest `queued_at` first."""
 
     @abstractmethod
+    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
+        """PENDING tasks of `priority` that entered the queue at or before `cutoff`, oldest
+        `queued_at` first (the queue timeouts due): reads only those, however long the queue."""
+
+    @abstractmethod
     def count_pending(self) -> int:
         """How many tasks are PENDING (the backlog), from the PENDING index."""
 

@@ -202,7 +202,7 @@ def test_view_order_lists_every_candidate_once_after_the_first(algorithm: str) -
 def test_view_order_leaves_out_excluded_and_tries_the_previous_server_last() -> None:
     fleet = [server(f"s{i}") for i in range(4)]
     order = view(fleet).order(
-        task(), "least-connections", sequence=lambda: 1, rng=random.Random(), avoid="s0", exclude={"s1"}
+        task(), "least-connections", sequence=lambda: 1, rng=random.Random(), avoid={"s0"}, exclude={"s1"}
     )
     assert [s.id for s in order] == ["s2", "s3", "s0"]
 
@@ -216,7 +216,7 @@ def test_view_order_counts_the_shared_counter_once_per_decision() -> None:
         return drawn[-1]
 
     listed = list(
-        view(fleet).order(task(), "round-robin", sequence=sequence, rng=random.Random(), avoid="s0")
+        view(fleet).order(task(), "round-robin", sequence=sequence, rng=random.Random(), avoid={"s0"})
     )
     assert sorted(s.id for s in listed) == ["s0", "s1", "s2", "s3"]
     assert listed[-1].id == "s0"
