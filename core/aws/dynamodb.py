@@ -58,6 +58,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 9b An owner's, one status   | ByOwner  | pattern 6, FilterExpression on    | OWNER#alice       |
 |                             |          | status; at most 1,000 read a call |                   |
 | 9c PENDING per priority     | ByStatus | GSI2PK = PENDING, GSI2SK only     | PENDING           |
+|    ... and capability set   | ByStatus | the same, projecting capabilities | PENDING           |
+|    ... and capability set   | ByStatus | the same, with `capabilities`     | PENDING           |
 | 10 Register a server        | table    | SERVERS / SERVER#<id>, if new     | SERVER#gpu-1      |
 | 11 Get, update, delete one  | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
 |                             |          | update if version = :v            |                   |
@@ -133,6 +135,7 @@ from core.aws.dynamodb_items import (
     delivery_to_item,
     field_value,
     field_values,
+    from_value,
     idempotency_key,
     index_attributes,
     index_inputs,
@@ -155,7 +158,15 @@ from core.aws.dynamodb_items import (
 )
 from core.domain.models import DeliveryState, Server, ServerStatus, Task, TaskStatus, WebhookDelivery
 from core.errors import NoCapacityError, StaleWriteError, UnavailableError
-from core.ports.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
+from core.ports.storage import (
+    CLOCK_SKEW_MS,
+    IdempotencyRecord,
+    Store,
+    TaskPage,
+    capability_set,
+    position,
+    update_sources,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -535,6 +546,27 @@ class DynamoStore(Store):
             for item in response["Items"]:
                 priority = 10 - int(item["GSI2SK"]["S"][:2])
                 counts[priority] = counts.get(priority, 0) + 1
+            if "LastEvaluatedKey" not in response:
+                return counts
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
+        """Pattern 9c, with each task's capabilities projected too."""
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": "ByStatus",
+            "KeyConditionExpression": "GSI2PK = :pending",
+            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
+            "ProjectionExpression": "GSI2SK, capabilities",
+        }
+        counts: dict[tuple[int, tuple[str, ...]], int] = {}
+        while True:
+            with _translated_errors():
+                response = self._client.query(**request)
+            for item in response["Items"]:
+                needs = from_value(item["capabilities"]) if "capabilities" in item else []
+                key = (10 - int(item["GSI2SK"]["S"][:2]), capability_set(needs))
+                counts[key] = counts.get(key, 0) + 1
             if "LastEvaluatedKey" not in response:
                 return counts
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

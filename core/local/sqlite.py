@@ -22,7 +22,15 @@ import msgspec
 
 from core.domain.models import DeliveryState, Server, ServerStatus, Task, TaskStatus, WebhookDelivery
 from core.errors import NoCapacityError, StaleWriteError
-from core.ports.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
+from core.ports.storage import (
+    CLOCK_SKEW_MS,
+    IdempotencyRecord,
+    Store,
+    TaskPage,
+    capability_set,
+    position,
+    update_sources,
+)
 
 S = TypeVar("S", Task, Server, WebhookDelivery)
 
@@ -413,6 +421,17 @@ class SqliteStore(Store):
             "SELECT priority, COUNT(*) FROM tasks WHERE status = 'PENDING' GROUP BY priority"
         )
         return {int(priority): int(count) for priority, count in rows}
+
+    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
+        rows = self._conn().execute(
+            "SELECT priority, capabilities, COUNT(*) FROM tasks WHERE status = 'PENDING'"
+            " GROUP BY priority, capabilities"
+        )
+        counts: dict[tuple[int, tuple[str, ...]], int] = {}
+        for priority, capabilities, count in rows:
+            key = (int(priority), capability_set(msgspec.json.decode(capabilities)))
+            counts[key] = counts.get(key, 0) + int(count)
+        return counts
 
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         if priority is None:

@@ -21,7 +21,15 @@ from typing import Any
 
 from core.domain.models import Server, Task, TaskStatus, WebhookDelivery
 
-__all__ = ["CLOCK_SKEW_MS", "IdempotencyRecord", "Store", "TaskPage", "position", "update_sources"]
+__all__ = [
+    "CLOCK_SKEW_MS",
+    "IdempotencyRecord",
+    "Store",
+    "TaskPage",
+    "capability_set",
+    "position",
+    "update_sources",
+]
 
 # Writers' clocks may differ this much (Lambdas on different hosts): a release frees a slot of
 # the server registered under the task's server id unless that registration is clearly newer
@@ -45,6 +53,11 @@ def position(task: Task) -> str:
     """Where a task stands in the newest-first listing: `<createdAt:13>#<id>`. Plain strings
     of this form sort as the listing does (both adapters compare them byte by byte)."""
     return f"{task.created_at:013d}#{task.id}"
+
+
+def capability_set(capabilities: Collection[str]) -> tuple[str, ...]:
+    """A task's capabilities as a key: sorted, without repeats (the order never matters)."""
+    return tuple(sorted(set(capabilities)))
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,11 @@ class Store(ABC):
     @abstractmethod
     def pending_by_priority(self) -> dict[int, int]:
         """How many tasks are PENDING at each priority (only priorities with some)."""
+
+    @abstractmethod
+    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
+        """How many tasks are PENDING at each (priority, capability set), the set sorted and
+        without repeats; only the pairs with some. One read of the PENDING index."""
 
     @abstractmethod
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:

@@ -135,3 +135,25 @@ def test_new_fields_have_their_defaults_when_not_set(store: Store) -> None:
     assert (read.outlier_failures, read.ejections, read.ejected_until, read.slow_start_from) == (0, 0, None, None)
     got = store.get_task(task.id)
     assert got is not None and got.failed_servers == []
+
+
+# -- pending_by_need -------------------------------------------------------------------------
+
+
+def test_pending_by_need_counts_each_priority_and_capability_set(store: Store) -> None:
+    # GIVEN PENDING tasks needing the same set in two orders, with a repeat, at two priorities;
+    # one needing nothing; and one that a server took
+    for capabilities in (["tpu", "gpu"], ["gpu", "tpu"], ["gpu", "tpu", "gpu"]):
+        put_pending(store, priority=5, capabilities=capabilities)
+    put_pending(store, priority=0, capabilities=["gpu", "tpu"])
+    put_pending(store, priority=10)
+    server = put_online_server(store)
+    taken = put_pending(store, priority=5, capabilities=["cpu"])
+    store.claim_task(taken, claim_changes(taken, server.id))
+
+    # WHEN / THEN the counts are by priority and sorted set, without the task in flight
+    assert store.pending_by_need() == {(5, ("gpu", "tpu")): 3, (0, ("gpu", "tpu")): 1, (10, ()): 1}
+
+
+def test_pending_by_need_is_empty_without_a_backlog(store: Store) -> None:
+    assert store.pending_by_need() == {}
