@@ -116,6 +116,8 @@ class ServerHealth(Reply):
     last_heartbeat: int | None
     last_check_at: int | None
     consecutive_failures: int
+    # Epoch ms: outlier detection left it out of selection after failed attempts until then.
+    ejected_until: int | None = None
 
 
 class Server(Reply):

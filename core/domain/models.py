@@ -173,6 +173,9 @@ class Server(msgspec.Struct, kw_only=True):
                 "lastHeartbeat": self.last_heartbeat,
                 "lastCheckAt": self.last_check_at,
                 "consecutiveFailures": self.consecutive_failures,
+                "ejectedUntil": (
+                    self.ejected_until if self.ejected_until is not None and now < self.ejected_until else None
+                ),
             },
         }
 

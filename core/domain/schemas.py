@@ -304,6 +304,9 @@ class ServerHealth(Reply):
     last_heartbeat: Ms | None
     last_check_at: Ms | None
     consecutive_failures: int
+    ejected_until: Annotated[
+        int | None, msgspec.Meta(description="Epoch ms: left out of selection after failed attempts until then")
+    ] = None
 
 
 class ServerView(Reply):
