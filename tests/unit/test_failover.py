@@ -15,7 +15,7 @@ from core.domain.models import Endpoints, Server, Task, TaskStatus
 from core.domain.protocol import Kind, Outcome
 from core.local.queue import CallbackQueue
 from core.local.sqlite import SqliteStore
-from core.services import dispatch, task_view
+from core.services import dispatch, servers, task_view
 from core.services.context import Context
 from core.services.dispatch import Assignment, Attempt
 
@@ -193,3 +193,30 @@ def test_a_running_or_finished_task_has_capabilities_and_no_queue(ctx: Context, 
     running = start(ctx, "t").task
     body = task_view.describe(ctx, running)
     assert body["capabilities"] == ["gpu"] and "queue" not in body
+
+
+def test_a_passed_active_check_ends_an_ejection_and_wakes_dispatch(ctx: Context, clock: Clock) -> None:
+    # GIVEN a server ejected after three failures, and a dispatcher listening for capacity
+    add_server(ctx, "a")
+    for i in range(3):
+        add_task(ctx, f"t{i}", attempt_limit=1)
+        fail(ctx, clock, start(ctx, f"t{i}"))
+    woken: list[bool] = []
+    assert isinstance(ctx.queue, CallbackQueue)
+    ctx.queue.on_capacity = lambda: woken.append(True)
+    clock.now += 1_000
+
+    # WHEN an active check fails, THEN it stays ejected and nothing is woken
+    servers.record_check(ctx, "a", False)
+    failed_check = ctx.store.get_server("a")
+    assert failed_check is not None and failed_check.ejected_until == NOW + 10_000 and woken == []
+
+    # WHEN an active check passes, THEN the ejection ends now, into a slow start, and dispatch is woken
+    servers.record_check(ctx, "a", True)
+    passed = ctx.store.get_server("a")
+    assert passed is not None and (passed.ejected_until, passed.slow_start_from) == (clock.now, clock.now)
+    assert woken == [True]
+    # AND once health has it online again (the failed check made it degraded), it takes tasks
+    servers.record_check(ctx, "a", True)
+    add_task(ctx, "next")
+    assert start(ctx, "next").server.id == "a"
