@@ -161,13 +161,14 @@ def backlog_rows(
     rows: list[dict[str, object]] = []
     for capabilities, count in ordered:
         why = explain(capabilities, fleet, now, slot_limit=slot_limit)
-        needs = f"need {_listed(capabilities)}" if capabilities else "need no capability"
+        tasks_need = "1 task needs" if count == 1 else f"{count} tasks need"
+        needs = _listed(capabilities) if capabilities else "no capability"
         rows.append(
             {
                 "capabilities": capabilities,
                 "count": count,
                 "reason": why.reason.value,
-                "details": f"{count} {'task' if count == 1 else 'tasks'} {needs}: {why.details}",
+                "details": f"{tasks_need} {needs}: {why.details}",
             }
         )
     return rows

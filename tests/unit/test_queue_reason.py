@@ -132,3 +132,4 @@ def test_the_backlog_by_capability_set_largest_first_with_reasons() -> None:
         (["cpu"], 1, "dispatching"),
     ]
     assert rows[0]["details"] == "312 tasks need `tpu`: no registered server has `tpu`"
+    assert rows[2]["details"] == "1 task needs `cpu`: a slot is free on b: the task is about to start"
