@@ -172,3 +172,62 @@ def backlog_rows(
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class QueueCount:
+    """How many PENDING tasks one owner has of one capability set and priority."""
+
+    capabilities: frozenset[str]
+    priority: int
+    owner: str
+    pending: int
+
+
+def position(
+    task: Task,
+    ahead_in_own_queue: int,
+    queues: Iterable[QueueCount],
+    servers: Sequence[Server],
+) -> int:
+    """The task's 1-based place among the PENDING tasks that compete for its servers, under the
+    scheduling policy: every task of a higher priority goes first; at its priority, the tasks of
+    its own owner queue ahead of it (FIFO), and, as fair share interleaves owners, up to as many
+    again plus one from every other owner (an estimate: the exact interleaving depends on the
+    owners' tasks in flight when each slot frees). A queue competes when one of `servers` (the
+    task's capable servers) could run it."""
+    wanted = set(task.capabilities)
+    capable = [s for s in servers if wanted.issubset(s.capabilities)]
+    ahead = ahead_in_own_queue
+    others: dict[str, int] = {}
+    own_set = frozenset(task.capabilities)
+    for queue in queues:
+        if not any(queue.capabilities.issubset(s.capabilities) for s in capable):
+            continue
+        if queue.priority > task.priority:
+            ahead += queue.pending
+        elif queue.priority == task.priority and not (queue.owner == task.owner and queue.capabilities == own_set):
+            others[queue.owner] = others.get(queue.owner, 0) + queue.pending
+    ahead += sum(min(pending, ahead_in_own_queue + 1) for pending in others.values())
+    return ahead + 1
+
+
+def estimated_start(
+    place: int, servers: Iterable[Server], now: int, *, slot_limit: Callable[[Server], int]
+) -> int | None:
+    """When the task at `place` may start if the servers keep their recent pace: their slots
+    free at sum(slots / processing time) per ms, and it starts at the place-th release. None
+    when none of them has a recent processing time (or a slot to offer)."""
+    slots = 0
+    measured_slots = 0
+    weighted_ms = 0
+    for server in servers:
+        limit = slot_limit(server)
+        slots += limit
+        if server.latency_ewma_ms is not None and limit > 0:
+            measured_slots += limit
+            weighted_ms += limit * max(1, server.latency_ewma_ms)
+    if not measured_slots or not slots:
+        return None
+    mean_ms = weighted_ms / measured_slots
+    return now + round(place * mean_ms / slots)

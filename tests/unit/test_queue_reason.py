@@ -9,8 +9,8 @@ import pytest
 
 from core.config import OutlierPolicy
 from core.domain import outlier
-from core.domain.models import Endpoints, Server, ServerStatus
-from core.domain.queue_reason import Reason, backlog_rows, explain
+from core.domain.models import Endpoints, Server, ServerStatus, Task
+from core.domain.queue_reason import QueueCount, Reason, backlog_rows, estimated_start, explain, position
 
 NOW = 1_700_000_000_000
 POLICY = OutlierPolicy()
@@ -133,3 +133,51 @@ def test_the_backlog_by_capability_set_largest_first_with_reasons() -> None:
     ]
     assert rows[0]["details"] == "312 tasks need `tpu`: no registered server has `tpu`"
     assert rows[2]["details"] == "1 task needs `cpu`: a slot is free on b: the task is about to start"
+
+
+def task(owner: str = "alice", priority: int = 5, *capabilities: str) -> Task:
+    return Task(
+        id="t",
+        owner=owner,
+        type="x",
+        priority=priority,
+        payload={},
+        capabilities=list(capabilities),
+        created_at=NOW,
+        updated_at=NOW,
+        queued_at=NOW,
+    )
+
+
+def count(owner: str, priority: int, pending: int, *capabilities: str) -> QueueCount:
+    return QueueCount(frozenset(capabilities), priority, owner, pending)
+
+
+def test_position_counts_higher_priorities_own_fifo_and_a_fair_share_of_other_owners() -> None:
+    fleet = [server("a", "gpu"), server("c", "cpu")]
+    queues = [
+        count("alice", 5, 10, "gpu"),  # the task's own owner queue (3 of them ahead of it)
+        count("bob", 9, 4, "gpu"),  # higher priority, same servers: all ahead
+        count("bob", 5, 100, "gpu"),  # same priority, a heavy owner: fair share lets 3 + 1 ahead
+        count("carol", 5, 2),  # needs nothing, so "a" can run it: both ahead (fewer than 4)
+        count("dave", 9, 50, "cpu"),  # only "c" runs it, which cannot run the task: not ahead
+        count("erin", 1, 70, "gpu"),  # lower priority: never ahead
+    ]
+    assert position(task("alice", 5, "gpu"), 3, queues, fleet) == 1 + 3 + 4 + 4 + 2
+
+
+def test_position_of_the_head_of_an_empty_fleet_queue_is_one() -> None:
+    assert position(task("alice", 5, "gpu"), 0, [count("alice", 5, 1, "gpu")], [server("a", "gpu")]) == 1
+
+
+def test_estimated_start_follows_the_pace_of_the_slots() -> None:
+    fleet = [
+        server("a", max_concurrent=2, latency_ewma_ms=1_000),
+        server("b", max_concurrent=2, latency_ewma_ms=3_000),
+    ]
+    # 4 slots, 2,000 ms a task on average: a slot frees every 500 ms; the 6th release is 3 s away.
+    assert estimated_start(6, fleet, NOW, slot_limit=lambda s: s.max_concurrent) == NOW + 3_000
+    # Nothing measured yet: no estimate.
+    assert estimated_start(6, [server("c")], NOW, slot_limit=lambda s: s.max_concurrent) is None
+    # Ejected (no slot to offer): no estimate.
+    assert estimated_start(1, fleet, NOW, slot_limit=lambda s: 0) is None
