@@ -110,7 +110,7 @@ def explain_task(task: Task, servers: Iterable[Server], now: int, *, slot_limit:
 
 def _nobody_capable(fleet: list[Server], needed: list[str]) -> str:
     if not fleet:
-        return "no server is registered"
+        return f"no server is registered (the task needs {_listed(needed)})" if needed else "no server is registered"
     offered = {c for s in fleet for c in s.capabilities}
     missing = [c for c in needed if c not in offered]
     if missing:

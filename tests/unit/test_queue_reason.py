@@ -53,6 +53,8 @@ def test_capabilities_spread_over_servers_that_each_lack_one() -> None:
 def test_an_empty_fleet() -> None:
     got = why([], [])
     assert (got.reason, got.details) == (Reason.NO_CAPABLE_SERVER, "no server is registered")
+    named = why(["gpu"], [])
+    assert named.details == "no server is registered (the task needs `gpu`)"
 
 
 @pytest.mark.parametrize(
