@@ -5,7 +5,7 @@ The reasons, checked in this order (the first that holds is the one given):
 - `no_capable_server`: no registered server has every capability the task needs;
 - `no_server_online`: capable servers exist, but none is online and in selection (offline,
   degraded, in maintenance, or ejected by outlier detection);
-- `backoff`: the task waits out the backoff after a failed attempt;
+- `backoff`: the task waits out the backoff after an attempt that did not finish (failed or busy);
 - `capacity_full`: capable servers are online, every slot that selection may fill is taken;
 - `dispatching`: a capable server has a free slot: the task is about to start.
 
@@ -70,10 +70,10 @@ def explain(
     slots = sum(limits.values())
     taken = sum(min(s.active_tasks, limits[s.id]) for s in usable)
     if not_before > now:
-        after = f" on server {previous_server}" if previous_server else ""
+        last = f"the last one, on server {previous_server}, did not finish" if previous_server else "backing off"
         return Explanation(
             Reason.BACKOFF,
-            f"waiting {not_before - now} ms before the next attempt, after a failed attempt{after}",
+            f"waiting {not_before - now} ms before the next attempt ({last})",
             len(usable),
             slots,
         )

@@ -132,7 +132,7 @@ def test_backoff_after_a_failed_attempt(fleet: Fleet) -> None:
 
     # THEN it waits out its backoff, and says after which server
     queue = queue_of(fleet, task_id, "backoff")
-    assert queue["details"].endswith(f"after a failed attempt on server {backend.server_id}"), queue
+    assert queue["details"].endswith(f"(the last one, on server {backend.server_id}, did not finish)"), queue
     assert fleet.task(task_id)["attempts"] == 1
 
 

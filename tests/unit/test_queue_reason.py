@@ -76,7 +76,7 @@ def test_capable_servers_none_taking_tasks_each_with_its_state(fields: dict[str,
 def test_backoff_when_a_capable_server_is_online() -> None:
     got = why(["gpu"], [server("a", "gpu")], not_before=NOW + 700, previous="b")
     assert got.reason is Reason.BACKOFF
-    assert got.details == "waiting 700 ms before the next attempt, after a failed attempt on server b"
+    assert got.details == "waiting 700 ms before the next attempt (the last one, on server b, did not finish)"
 
 
 def test_capacity_full_counts_slots_and_the_servers_not_taking_tasks() -> None:
