@@ -1,31 +1,22 @@
-"""A database file made before the outlier and failover columns opens, gains them, and keeps
-its rows: `taskgate serve` upgraded in place must not lose its queue."""
+"""Schema step 2 (failover and outlier detection): a file at version 1 opens, gains the
+columns, and keeps its rows: `taskgate serve` upgraded in place must not lose its queue."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from core.local.sqlite import ADDED_COLUMNS, SCHEMA, SqliteStore
+from core.local.sqlite import SqliteStore
+from core.local.sqlite._schema import MIGRATIONS, migrate
 from tests.contract.factories import make_server, make_task
 
 
-def _old_schema() -> str:
-    schema = SCHEMA
-    for columns in ADDED_COLUMNS.values():
-        for column in columns:
-            schema = schema.replace(f"    {column},\n", "")
-    return schema
-
-
-def test_an_older_file_gains_the_new_columns_and_keeps_its_rows(tmp_path: Path) -> None:
-    # GIVEN a file with the schema as it was, holding a task and a server
+def test_a_version_1_file_gains_the_outlier_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    # GIVEN a file at schema version 1, holding a PENDING task and a server
     path = str(tmp_path / "old.db")
     task, server = make_task(), make_server()
-    old = sqlite3.connect(path)
-    old.executescript(_old_schema())
-    columns = {row[1] for row in old.execute("PRAGMA table_info(servers)")}
-    assert "ejected_until" not in columns  # the fixture really is the old schema
+    old = sqlite3.connect(path, isolation_level=None)
+    assert migrate(old, MIGRATIONS[:1]) == 1
     old.execute(
         "INSERT INTO tasks (id, owner, type, priority, payload, capabilities, is_async, status, progress,"
         " attempts, attempt_limit, retries, created_at, updated_at, queued_at, not_before)"
@@ -40,11 +31,9 @@ def test_an_older_file_gains_the_new_columns_and_keeps_its_rows(tmp_path: Path) 
         " 'online', 1, 0, 0, '{}', 0, 0, 0, 0, 0, 0)",
         (server.id,),
     )
-    old.commit()
     old.close()
 
-    # WHEN the store opens it (twice: the second open must find nothing to add)
-    SqliteStore(path).close()
+    # WHEN the store opens it
     store = SqliteStore(path)
 
     # THEN the rows read back with the new fields at their defaults, and the new fields write
@@ -53,4 +42,5 @@ def test_an_older_file_gains_the_new_columns_and_keeps_its_rows(tmp_path: Path) 
     assert got_server is not None and (got_server.outlier_failures, got_server.ejected_until) == (0, None)
     updated = store.update_server(server.id, {"ejected_until": 99, "ejections": 1}, version=0)
     assert (updated.ejected_until, updated.ejections) == (99, 1)
+    assert store.pending_by_need() == {(5, ("gpu",)): 1}
     store.close()
