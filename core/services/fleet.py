@@ -72,6 +72,11 @@ class FleetView:
             return server
         return msgspec.structs.replace(server, max_concurrent=limit)
 
+    def _selectable_servers(self) -> list[Server]:
+        with self._lock:
+            self._refresh()
+            return [self._selectable(s) for s in self._servers.values()]
+
     def slot_limit(self, server: Server) -> int:
         """How many of `server`'s slots selection may fill (as of the last refresh)."""
         return self._limits.get(server.id, server.max_concurrent)
@@ -99,14 +104,12 @@ class FleetView:
             self._refresh()
             group = self._group(task.capabilities)
             first = balancer.first_choice(algorithm, group, sequence=once, rng=rng)
-            selectable = [self._selectable(s) for s in self._servers.values()] if self._limits else None
         if first is not None and first.id not in avoid and first.id not in exclude:
             yield first
             exclude = {*exclude, first.id}
         elif first is None and not drawn:
             return  # no candidate at all
-        fleet = selectable if selectable is not None else self.servers()
-        rest = [s for s in balancer.candidates(fleet, task) if s.id not in exclude]
+        rest = [s for s in balancer.candidates(self._selectable_servers(), task) if s.id not in exclude]
         yield from balancer.order(algorithm, rest, sequence=once, rng=rng, avoid=avoid)
 
     def _group(self, capabilities: list[str]) -> CapableGroup:
