@@ -34,7 +34,7 @@ class Context:
     closed_rate_windows: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.fleet = FleetView(self.store, self.config.fleet_cache_ms, self.clock)
+        self.fleet = FleetView(self.store, self.config.fleet_cache_ms, self.clock, self.config.outlier)
 
     def now(self) -> int:
         return self.clock()

@@ -56,9 +56,9 @@ def test_a_database_from_before_service_token_ids_gains_the_column(tmp_path: Pat
     store = SqliteStore(str(db))
     store.put_server(a_server())
     store.close()
-    with sqlite3.connect(db) as conn:  # as a database of schema version 1, before the column
+    with sqlite3.connect(db) as conn:  # as a database of schema version 2, before the column
         conn.execute("ALTER TABLE servers DROP COLUMN token_id")
-        conn.execute("PRAGMA user_version = 1")
+        conn.execute("PRAGMA user_version = 2")
     reopened = SqliteStore(str(db))
     server = reopened.get_server("s1")
     assert server is not None and server.token_id == ""
