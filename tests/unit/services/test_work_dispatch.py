@@ -376,7 +376,9 @@ def test_the_async_driver_sends_a_deferred_cancel_in_the_background(
         def spawn(call: Coroutine[Any, Any, None]) -> None:
             background.append(asyncio.ensure_future(call))
 
-        await work.run_async(work.execute(ctx, assignment, in_flight), remote, spawn)
+        # Bounded: a driver that awaited the cancel would wait for the event forever.
+        job = work.run_async(work.execute(ctx, assignment, in_flight), remote, spawn)
+        await asyncio.wait_for(job, timeout=5)
         # The job finished while its cancel call still waits: nothing waited for the backend.
         assert len(background) == 1 and not remote.cancel_done
         remote.release_cancel.set()
