@@ -19,7 +19,6 @@ import pytest
 from core.domain.models import TaskStatus
 from core.errors import UnavailableError
 from core.services import sweeper
-from core.services.fleet import FleetView
 from tests.e2e.harness import Reply, unique
 from tests.support.waiting import eventually
 
@@ -92,10 +91,6 @@ def test_faults_at_every_step_of_create_dispatch_and_completion_are_retryable_an
     stack: Stack, recording_backend: RecordingBackend, scale: Scale
 ) -> None:
     backend = recording_backend.backend
-    # Every dispatch reads the fleet (a Query): with the 1 s cache, whether the Query faults of
-    # the plan ever fired depended on how fast the steps ran, and the test failed when they
-    # all fell within one cached second.
-    stack.ctx.fleet = FleetView(stack.ctx.store, 0, stack.ctx.clock)
     register(stack, backend, max_concurrent=100)
     owner_sub = unique("owner")
     owner = stack.api.token("user", owner_sub)
