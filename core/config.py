@@ -78,6 +78,7 @@ class Config:
             "task_timeout_ms": _int(env, "TASK_TIMEOUT", HOUR_MS),
             "heartbeat_timeout_ms": _int(env, "HEARTBEAT_TIMEOUT", 90_000),
             "task_ttl_days": _int(env, "TASK_TTL_DAYS", 7),
+            "sync_wait_ms": _int(env, "SYNC_WAIT", 25_000),
             "sweep_interval_ms": _int(env, "SWEEP_INTERVAL", 5_000),
             "health_check_interval_ms": _int(env, "HEALTH_CHECK_INTERVAL", 30_000),
             "retry_base_ms": _int(env, "RETRY_BASE_DELAY", 500),
@@ -101,6 +102,8 @@ class Config:
         }
         values.update(overrides)
         config = cls(**values)  # type: ignore[arg-type]
+        if config.sync_wait_ms < 0:
+            raise ValueError(f"SYNC_WAIT must be 0 or more, got {config.sync_wait_ms}")
         if config.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
         if config.webhook_max_attempts < 1:
