@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 # The table adapter's client settings and error translation, shared so both behave alike.
 from core.aws.dynamodb import _CLIENT_CONFIG, _CONDITION_FAILED, BUSY, _code, _translated_errors
 from core.aws.dynamodb_items import (
+    FOLLOWED,
     Connection,
     connection_from_item,
     connection_key,
@@ -26,6 +27,7 @@ from core.aws.dynamodb_items import (
     subscription_key,
     subscription_to_item,
     subscriptions_partition,
+    task_key,
 )
 from core.errors import StaleWriteError, UnavailableError
 
@@ -84,6 +86,25 @@ class ConnectionStore:
             raise StaleWriteError(None if old is None else connection_from_item(old)) from None
         with _translated_errors():
             self._client.put_item(TableName=self.table_name, Item=subscription_to_item(task_id, connection))
+        self.mark_followed(task_id)
+
+    def mark_followed(self, task_id: str) -> None:
+        """Pattern 22, last step: after the subscription, so that every change from here on is
+        one the notifier sees with the subscription in place (the caller reads the task after)."""
+        try:
+            with _translated_errors():
+                self._client.update_item(
+                    TableName=self.table_name,
+                    Key=task_key(task_id),
+                    UpdateExpression="SET #followed = :yes",
+                    # An update would create an expired task's item afresh.
+                    ConditionExpression="attribute_exists(PK) AND attribute_not_exists(#followed)",
+                    ExpressionAttributeNames={"#followed": FOLLOWED},
+                    ExpressionAttributeValues={":yes": {"BOOL": True}},
+                )
+        except ClientError as error:
+            if _code(error) != _CONDITION_FAILED:  # followed already, or gone: nothing to mark
+                raise
 
     def unsubscribe(self, connection_id: str, task_id: str) -> None:
         """Pattern 23: the subscription item and the task in the connection's set."""

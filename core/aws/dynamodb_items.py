@@ -242,6 +242,11 @@ OUTCOME_FIELDS = ("result", "error")
 OUTCOME_INLINE_LIMIT = 32 * 1024
 OUTCOME_REF = "outcome_ref"
 
+# Set on a task item once a WebSocket connection subscribes to the task (never cleared): the
+# notifier's stream filter passes only the changes of followed tasks, so a task nobody follows
+# costs the notifier no invocation and no read.
+FOLLOWED = "followed"
+
 
 def outcome_size(values: Mapping[str, AttributeValueTypeDef | None]) -> int:
     return sum(len(v["S"]) for name in OUTCOME_FIELDS if (v := values.get(name)) is not None and "S" in v)

@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from core.aws.context import LazyContext, build_context
 from core.aws.dynamodb import DynamoStore
 from core.aws.dynamodb_connections import ConnectionStore
-from core.aws.dynamodb_items import OUTCOME_REF, Connection, task_from_item
+from core.aws.dynamodb_items import FOLLOWED, OUTCOME_REF, Connection, task_from_item
 from core.domain.auth import Principal
 from core.domain.models import Task
 from core.errors import StaleWriteError, TaskgateError, UnauthorizedError, ValidationError
@@ -146,7 +146,10 @@ class Push:
 
     def notify(self, new_image: Item) -> int:
         """A task item was written (a stream record's NewImage): post it to the task's
-        subscribers. Returns how many got it. A finished task's subscriptions end."""
+        subscribers. Returns how many got it. A finished task's subscriptions end. A task no
+        connection ever followed has no subscribers to look for: the table is not read."""
+        if FOLLOWED not in new_image:
+            return 0
         task = self._task(new_image)
         subscribers = self.connections.subscribers(task.id)
         if not subscribers:
