@@ -157,3 +157,46 @@ def test_dashboard_event_is_the_page_with_its_security_policy(aws: SimpleNamespa
     assert "script-src 'self'" in headers["content-security-policy"]
     assert not response["isBase64Encoded"]
     assert 'src="dashboard/assets/app.js"' in response["body"]
+
+
+def test_on_aws_the_dashboard_is_told_the_websocket_api_and_its_policy_allows_it(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "wss://abc123.execute-api.us-east-1.amazonaws.com/prod"
+    monkeypatch.setenv("WEBSOCKET_URL", url)
+    response = handler_module("docs").handler(load_event("api-dashboard.json"), lambda_context())
+    assert response["statusCode"] == 200
+    headers = {name.lower(): value for name, value in response["headers"].items()}
+    policy = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
+    assert policy["connect-src"] == f"'self' {url}"
+    assert policy["script-src"] == "'self'" and policy["default-src"] == "'none'"
+    assert f'<meta name="taskgate-websocket" content="{url}">' in response["body"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "https://abc123.execute-api.us-east-1.amazonaws.com/prod",  # not a WebSocket URL
+        "wss://abc123.example.com/prod?token=x",  # a query would carry into every connection
+        "wss://abc123.example.com/prod; script-src *",  # would widen the policy
+        'wss://abc123.example.com/"><script>',  # would break out of the page's attribute
+        "wss:///prod",
+    ],
+)
+def test_a_websocket_url_that_is_not_a_plain_wss_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    from handlers import docs
+
+    monkeypatch.setenv("WEBSOCKET_URL", bad)
+    with pytest.raises(ValueError, match="WEBSOCKET_URL"):
+        docs.websocket_url()
+
+
+def test_without_a_websocket_url_the_page_uses_its_own_origin_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handlers import docs
+
+    monkeypatch.delenv("WEBSOCKET_URL", raising=False)
+    page, headers = docs.dashboard_page(docs.websocket_url())
+    assert b"taskgate-websocket" not in page
+    assert "connect-src 'self';" in headers["Content-Security-Policy"]

@@ -421,3 +421,8 @@ def test_the_websocket_functions_and_the_statistics_consumer_are_held_to_their_p
     ((granted, keys),) = leading_keys("StatsCountersPolicy").items()
     assert keys == {"COUNTER#*", "COUNTERBATCH#*"}
     assert "dynamodb:GetItem" not in granted
+
+
+def test_the_dashboard_is_told_the_websocket_api_s_url() -> None:
+    docs = functions()["DocsFunction"]["Environment"]["Variables"]["WEBSOCKET_URL"]
+    assert docs == load_template()["Outputs"]["WebSocketUrl"]["Value"]
