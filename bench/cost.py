@@ -588,12 +588,13 @@ def scenario(name: str, tasks: int, result_bytes: int, indexes: dict[str, tuple[
     from moto import mock_aws
 
     from core.domain import auth
+    from tools.moto_env import one_request_at_a_time
 
     meter = Meter(table="", key_names=("PK", "SK"), indexes=indexes)
     backend = Backend()
     body = json.loads(load_event("api-create-task.json")["body"])
     result = {"output_url": "https://example.com/out.mp4", "notes": "x" * max(0, result_bytes - 60)}
-    with mock_aws(), meter.installed():
+    with one_request_at_a_time(), mock_aws(), meter.installed():
         import importlib
 
         modules = {

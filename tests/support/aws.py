@@ -61,7 +61,9 @@ def lambda_account(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Simp
 
     for name, value in {**moto_env.FAKE_AWS_ENV, **env}.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
+    # The dispatcher handles a batch's records in threads: moto must apply each request whole,
+    # as DynamoDB does, or two threads could both win one conditional claim.
+    with moto_env.one_request_at_a_time(), mock_aws():
         dynamodb = boto3.client("dynamodb")
         table = create_table(dynamodb)
         sqs = boto3.client("sqs")
