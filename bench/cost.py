@@ -11,6 +11,9 @@ own Context), fed the events API Gateway and the SQS event source mapping would 
     complete   PUT /api/task/{id} {"status": "COMPLETED", "result": ...}
     drain      handlers.dispatcher fed the drain hint that completion sent (a freed slot)
     get        GET /api/task/{id} by the owner
+    statistics the table's stream, through each consumer's filter (template.yaml): the
+               statistics function, and the WebSocket notifier (nobody follows these tasks,
+               so its filter passes nothing: it is neither invoked nor reads the table)
 
 Every request any botocore client makes is seen by handlers appended to botocore's
 BUILTIN_HANDLERS (as moto does; every session and client created afterwards has them):
@@ -22,7 +25,12 @@ Scenarios: `alone`, one task with every per-container cache cold (the fleet view
 each step: traffic under one task a second); `burst`, --burst tasks created together, their
 messages delivered in batches of 10, then each reported, completed and read (per-task means).
 
-    python -m bench.cost [--burst 10] [--result-bytes 200]
+    python -m bench.cost [--burst 10] [--result-bytes 200] [--payload-bytes 1024]
+    python -m bench.cost --json
+
+--json runs the burst for a 1 KB and a 64 KB payload and ends with one line, a JSON object:
+{"payload_1kb": {"requests_per_task", "wru_per_task", "rru_per_task", "usd_per_million", ...},
+"payload_64kb": {...}}, requests being DynamoDB + SQS requests of our code per task.
 """
 
 from __future__ import annotations
@@ -433,6 +441,7 @@ class Aws:
     queue_arn: str
     functions: dict[str, ModuleType]
     stream: Any  # tools.moto_env.StreamReader over the table's stream, uncounted
+    notifier_stream: Any  # the same, through the notifier's filter
     timings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
@@ -525,14 +534,19 @@ class Aws:
         the stream are free for Lambda triggers and not counted. Returns the batches."""
         with self.meter.uncounted():
             records = self.stream.read(limit=1000)
+            followed = self.notifier_stream.read(limit=1000)
         for start in range(0, len(records), 100):
             self.invoke("stats_stream", {"Records": records[start : start + 100]})
+        for start in range(0, len(followed), 100):
+            self.invoke("notifier", {"Records": followed[start : start + 100]})
         return (len(records) + 99) // 100
 
     def cold_caches(self) -> None:
         """As if more than FLEET_CACHE and the drain coalescing window had passed."""
         for module in self.functions.values():
             app = getattr(module, "app", None)
+            if app is None and not hasattr(module, "context"):
+                continue  # the notifier keeps no fleet view
             ctx = app.state.context if app is not None else module.context._context
             if ctx is not None:
                 ctx.fleet.invalidate()
@@ -560,17 +574,22 @@ def start_aws(meter: Meter, modules: dict[str, ModuleType]) -> Aws:
     for module in modules.values():  # a fresh container each: no Context yet
         if hasattr(module, "app"):
             module.app.state.context = None
+        elif hasattr(module, "push"):  # the notifier
+            module.push.reset()
         else:
             module.context.reset()
     with meter.uncounted():
         from tools.moto_env import StreamReader, stream_filters, streams_client
 
         stream_arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-        stream = StreamReader(
-            streams_client(), stream_arn, stream_filters(load_template(), "StatsStreamFunction")
-        )
+        template = load_template()
+        stream = StreamReader(streams_client(), stream_arn, stream_filters(template, "StatsStreamFunction"))
         stream.read(limit=1000)  # the registration's writes: setup, not the task's
-    return Aws(meter, sqs, queue_url, queue_arn, modules, stream)
+        notifier_stream = StreamReader(
+            streams_client(), stream_arn, stream_filters(template, "NotifierFunction")
+        )
+        notifier_stream.read(limit=1000)
+    return Aws(meter, sqs, queue_url, queue_arn, modules, stream, notifier_stream)
 
 
 # -- scenarios -----------------------------------------------------------------------------
@@ -584,7 +603,9 @@ class Run:
     timings: dict[str, list[float]]
 
 
-def scenario(name: str, tasks: int, result_bytes: int, indexes: dict[str, tuple[str, str]]) -> Run:
+def scenario(
+    name: str, tasks: int, result_bytes: int, indexes: dict[str, tuple[str, str]], payload_bytes: int = 0
+) -> Run:
     from moto import mock_aws
 
     from core.domain import auth
@@ -593,13 +614,16 @@ def scenario(name: str, tasks: int, result_bytes: int, indexes: dict[str, tuple[
     meter = Meter(table="", key_names=("PK", "SK"), indexes=indexes)
     backend = Backend()
     body = json.loads(load_event("api-create-task.json")["body"])
+    if payload_bytes:  # the example payload, padded to about that many bytes of JSON
+        padding = max(0, payload_bytes - len(json.dumps(body["payload"])) - len(', "padding": ""'))
+        body["payload"] = {**body["payload"], "padding": "x" * padding}
     result = {"output_url": "https://example.com/out.mp4", "notes": "x" * max(0, result_bytes - 60)}
     with one_request_at_a_time(), mock_aws(), meter.installed():
         import importlib
 
         modules = {
             n: importlib.import_module(f"handlers.{n}")
-            for n in ("tasks", "servers", "dispatcher", "stats_stream")
+            for n in ("tasks", "servers", "dispatcher", "stats_stream", "notifier")
         }
         aws = start_aws(meter, modules)
         admin = auth.mint(SECRET, sub="root", roles=["admin"], ttl_s=3600)
@@ -767,12 +791,47 @@ def cost_table(runs: list[Run], memory_mb: int, architecture: str) -> None:
     print("prices used: " + ", ".join(f"{k} {v}" for k, v in PRICES.items()))
 
 
+PAYLOADS = {"payload_1kb": 1024, "payload_64kb": 64 * 1024}
+
+
+def by_payload(
+    burst: int, result_bytes: int, indexes: dict[str, tuple[str, str]], memory_mb: int, architecture: str
+) -> dict[str, dict[str, float]]:
+    """The burst scenario at each payload size: its tables, then the figures the JSON line
+    carries (requests per task: DynamoDB + SQS requests of our code, as the target counts)."""
+    found: dict[str, dict[str, float]] = {}
+    for key, size in PAYLOADS.items():
+        run = scenario(f"burst, {size // 1024} KB payload", burst, result_bytes, indexes, size)
+        request_table(run)
+        cost_table([run], memory_mb, architecture)
+        ours = [r for r in run.meter.requests if r.actor == "taskgate" and r.step in STEPS]
+        figures = cost(run, memory_mb, architecture)
+        found[key] = {
+            "payload_bytes": size,
+            "requests_per_task": round(per_task(run, ours), 2),
+            "wru_per_task": round(figures["_wru"], 2),
+            "rru_per_task": round(figures["_rru"], 2),
+            "lambda_invocations_per_task": round(figures["_invocations"], 2),
+            "usd_per_million": round(sum(v for k, v in figures.items() if not k.startswith("_")), 2),
+        }
+    small, large = found["payload_1kb"], found["payload_64kb"]
+    print(
+        f"\ntargets: requests per task at 1 KB {small['requests_per_task']:g} (at most {TARGET_REQUESTS});"
+        f" 64 KB costs {large['usd_per_million'] / small['usd_per_million']:.2f}x the 1 KB cost (at most 3x)"
+    )
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--burst", type=int, default=10, help="tasks in the burst scenario")
     parser.add_argument("--result-bytes", type=int, default=200, help="size of the result a backend reports")
+    parser.add_argument("--payload-bytes", type=int, default=0, help="pad the example payload to this size")
+    parser.add_argument(
+        "--json", action="store_true", help="1 KB and 64 KB payloads; the last line is one JSON object"
+    )
     args = parser.parse_args()
 
     os.environ.update(
@@ -786,6 +845,7 @@ def main() -> None:
             # The functions' own log lines and EMF blobs would bury the report (they cost no request).
             "POWERTOOLS_LOG_LEVEL": "WARNING",
             "POWERTOOLS_METRICS_DISABLED": "true",
+            "WEBSOCKET_ENDPOINT": "https://ws123xyz.execute-api.us-east-1.amazonaws.com/prod",
         }
     )
     for name in [
@@ -810,9 +870,12 @@ def main() -> None:
         f"table indexes: {', '.join(indexes)}; Lambda memory {memory_mb} MB, {architecture} (template.yaml Globals)"
     )
     print(f"source tree: {source_tree()}")
+    if args.json:
+        print(json.dumps(by_payload(args.burst, args.result_bytes, indexes, memory_mb, architecture)))
+        return
     runs = [
-        scenario("alone", 1, args.result_bytes, indexes),
-        scenario("burst", args.burst, args.result_bytes, indexes),
+        scenario("alone", 1, args.result_bytes, indexes, args.payload_bytes),
+        scenario("burst", args.burst, args.result_bytes, indexes, args.payload_bytes),
     ]
     for run in runs:
         request_table(run)
