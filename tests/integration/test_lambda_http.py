@@ -200,3 +200,34 @@ def test_without_a_websocket_url_the_page_uses_its_own_origin_only(monkeypatch: 
     page, headers = docs.dashboard_page(docs.websocket_url())
     assert b"taskgate-websocket" not in page
     assert "connect-src 'self';" in headers["Content-Security-Policy"]
+
+
+def test_listing_reads_summaries_from_indexes_that_hold_no_payload(aws: SimpleNamespace) -> None:
+    # GIVEN a task with a large payload, created through the tasks Lambda
+    tasks = handler_module("tasks")
+    event = load_event("api-create-task.json", user("alice"))
+    body = json.loads(event["body"])
+    body["payload"] = {"blob": "x" * 60_000}
+    event["body"] = json.dumps(body)
+    event["headers"]["content-length"] = str(len(event["body"]))
+    status, created, _ = invoke(tasks, event)
+    assert status == 200, created
+    # THEN the listing indexes hold its summary, not its payload
+    for index, key, value in (("ByOwner", "GSI1PK", "OWNER#alice"), ("ByRecent", "GSI4PK", "RECENT#PENDING")):
+        (entry,) = aws.store.client.query(
+            TableName=aws.table,
+            IndexName=index,
+            KeyConditionExpression=f"{key} = :v",
+            ExpressionAttributeValues={":v": {"S": value}},
+        )["Items"]
+        assert "payload" not in entry and entry["id"] == {"S": created["id"]}, index
+    # AND listing (by owner, and by status for an admin) answers from them
+    status, mine, _ = invoke(tasks, load_event("api-list-tasks.json", user("alice")))
+    assert status == 200 and [t["id"] for t in mine["tasks"]] == [created["id"]]
+    assert mine["tasks"][0]["status"] == "PENDING" and "payload" not in mine["tasks"][0]
+    # AND GET still returns the whole task
+    got = load_event("api-get-task.json", user("alice"))
+    got["pathParameters"] = {"id": created["id"]}
+    got["rawPath"] = got["requestContext"]["http"]["path"] = f"/api/task/{created['id']}"
+    status, whole, _ = invoke(tasks, got)
+    assert status == 200 and whole["payload"] == {"blob": "x" * 60_000}

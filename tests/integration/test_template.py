@@ -426,3 +426,15 @@ def test_the_websocket_functions_and_the_statistics_consumer_are_held_to_their_p
 def test_the_dashboard_is_told_the_websocket_api_s_url() -> None:
     docs = functions()["DocsFunction"]["Environment"]["Variables"]["WEBSOCKET_URL"]
     assert docs == load_template()["Outputs"]["WebSocketUrl"]["Value"]
+
+
+def test_the_listing_indexes_project_a_task_s_summary_and_nothing_bulky() -> None:
+    from core.aws.dynamodb.items import BULKY_FIELDS, SUMMARY_FIELDS
+
+    indexes = {
+        i["IndexName"]: i["Projection"] for i in resources()["Table"]["Properties"]["GlobalSecondaryIndexes"]
+    }
+    for name in ("ByOwner", "ByRecent"):
+        assert indexes[name]["ProjectionType"] == "INCLUDE", name
+        assert tuple(indexes[name]["NonKeyAttributes"]) == SUMMARY_FIELDS, name
+        assert not set(indexes[name]["NonKeyAttributes"]) & BULKY_FIELDS
