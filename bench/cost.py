@@ -123,8 +123,20 @@ def write_units(before: dict[str, Any] | None, after: dict[str, Any] | None) -> 
     return max(1, math.ceil(max(item_size(before), item_size(after)) / 1024))
 
 
-# Each index entry: the projected item (ALL) plus 100 bytes of index overhead.
+# Each index entry: the projected attributes plus 100 bytes of index overhead.
 INDEX_OVERHEAD = 100
+# What each index projects (template.yaml): None for ALL, else the attributes it carries
+# besides the table's and its own keys. Set by main() from the template.
+PROJECTIONS: dict[str, frozenset[str] | None] = {}
+
+
+def projected(index: str, keys: tuple[str, str], item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of `item` an index entry holds."""
+    carried = PROJECTIONS.get(index)
+    if item is None or carried is None:
+        return item
+    kept = carried | set(keys) | {"PK", "SK"}
+    return {name: value for name, value in item.items() if name in kept}
 
 
 def index_writes(
@@ -136,11 +148,12 @@ def index_writes(
     for name, keys in indexes.items():
         old = before is not None and all(k in before for k in keys)
         new = after is not None and all(k in after for k in keys)
-        size = max(item_size(before) if old else 0, item_size(after) if new else 0) + INDEX_OVERHEAD
+        old_entry, new_entry = projected(name, keys, before), projected(name, keys, after)
+        size = max(item_size(old_entry) if old else 0, item_size(new_entry) if new else 0) + INDEX_OVERHEAD
         units = math.ceil(size / 1024)
         if old and new:
             moved = any(before[k] != after[k] for k in keys)  # type: ignore[index]
-            writes = 2 if moved else (1 if before != after else 0)
+            writes = 2 if moved else (1 if old_entry != new_entry else 0)
         else:
             writes = int(old or new)
         if writes:
@@ -862,6 +875,13 @@ def main() -> None:
         index["IndexName"]: tuple(k["AttributeName"] for k in index["KeySchema"])
         for index in table.get("GlobalSecondaryIndexes", [])
     }
+    for index in table.get("GlobalSecondaryIndexes", []):
+        projection = index["Projection"]
+        PROJECTIONS[index["IndexName"]] = (
+            None
+            if projection["ProjectionType"] == "ALL"
+            else frozenset(projection.get("NonKeyAttributes", []))
+        )
     function = template["Globals"]["Function"]
     memory_mb, architecture = int(function["MemorySize"]), function.get("Architectures", ["x86_64"])[0]
 
