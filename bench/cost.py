@@ -78,6 +78,10 @@ PRICES = {
     "ddb_per_million_rru": 0.125,
     # https://aws.amazon.com/sqs/pricing/ : standard queue, per 64 KB chunk of a request.
     "sqs_per_million": 0.40,
+    # https://aws.amazon.com/s3/pricing/ : S3 Standard, PUT $0.005 and GET $0.0004 per 1,000
+    # (large payloads; their storage, a few days of 64 KB, is under a cent per million tasks).
+    "s3_put_per_million": 5.00,
+    "s3_get_per_million": 0.40,
 }
 # Lambda duration model (assumed, not measured: moto answers in-process): own work per
 # invocation, plus one in-region round trip per DynamoDB or SQS request, plus the predict call.
@@ -334,6 +338,8 @@ def describe(operation: str, params: dict[str, Any]) -> str:
         return {"taskId": "task message", "drain": "drain hint", "checkServer": "check-server hint"}.get(
             next(iter(body)), "message"
         ) + delay
+    if operation in ("PutObject", "GetObject"):
+        return "large payload (S3)"
     if operation in ("ReceiveMessage", "DeleteMessage", "DeleteMessageBatch"):
         return "event source mapping"
     if operation == "TransactWriteItems":
@@ -579,6 +585,8 @@ def start_aws(meter: Meter, modules: dict[str, ModuleType]) -> Aws:
     with meter.uncounted():
         table = create_table(dynamodb)
         queue_url = sqs.create_queue(QueueName="taskgate-tasks")["QueueUrl"]
+        session.create_client("s3", region_name=REGION).create_bucket(Bucket="taskgate-bench-payloads")
+        os.environ["PAYLOAD_BUCKET"] = "taskgate-bench-payloads"
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -691,6 +699,8 @@ OPERATIONS = (
     "TransactWriteItems",
     "BatchGetItem",
     "SendMessage",
+    "PutObject",
+    "GetObject",
 )
 
 
@@ -757,6 +767,8 @@ def cost(run: Run, memory_mb: int, architecture: str) -> dict[str, float]:
     gb_s = duration_ms / 1000 * memory_mb / 1024
     per_gb_s = PRICES["lambda_arm_per_gb_s" if architecture == "arm64" else "lambda_x86_per_gb_s"]
     sqs_requests = sum(r.service == "sqs" for r in ours) + len(esm)
+    puts = sum(r.operation == "PutObject" for r in ours)
+    gets = sum(r.operation == "GetObject" for r in ours)
     n = run.tasks
     return {
         "API Gateway HTTP API requests": http / n * PRICES["apigw_http_per_million"],
@@ -767,7 +779,12 @@ def cost(run: Run, memory_mb: int, architecture: str) -> dict[str, float]:
         * PRICES["ddb_per_million_wru"],
         "DynamoDB reads": sum(r.rru for r in ours) / n * PRICES["ddb_per_million_rru"],
         "SQS requests (ours + event source mapping)": sqs_requests / n * PRICES["sqs_per_million"],
+        "S3 requests (large payloads)": (
+            puts * PRICES["s3_put_per_million"] + gets * PRICES["s3_get_per_million"]
+        )
+        / n,
         "_http": http / n,
+        "_s3": (puts + gets) / n,
         "_invocations": invocations / n,
         "_gb_s": gb_s / n,
         "_sqs": sqs_requests / n,
@@ -788,6 +805,7 @@ def cost_table(runs: list[Run], memory_mb: int, architecture: str) -> None:
         "DynamoDB writes (table + indexes)": "_wru",
         "DynamoDB reads": "_rru",
         "SQS requests (ours + event source mapping)": "_sqs",
+        "S3 requests (large payloads)": "_s3",
     }
     for component, unit in units.items():
         cells = " | ".join(f"{figures[r.name][unit]:.4g} | {figures[r.name][component]:.2f}" for r in runs)

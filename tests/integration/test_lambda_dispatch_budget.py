@@ -46,6 +46,7 @@ class GatedBackend:
         self.gate = threading.Event()
         self.barrier: threading.Barrier | None = None
         self.received: list[str] = []
+        self.bodies: dict[str, dict[str, Any]] = {}
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,6 +56,7 @@ class GatedBackend:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 backend.received.append(body["task_id"])
+                backend.bodies[body["task_id"]] = body
                 if backend.barrier is not None:
                     try:
                         backend.barrier.wait(timeout=10)
@@ -200,3 +202,26 @@ def test_the_budget_counts_down_the_remaining_time_less_the_reserve() -> None:
     assert not budget.can_start()
     now[0] += 100
     assert budget.left_s() == 0.0
+
+
+def test_a_payload_in_the_bucket_reaches_the_backend_whole(
+    aws: SimpleNamespace, backend: GatedBackend
+) -> None:
+    from core.aws.payloads import PAYLOAD_INLINE_LIMIT
+    from core.domain import auth
+    from tests.integration.test_lambda_dispatch import http
+    from tests.support.aws import load_event
+
+    payload = {"frames": "z" * (PAYLOAD_INLINE_LIMIT * 2)}
+    body = json.loads(load_event("api-create-task.json")["body"])
+    user = auth.mint(SECRET, sub="alice", roles=["user"], ttl_s=300)
+    task_id = http(lambda_module("tasks"), "api-create-task.json", {**body, "payload": payload}, user)["id"]
+    backend.gate.set()
+    # WHEN the dispatcher (a fresh container: no cached payload) gets a message without the
+    # task (as after a requeue), so it reads the task, whose item holds the reference
+    failed, _ = dispatch(sqs_event(task_message(task_id)), remaining_s=29)
+    assert failed == []
+    # THEN the backend got the payload itself, and the task completed
+    assert backend.bodies[task_id]["payload"] == payload
+    task = aws.store.get_task(task_id)
+    assert task is not None and task.status is TaskStatus.COMPLETED and task.payload == payload

@@ -231,3 +231,63 @@ def test_listing_reads_summaries_from_indexes_that_hold_no_payload(aws: SimpleNa
     got["rawPath"] = got["requestContext"]["http"]["path"] = f"/api/task/{created['id']}"
     status, whole, _ = invoke(tasks, got)
     assert status == 200 and whole["payload"] == {"blob": "x" * 60_000}
+
+
+def test_a_large_payload_lives_in_the_bucket_and_get_reads_it_back(aws: SimpleNamespace) -> None:
+    import boto3
+
+    from core.aws.payloads import PAYLOAD_INLINE_LIMIT
+    from tests.support.aws import TEST_PAYLOAD_BUCKET
+
+    tasks = handler_module("tasks")
+    small, large = {"n": "x" * 100}, {"blob": "y" * (PAYLOAD_INLINE_LIMIT + 1)}
+    ids = {}
+    for name, payload in (("small", small), ("large", large)):
+        event = load_event("api-create-task.json", user("alice"))
+        body = json.loads(event["body"])
+        body["payload"] = payload
+        event["body"] = json.dumps(body)
+        event["headers"]["content-length"] = str(len(event["body"]))
+        status, created, _ = invoke(tasks, event)
+        assert status == 200, created
+        ids[name] = created["id"]
+
+    # THEN the large one's item holds a reference, not the payload, and is small; the small one
+    # is as before
+    def item(task_id: str) -> dict[str, Any]:
+        key = {"PK": {"S": f"TASK#{task_id}"}, "SK": {"S": "TASK"}}
+        found: dict[str, Any] = aws.store.client.get_item(TableName=aws.table, Key=key)["Item"]
+        return found
+
+    stored = item(ids["large"])
+    assert "payload" not in stored and stored["payload_ref"] == {"S": f"payloads/{ids['large']}.json"}
+    assert len(json.dumps(stored)) < 2048
+    assert "payload_ref" not in item(ids["small"]) and "payload" in item(ids["small"])
+    s3 = boto3.client("s3")
+    body = s3.get_object(Bucket=TEST_PAYLOAD_BUCKET, Key=f"payloads/{ids['large']}.json")["Body"].read()
+    assert json.loads(body) == large
+    # AND GET returns both whole, from a cold container too (nothing cached)
+    for name, payload in (("small", small), ("large", large)):
+        handler_module("tasks")  # a fresh Context: no payload cache
+        got = load_event("api-get-task.json", user("alice"))
+        got["pathParameters"] = {"id": ids[name]}
+        got["rawPath"] = got["requestContext"]["http"]["path"] = f"/api/task/{ids[name]}"
+        status, whole, _ = invoke(handler_module("tasks"), got)
+        assert status == 200 and whole["payload"] == payload, name
+
+
+def test_a_payload_the_bucket_cannot_take_creates_no_task(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.aws.payloads import PAYLOAD_INLINE_LIMIT
+
+    monkeypatch.setenv("PAYLOAD_BUCKET", "no-such-bucket-here")
+    tasks = handler_module("tasks")
+    event = load_event("api-create-task.json", user("alice"))
+    body = json.loads(event["body"])
+    body["payload"] = {"blob": "y" * (PAYLOAD_INLINE_LIMIT + 1)}
+    event["body"] = json.dumps(body)
+    event["headers"]["content-length"] = str(len(event["body"]))
+    status, answer, _ = invoke(tasks, event)
+    assert status == 503, answer
+    assert aws.store.list_tasks(10).tasks == []  # nothing half-written

@@ -438,3 +438,33 @@ def test_the_listing_indexes_project_a_task_s_summary_and_nothing_bulky() -> Non
         assert indexes[name]["ProjectionType"] == "INCLUDE", name
         assert tuple(indexes[name]["NonKeyAttributes"]) == SUMMARY_FIELDS, name
         assert not set(indexes[name]["NonKeyAttributes"]) & BULKY_FIELDS
+
+
+def test_large_payloads_have_a_private_bucket_that_expires_them_and_is_kept_with_the_table() -> None:
+    bucket = resources()["PayloadBucket"]
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
+    properties = bucket["Properties"]
+    assert all(properties["PublicAccessBlockConfiguration"].values())
+    (rule,) = properties["LifecycleConfiguration"]["Rules"]
+    assert (rule["Status"], rule["Prefix"]) == ("Enabled", "payloads/")
+    assert rule["ExpirationInDays"] == {"Ref": "PayloadRetentionDays"}
+    parameters = load_template()["Parameters"]
+    assert parameters["PayloadRetentionDays"]["Default"] > parameters["TaskTtlDays"]["Default"]
+    assert load_template()["Globals"]["Function"]["Environment"]["Variables"]["PAYLOAD_BUCKET"] == {
+        "Ref": "PayloadBucket"
+    }
+    (deny,) = resources()["PayloadBucketTlsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_only_task_creation_writes_payloads_and_every_reader_of_whole_tasks_may_read_them() -> None:
+    def uses(policy: str) -> set[str]:
+        return {name for name, p in functions().items() if {"Ref": policy} in p.get("Policies", [])}
+
+    assert uses("PayloadWritePolicy") == {"TasksFunction"}
+    readers = uses("TableReadWritePolicy") | {"WebSocketFunction", "NotifierFunction"}
+    assert uses("PayloadReadPolicy") == readers
+    for policy, action in (("PayloadReadPolicy", "s3:GetObject"), ("PayloadWritePolicy", "s3:PutObject")):
+        (statement,) = policy_statements(policy)
+        assert statement["Action"] == action
+        assert statement["Resource"] == {"Fn::Sub": "${PayloadBucket.Arn}/payloads/*"}

@@ -193,6 +193,9 @@ OUTCOME_FIELDS = ("result", "error")
 OUTCOME_INLINE_LIMIT = 32 * 1024
 OUTCOME_REF = "outcome_ref"
 
+# On a task item whose payload is in the payload bucket (core.aws.payloads): the object's key.
+PAYLOAD_REF = "payload_ref"
+
 # Set on a task item once a WebSocket connection subscribes to the task (never cleared): the
 # notifier's stream filter passes only the changes of followed tasks, so a task nobody follows
 # costs the notifier no invocation and no read.

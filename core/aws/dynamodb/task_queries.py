@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from core.aws.dynamodb._expressions import Expression
 from core.aws.dynamodb._requests import DynamoTable, translated_errors
-from core.aws.dynamodb.items import summary_from_item, task_from_item
+from core.aws.dynamodb.items import summary_from_item
 from core.aws.dynamodb.keys import (
     HIGHEST,
     owner_partition,
@@ -183,5 +183,5 @@ class DynamoTaskQueries(DynamoTable, TaskStore):
             "ExpressionAttributeValues": query.values,
             "ScanIndexForward": not newest_first,
         }
-        read = summary_from_item if index in LISTING_INDEXES else task_from_item
+        read = summary_from_item if index in LISTING_INDEXES else self._task_from
         return [read(item) for item in self._query(request, limit)]
