@@ -60,12 +60,34 @@ class AsyncBackend:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+def serial_moto_server(port: int) -> Any:
+    """A moto server that answers one request at a time. moto applies a DynamoDB transaction
+    whole only then: with threads, a transaction that fails restores its copy of the table over
+    a claim another thread just made (DynamoDB is atomic; moto's server, threaded, is not)."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class SerialMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(
+                self._ip_address, self._port, app, False, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SerialMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+
 @pytest.fixture
 def loop(tmp_path: Path) -> Iterator[SimpleLoop]:
-    from moto.server import ThreadedMotoServer
-
     moto_port, api_port = free_port(), free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port)
+    moto = serial_moto_server(moto_port)
     moto.start()
     endpoint = f"http://127.0.0.1:{moto_port}"
     poller: subprocess.Popen[str] | None = None
