@@ -47,6 +47,19 @@ class TaskCreated(Reply):
     updated_at: int
 
 
+QueueReason = Literal["no_capable_server", "no_server_online", "capacity_full", "backoff", "dispatching"]
+
+
+class QueueInfo(Reply):
+    """Why a PENDING task waits. `position` (1-based, among the tasks ahead of it for the same
+    servers) and `estimated_start_at` (epoch ms) are None when the gateway does not know them."""
+
+    reason: QueueReason | str  # str: a reason added by a newer gateway
+    details: str
+    position: int | None = None
+    estimated_start_at: int | None = None
+
+
 class Task(Reply):
     """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds."""
 
@@ -65,6 +78,8 @@ class Task(Reply):
     completed_at: int | None = None
     message: str | None = None
     payload: dict[str, Any] | None = None  # what it was created with (None from a gateway that omits it)
+    capabilities: list[str] = []
+    queue: QueueInfo | None = None  # while PENDING, from a gateway that explains the wait
 
     @property
     def is_finished(self) -> bool:
@@ -101,6 +116,8 @@ class ServerHealth(Reply):
     last_heartbeat: int | None
     last_check_at: int | None
     consecutive_failures: int
+    # Epoch ms: outlier detection left it out of selection after failed attempts until then.
+    ejected_until: int | None = None
 
 
 class Server(Reply):

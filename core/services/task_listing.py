@@ -13,7 +13,7 @@ import binascii
 import re
 from typing import Any
 
-from core.domain import auth
+from core.domain import auth, outlier, queue_reason
 from core.domain.auth import Principal
 from core.domain.models import ServerStatus, TaskStatus
 from core.errors import ValidationError
@@ -44,10 +44,22 @@ def list_tasks(
 
 def queue_summary(ctx: Context, principal: Principal) -> dict[str, Any]:
     """The backlog by priority (highest first), the tasks in flight (the slots taken: each is a
-    task PROCESSING there) and the slots of the servers taking tasks now."""
+    task PROCESSING there), the slots of the servers taking tasks now, and the backlog by
+    capability set with why each set waits ("312 tasks need `tpu`, which no server has")."""
     auth.require_any(principal, auth.USER, auth.ADMIN)
-    by_priority = ctx.store.pending_by_priority()
+    by_need = ctx.store.pending_by_need()
+    by_priority: dict[int, int] = {}
+    by_capabilities: dict[tuple[str, ...], int] = {}
+    for (priority, capabilities), count in by_need.items():
+        by_priority[priority] = by_priority.get(priority, 0) + count
+        by_capabilities[capabilities] = by_capabilities.get(capabilities, 0) + count
     servers = ctx.store.list_servers()
+    backlog = queue_reason.backlog_rows(
+        by_capabilities.items(),
+        servers,
+        ctx.now(),
+        slot_limit=lambda s: outlier.slot_limit(s, ctx.now(), ctx.config.outlier),
+    )
     return {
         "pending": sum(by_priority.values()),
         "pendingByPriority": [
@@ -56,18 +68,27 @@ def queue_summary(ctx: Context, principal: Principal) -> dict[str, Any]:
         ],
         "processing": sum(server.active_tasks for server in servers),
         "capacity": sum(s.max_concurrent for s in servers if s.status is ServerStatus.ONLINE),
+        "backlog": backlog,
     }
 
 
+# A cursor is the position itself, `<13 digits>.<task id>`: a form the OpenAPI document can
+# state exactly (CURSOR_PATTERN), so every cursor it allows is one the server reads.
+CURSOR_PATTERN = r"^[0-9]{13}\.[A-Za-z0-9_-]{1,128}$"
+
+
 def encode_cursor(position: str) -> str:
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+    return position.replace("#", ".", 1)
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        position = ""
+    if re.fullmatch(CURSOR_PATTERN[1:-1], cursor):
+        position = cursor.replace(".", "#", 1)
+    else:  # the base64 form of earlier releases, still read
+        try:
+            position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            position = ""
     if not _POSITION.fullmatch(position):
         raise ValidationError("cursor is not one this API returned")
     return position
@@ -76,7 +97,8 @@ def decode_cursor(cursor: str) -> str:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() is also true of '²' and other digits int() refuses.
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(text)
 

@@ -13,7 +13,7 @@ from core.domain.auth import Principal
 from core.domain.ids import new_task_id
 from core.domain.models import Task, TaskStatus, WebhookDelivery
 from core.domain.schemas import CreateTask, UpdateTask
-from core.domain.urls import check_url
+from core.domain.urls import WebhookPolicy, check_webhook_url
 from core.errors import ConflictError, NotFoundError, StaleWriteError
 from core.ports.queue import enqueue_safely
 from core.services import webhook_delivery
@@ -24,17 +24,19 @@ PENDING, PROCESSING = TaskStatus.PENDING, TaskStatus.PROCESSING
 _CAS_ROUNDS = 5
 
 
-def check_create(principal: Principal, body: CreateTask) -> None:
-    """What a create checks before it writes anything."""
+def check_create(principal: Principal, body: CreateTask, policy: WebhookPolicy | None = None) -> str | None:
+    """What a create checks before it writes anything; returns the webhook URL as it will be
+    stored and called (normalised), if any."""
     auth.require_any(principal, auth.USER, auth.ADMIN)
-    if body.webhook is not None:
-        check_url(body.webhook, "webhook")
+    if body.webhook is None:
+        return None
+    return check_webhook_url(body.webhook, "webhook", policy or WebhookPolicy())
 
 
 def create_task(ctx: Context, principal: Principal, body: CreateTask, *, task_id: str | None = None) -> Task:
     """Store a new PENDING task and wake a dispatcher. `task_id` (an Idempotency-Key's claim):
     StaleWriteError if a task with that id exists."""
-    check_create(principal, body)
+    webhook = check_create(principal, body, WebhookPolicy(ctx.config.webhook_allowed_networks))
     now = ctx.now()
     task = Task(
         id=task_id or new_task_id(),
@@ -45,7 +47,7 @@ def create_task(ctx: Context, principal: Principal, body: CreateTask, *, task_id
         capabilities=sorted(set(body.capabilities)),
         is_async=body.is_async,
         timeout_ms=body.timeout,
-        webhook=body.webhook,
+        webhook=webhook,
         attempt_limit=ctx.config.max_attempts,
         created_at=now,
         updated_at=now,
@@ -196,22 +198,34 @@ def finish(
         "success_count" if succeeded else "failure_count": 1,
         "processing_ms_total": elapsed,
     }
-    values: dict[str, Any] = {}
+    # The backend answered: its run of failed attempts (outlier detection) ends.
+    values: dict[str, Any] = {"outlier_failures": 0}
     if succeeded and task.server_id is not None:
         known = ctx.fleet.get(task.server_id)
         values["latency_ewma_ms"] = balancer.next_ewma(known.latency_ewma_ms if known else None, elapsed)
     return _release(ctx, task, changes, counters, values)
 
 
-def requeue(ctx: Context, task: Task, reason: str, *, backoff_ms: int = 0, counts: bool = True) -> Task:
+def requeue(
+    ctx: Context,
+    task: Task,
+    reason: str,
+    *,
+    backoff_ms: int = 0,
+    counts: bool = True,
+    server_failed: bool = False,
+) -> Task:
     """End a PROCESSING attempt that did not finish: back to PENDING while attempts remain
     (after `backoff_ms`), else FAILED with `reason`. Frees the slot in the same write.
-    `counts=False` (a busy backend): the attempt is given back, as if never made."""
+    `counts=False` (a busy backend): the attempt is given back, as if never made.
+    `server_failed` (no answer, or a 5xx): one more failure in a row for outlier detection."""
     now = ctx.now()
     attempts = task.attempts if counts else task.attempts - 1
     changes: dict[str, Any] = {"updated_at": now, "deadline": None}
     if counts:
         changes["error"] = reason
+        if task.server_id is not None and task.server_id not in task.failed_servers:
+            changes["failed_servers"] = [*task.failed_servers, task.server_id]
     if attempts < task.attempt_limit:
         changes |= {
             "status": PENDING,
@@ -225,7 +239,10 @@ def requeue(ctx: Context, task: Task, reason: str, *, backoff_ms: int = 0, count
         }
     else:
         changes |= _finished(ctx, TaskStatus.FAILED, now)
-    released = _release(ctx, task, changes, {"failure_count": 1} if counts else {}, {})
+    counters = {"failure_count": 1} if counts else {}
+    if server_failed:
+        counters["outlier_failures"] = 1
+    released = _release(ctx, task, changes, counters, {})
     if released.status is PENDING:
         enqueue_safely(ctx.queue, released.id, delay_ms=backoff_ms, snapshot=released)
     return released
@@ -307,6 +324,7 @@ def retry_task(ctx: Context, principal: Principal, task_id: str) -> Task:
             "not_before": 0,
             "progress": 0,
             "server_id": None,
+            "failed_servers": [],
             "result": None,
             "error": None,
             "message": None,
