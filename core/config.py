@@ -143,6 +143,8 @@ class Config:
         }
         values.update(overrides)
         config = cls(**values)  # type: ignore[arg-type]
+        if config.sync_wait_ms < 0:
+            raise ValueError(f"SYNC_WAIT must be 0 or more, got {config.sync_wait_ms}")
         if config.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
         if config.webhook_max_attempts < 1:

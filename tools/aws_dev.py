@@ -41,6 +41,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 TABLE_NAME = "taskgate-dev"
 QUEUE_NAME = "taskgate-dev-tasks"
+PAYLOAD_BUCKET = "taskgate-dev-payloads"
 # Short, so a batch item failure is seen again within seconds (the template's 360 s is six
 # times the dispatcher's timeout). A batch slower than this is delivered again while it runs;
 # dispatch ignores the duplicate, as it must for SQS's at-least-once delivery.
@@ -267,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
         )
         queue_url, queue_arn = create_queues(sqs, template)
         os.environ["QUEUE_URL"] = queue_url
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=PAYLOAD_BUCKET)
+        os.environ["PAYLOAD_BUCKET"] = PAYLOAD_BUCKET
 
         from core.aws.context import build_context
         from core.domain import auth

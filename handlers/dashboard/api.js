@@ -64,8 +64,10 @@ export function watchTask(taskId, onTask, onFail) {
   };
   let socket;
   try {
-    const address = url("ws");
-    address.protocol = address.protocol === "https:" ? "wss:" : "ws:";
+    // On AWS the page names the WebSocket API (another origin); on one machine it is /ws here.
+    const named = document.querySelector('meta[name="taskgate-websocket"]');
+    const address = named ? new URL(named.content) : url("ws");
+    if (!named) address.protocol = address.protocol === "https:" ? "wss:" : "ws:";
     // The WebSocket API takes no headers: /ws reads the token from its query string.
     address.searchParams.set("token", token());
     socket = new WebSocket(address);

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.aws.dynamodb.items import OUTCOME_REF, task_from_item
+from core.aws.dynamodb.items import FOLLOWED, OUTCOME_REF, PAYLOAD_REF, task_from_item
 from core.aws.dynamodb.keys import is_task_key
 from core.domain.models import Task, TaskStatus
 
@@ -22,9 +22,13 @@ class TaskChange:
     task: Task
     # The status before the write; None when the task was created.
     previous_status: TaskStatus | None
-    # A large result or error lives in the task's OUTCOME item: `task` lacks it, and who needs
-    # it reads the task from the store.
+    # A large result or error lives in the task's OUTCOME item, or a large payload in the
+    # payload bucket: `task` lacks it (an empty payload), and who needs it reads the task from
+    # the store.
     outcome_elsewhere: bool
+    # A WebSocket connection subscribed to the task at some point (the notifier looks for
+    # subscribers of followed tasks only).
+    followed: bool = False
 
 
 def task_change(record: Mapping[str, Any]) -> TaskChange | None:
@@ -38,8 +42,11 @@ def task_change(record: Mapping[str, Any]) -> TaskChange | None:
     if not new or not is_task_key(change.get("Keys") or new):
         return None
     old_status = (change.get("OldImage") or {}).get("status", {}).get("S")
+    payload_elsewhere = PAYLOAD_REF in new and "payload" not in new
+    image = {**new, "payload": {"S": "{}"}} if payload_elsewhere else dict(new)
     return TaskChange(
-        task=task_from_item(dict(new)),
+        task=task_from_item(image),
         previous_status=None if old_status is None else TaskStatus(old_status),
-        outcome_elsewhere=OUTCOME_REF in new,
+        outcome_elsewhere=OUTCOME_REF in new or payload_elsewhere,
+        followed=FOLLOWED in new,
     )
