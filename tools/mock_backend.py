@@ -138,7 +138,9 @@ class _MockBackend(Backend):
     answers inline in sync mode, lost results, and the counters the tests read."""
 
     def __init__(self, settings: MockSettings) -> None:
-        super().__init__(self.work, server_id=settings.server_id, api_key=settings.api_key, name=settings.name)
+        super().__init__(
+            self.work, server_id=settings.server_id, api_key=settings.api_key, name=settings.name
+        )
         self.settings = settings
         self.rng = random.Random(settings.seed)
         self.stats = _Stats()

@@ -115,9 +115,7 @@ class ReportQueue:
             await self._wake.wait()
 
 
-async def deliver(
-    client: httpx.AsyncClient, callback_url: str, token: str, report: Report
-) -> int | None:
+async def deliver(client: httpx.AsyncClient, callback_url: str, token: str, report: Report) -> int | None:
     """Send one report; its last HTTP status, or None when none came (unreachable, no URL)."""
     if report.kind is Kind.OUTPUT:
         method, url = "POST", callback_url.rstrip("/") + "/output"
