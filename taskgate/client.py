@@ -13,13 +13,14 @@ or raises a `taskgate.errors.TaskgateError` subclass.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
 import httpx
 
-from taskgate._http import Connection, Day, day_query, segment
+from taskgate import _api
+from taskgate._http import Connection, Day
 from taskgate.errors import RateLimited, WaitTimeout
 from taskgate.models import (
     AlgorithmSet,
@@ -27,27 +28,32 @@ from taskgate.models import (
     HourlyReport,
     LoadBalancerStatus,
     MaintenanceReply,
+    QueueSummary,
     Server,
-    ServerList,
     ServerMetrics,
     ServerRegistered,
     ServerStats,
+    ServerToken,
     ServerUnregistered,
     Task,
     TaskAction,
     TaskCreated,
+    TaskPage,
     TaskStats,
+    TaskSummary,
+    WebhookDeliveries,
 )
+from taskgate.streaming import READ_TIMEOUT_S, DoneEvent, OutputEvent, StreamState, TaskEvent, parse_sse
 
 __all__ = ["Client"]
 
-# `async_=False` makes the gateway hold the request up to 25 s before it answers.
-SYNC_CREATE_TIMEOUT = 40.0
 # wait(): the pause between polls grows from the first to the last, so a long wait costs about
 # one request a second, well inside the default rate limit (100 a minute).
 FIRST_PAUSE = 0.1
 LAST_PAUSE = 1.0
 PAUSE_GROWTH = 1.5
+# Errors that end a stream midway: it is read again from the last event id.
+STREAM_BROKEN = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 class Client:
@@ -56,6 +62,7 @@ class Client:
     `url` defaults to $TASKGATE_URL (else http://localhost:8787), `token` to $TASKGATE_TOKEN;
     `timeout` is the per-request timeout in seconds. `transport` replaces the HTTP transport
     (httpx's), for tests or proxies. Close it, or use it as a context manager.
+    `taskgate.async_client.AsyncClient` has the same methods, as coroutines.
     """
 
     def __init__(
@@ -94,7 +101,23 @@ class Client:
         timeout: int | None = ...,
         webhook: str | None = ...,
         idempotency_key: str | None = ...,
+        wait: None = ...,
     ) -> TaskCreated: ...
+
+    @overload
+    def create_task(
+        self,
+        type: str,
+        payload: Mapping[str, Any],
+        priority: int = ...,
+        *,
+        capabilities: Sequence[str] | None = ...,
+        async_: bool = ...,
+        timeout: int | None = ...,
+        webhook: str | None = ...,
+        idempotency_key: str | None = ...,
+        wait: float,
+    ) -> Task: ...
 
     @overload
     def create_task(
@@ -108,6 +131,7 @@ class Client:
         timeout: int | None = ...,
         webhook: str | None = ...,
         idempotency_key: str | None = ...,
+        wait: float | None = ...,
     ) -> Task: ...
 
     @overload
@@ -122,6 +146,7 @@ class Client:
         timeout: int | None = ...,
         webhook: str | None = ...,
         idempotency_key: str | None = ...,
+        wait: float | None = ...,
     ) -> TaskCreated | Task: ...
 
     def create_task(
@@ -135,34 +160,90 @@ class Client:
         timeout: int | None = None,
         webhook: str | None = None,
         idempotency_key: str | None = None,
+        wait: float | None = None,
     ) -> TaskCreated | Task:
         """Submit a task (`priority` 0-10, higher first; `timeout` its execution timeout in ms).
 
         With `async_=True` the reply is the queued task's id and status. With `async_=False`
-        the gateway waits up to 25 s and returns the finished task, or the task as it stands
-        then. `idempotency_key` is sent as the `Idempotency-Key` header: the same key and body
+        the gateway waits (25 s by default) and returns the finished task, or the task as it
+        stands then. `wait=N` (1-60 s) sends `Prefer: wait=N`: the gateway answers when the
+        task ends or after N s (capped by the deployment), with the task as it stands.
+        `idempotency_key` is sent as the `Idempotency-Key` header: the same key and body
         within 24 h return the first task instead of creating another.
         """
-        body: dict[str, Any] = {"type": type, "priority": priority, "payload": payload, "async": async_}
-        optional = {"capabilities": capabilities, "timeout": timeout, "webhook": webhook}
-        body.update({name: value for name, value in optional.items() if value is not None})
-        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
-        if async_:
-            return self._http.call("POST", "/api/task", TaskCreated, body=body, headers=headers)
-        return self._http.call(
-            "POST", "/api/task", Task, body=body, headers=headers, timeout=SYNC_CREATE_TIMEOUT
+        call = _api.create_task(
+            type,
+            payload,
+            priority,
+            capabilities=capabilities,
+            async_=async_,
+            timeout=timeout,
+            webhook=webhook,
+            idempotency_key=idempotency_key,
+            wait=wait,
         )
+        created: TaskCreated | Task = self._http.send(call)
+        return created
 
     def get_task(self, task_id: str) -> Task:
-        return self._http.call("GET", f"/api/task/{segment(task_id)}", Task)
+        task: Task = self._http.send(_api.get_task(task_id))
+        return task
+
+    def list_tasks(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> TaskPage:
+        """One page of tasks, newest first (a user's own; an admin's: everyone's), of this
+        status if given; `limit` 1-200 (default 50); `cursor` is a page's `next_cursor`."""
+        page: TaskPage = self._http.send(_api.list_tasks(status, limit, cursor))
+        return page
+
+    def iter_tasks(self, *, status: str | None = None, page_size: int | None = None) -> Iterator[TaskSummary]:
+        """Every task, newest first, fetching page after page as it is iterated."""
+        cursor: str | None = None
+        while True:
+            page = self.list_tasks(status=status, limit=page_size, cursor=cursor)
+            yield from page.tasks
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def cancel_task(self, task_id: str) -> TaskAction:
         """Cancel a PENDING or PROCESSING task; a finished one is a `Conflict`."""
-        return self._http.call("POST", f"/api/task/{segment(task_id)}/cancel", TaskAction)
+        reply: TaskAction = self._http.send(_api.cancel_task(task_id))
+        return reply
 
     def retry_task(self, task_id: str) -> TaskAction:
         """Queue a FAILED, TIMEOUT or CANCELLED task again; any other status is a `Conflict`."""
-        return self._http.call("POST", f"/api/task/{segment(task_id)}/retry", TaskAction)
+        reply: TaskAction = self._http.send(_api.retry_task(task_id))
+        return reply
+
+    def webhook_deliveries(self, task_id: str) -> WebhookDeliveries:
+        """The task's webhook deliveries, each with its attempts (owner or admin)."""
+        reply: WebhookDeliveries = self._http.send(_api.webhook_deliveries(task_id))
+        return reply
+
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        status: Literal["PROCESSING", "COMPLETED", "FAILED"] | None = None,
+        progress: int | None = None,
+        result: Any = None,
+        error: Any = None,
+        message: str | None = None,
+    ) -> Task:
+        """A backend's report on its task (PUT, with the task's callback token); backends
+        written with `taskgate.backend` make it for you."""
+        call = _api.update_task(
+            task_id, status=status, progress=progress, result=result, error=error, message=message
+        )
+        task: Task = self._http.send(call)
+        return task
+
+    def append_output(self, task_id: str, data: Any) -> dict[str, Any]:
+        """A backend appends a chunk (any JSON value) to its running task's streamed output."""
+        reply: dict[str, Any] = self._http.send(_api.append_output(task_id, data))
+        return reply
 
     def wait(
         self,
@@ -182,11 +263,7 @@ class Client:
             try:
                 task = self.get_task(task_id)
             except RateLimited as exc:
-                left = None if deadline is None else deadline - time.monotonic()
-                wait_s = exc.retry_after if exc.retry_after is not None else LAST_PAUSE
-                if left is not None and wait_s > left:
-                    raise
-                time.sleep(wait_s)
+                time.sleep(_rate_limit_pause(exc, deadline))
                 continue
             if (task.status, task.progress) != seen:
                 seen = (task.status, task.progress)
@@ -203,6 +280,68 @@ class Client:
                 sleep_s = min(pause, left)
             time.sleep(sleep_s)
             pause = min(pause * PAUSE_GROWTH, LAST_PAUSE)
+
+    def stream(
+        self, task_id: str, *, last_event_id: str | None = None, timeout: float | None = None
+    ) -> Iterator[TaskEvent]:
+        """The task's events as they come (`GET /api/task/:id/stream`): `StatusEvent` on each
+        change, `OutputEvent` for every output chunk from the first, and a last `DoneEvent`
+        with the finished task. A stream that ends early or breaks is read again from the last
+        event (`Last-Event-ID`), and no chunk is yielded twice. After `timeout` seconds (None:
+        no limit) it raises `WaitTimeout`."""
+        state = StreamState(task_id, last_event_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        path = _api.stream_path(task_id)
+        while True:
+            read_s = (
+                READ_TIMEOUT_S
+                if deadline is None
+                else max(0.1, min(READ_TIMEOUT_S, deadline - time.monotonic()))
+            )
+            try:
+                with self._http.stream(path, state.headers(), read_s) as lines:
+                    try:
+                        for sse in parse_sse(lines):
+                            event = state.read(sse)
+                            if event is not None:
+                                yield event
+                            if state.done:
+                                return
+                    except STREAM_BROKEN:
+                        pass  # read again from the last event
+            except RateLimited as exc:
+                time.sleep(_rate_limit_pause(exc, deadline))
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                assert timeout is not None
+                raise WaitTimeout(self.get_task(task_id), timeout)
+            time.sleep(state.reconnect_s)
+
+    def output(self, task_id: str, *, timeout: float | None = None) -> Iterator[Any]:
+        """The task's output chunks (their data) as they come, until the task is finished."""
+        for event in self.stream(task_id, timeout=timeout):
+            if isinstance(event, OutputEvent):
+                yield event.data
+
+    def follow(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[Task], object] | None = None,
+        on_output: Callable[[OutputEvent], object] | None = None,
+    ) -> Task:
+        """Read the task's stream to its end and return the finished task, calling
+        `on_progress(task)` on each status event and `on_output(chunk)` on each chunk."""
+        for event in self.stream(task_id, timeout=timeout):
+            if isinstance(event, OutputEvent):
+                if on_output is not None:
+                    on_output(event)
+            elif on_progress is not None:
+                on_progress(event.task)
+            if isinstance(event, DoneEvent):
+                return event.task
+        raise AssertionError("a stream ends with its done event")  # pragma: no cover
 
     # -- servers (admin, except a server's own heartbeat) ---------------------------------
 
@@ -222,26 +361,28 @@ class Client:
         optional). Left out, `id` is chosen by the gateway and the rest take the gateway's
         defaults (max_concurrent 10, priority 1). The reply's `token` is the server's own
         service token, for its heartbeats."""
-        body: dict[str, Any] = {"name": name, "endpoints": dict(endpoints)}
-        optional = {
-            "id": id,
-            "apiKey": api_key,
-            "maxConcurrent": max_concurrent,
-            "capabilities": capabilities,
-            "groups": groups,
-            "priority": priority,
-        }
-        body.update({field: value for field, value in optional.items() if value is not None})
-        return self._http.call("POST", "/api/servers", ServerRegistered, body=body)
+        call = _api.register_server(
+            name,
+            endpoints,
+            id=id,
+            api_key=api_key,
+            max_concurrent=max_concurrent,
+            capabilities=capabilities,
+            groups=groups,
+            priority=priority,
+        )
+        reply: ServerRegistered = self._http.send(call)
+        return reply
 
     def list_servers(self, *, status: str | None = None, group: str | None = None) -> list[Server]:
         """Every registered server, or those with this status (online, degraded, offline,
         maintenance) and/or in this group."""
-        params = {name: value for name, value in (("status", status), ("group", group)) if value is not None}
-        return self._http.call("GET", "/api/servers", ServerList, params=params).servers
+        servers: list[Server] = self._http.send(_api.list_servers(status, group)).servers
+        return servers
 
     def get_server_metrics(self, server_id: str) -> ServerMetrics:
-        return self._http.call("GET", f"/api/servers/{segment(server_id)}/metrics", ServerMetrics)
+        reply: ServerMetrics = self._http.send(_api.server_metrics(server_id))
+        return reply
 
     def heartbeat(
         self,
@@ -252,47 +393,60 @@ class Client:
         metrics: Mapping[str, Any] | None = None,
     ) -> HeartbeatReply:
         """Report the server's health (as that server, with its service token, or as admin)."""
-        body: dict[str, Any] = {"status": status}
-        if active_tasks is not None:
-            body["activeTasks"] = active_tasks
-        if metrics is not None:
-            body["metrics"] = dict(metrics)
-        return self._http.call(
-            "POST", f"/api/servers/{segment(server_id)}/heartbeat", HeartbeatReply, body=body
-        )
+        reply: HeartbeatReply = self._http.send(_api.heartbeat(server_id, status, active_tasks, metrics))
+        return reply
 
     def unregister_server(self, server_id: str) -> ServerUnregistered:
         """Remove the server; its PROCESSING tasks go back to the queue."""
-        return self._http.call("DELETE", f"/api/servers/{segment(server_id)}", ServerUnregistered)
+        reply: ServerUnregistered = self._http.send(_api.unregister_server(server_id))
+        return reply
 
     def set_maintenance(
         self, server_id: str, maintenance: bool = True, *, reason: str | None = None
     ) -> MaintenanceReply:
         """Enable (or with `maintenance=False` disable) maintenance: no new tasks go to it."""
-        body: dict[str, Any] = {"maintenance": maintenance}
-        if reason is not None:
-            body["reason"] = reason
-        path = f"/api/servers/{segment(server_id)}/maintenance"
-        return self._http.call("POST", path, MaintenanceReply, body=body)
+        reply: MaintenanceReply = self._http.send(_api.set_maintenance(server_id, maintenance, reason))
+        return reply
+
+    def rotate_server_token(self, server_id: str) -> ServerToken:
+        """A new service token for the server (`POST /api/servers/:id/token`); the old one ends."""
+        reply: ServerToken = self._http.send(_api.rotate_server_token(server_id))
+        return reply
 
     # -- statistics and load balancing ----------------------------------------------------
 
     def task_stats(self, date: Day | None = None) -> TaskStats:
         """That UTC day's counts (default today); `pending_tasks` is the backlog now."""
-        return self._http.call("GET", "/api/stats/tasks", TaskStats, params=day_query(date))
+        reply: TaskStats = self._http.send(_api.task_stats(date))
+        return reply
 
     def hourly_report(self, date: Day | None = None) -> HourlyReport:
-        return self._http.call("GET", "/api/stats/hourly", HourlyReport, params=day_query(date))
+        reply: HourlyReport = self._http.send(_api.hourly_report(date))
+        return reply
 
     def server_stats(self, server_id: str, date: Day | None = None) -> ServerStats:
-        return self._http.call(
-            "GET", f"/api/stats/servers/{segment(server_id)}", ServerStats, params=day_query(date)
-        )
+        reply: ServerStats = self._http.send(_api.server_stats(server_id, date))
+        return reply
+
+    def queue_stats(self) -> QueueSummary:
+        """The queue now: backlog (per priority), tasks in flight, slots online."""
+        reply: QueueSummary = self._http.send(_api.queue_stats())
+        return reply
 
     def load_balancer(self) -> LoadBalancerStatus:
-        return self._http.call("GET", "/api/stats/load-balancer", LoadBalancerStatus)
+        reply: LoadBalancerStatus = self._http.send(_api.load_balancer())
+        return reply
 
     def set_algorithm(self, algorithm: str) -> AlgorithmSet:
         """round-robin, least-connections, weighted-round-robin, random, response-time or p2c."""
-        body = {"algorithm": algorithm}
-        return self._http.call("POST", "/api/stats/load-balancer/algorithm", AlgorithmSet, body=body)
+        reply: AlgorithmSet = self._http.send(_api.set_algorithm(algorithm))
+        return reply
+
+
+def _rate_limit_pause(exc: RateLimited, deadline: float | None) -> float:
+    """How long to wait out a 429 while polling or streaming; raises it when that would pass
+    the deadline."""
+    wait_s = exc.retry_after if exc.retry_after is not None else LAST_PAUSE
+    if deadline is not None and wait_s > deadline - time.monotonic():
+        raise exc
+    return wait_s

@@ -47,8 +47,31 @@ class TaskCreated(Reply):
     updated_at: int
 
 
+class Attempt(Reply):
+    """One time the task was sent to a backend (`Task.history`): `outcome` is how it ended
+    (None while it runs), `error` why it failed, if it did."""
+
+    attempt: int
+    server_id: str | None
+    started_at: int | None
+    ended_at: int | None = None
+    outcome: str | None = None
+    error: Any = None
+
+
+class QueuePosition(Reply):
+    """Why a PENDING task waits (`Task.queue`): `reason` is no_capable_server,
+    no_server_online, capacity_full, backoff or dispatching."""
+
+    reason: str
+    details: str | None = None
+    position: int | None = None
+    estimated_start_at: int | None = None
+
+
 class Task(Reply):
-    """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds."""
+    """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds. `history`,
+    `capabilities` and `queue` are None from a gateway that does not send them."""
 
     id: str
     type: str
@@ -65,11 +88,93 @@ class Task(Reply):
     completed_at: int | None = None
     message: str | None = None
     payload: dict[str, Any] | None = None  # what it was created with (None from a gateway that omits it)
+    capabilities: list[str] | None = None
+    history: list[Attempt] | None = None
+    queue: QueuePosition | None = None  # while PENDING
 
     @property
     def is_finished(self) -> bool:
         """COMPLETED, FAILED, TIMEOUT or CANCELLED: nothing will change it but a retry."""
         return self.status.is_finished
+
+
+class TaskSummary(Reply):
+    """A task in a list (`GET /api/tasks`): what it is and how far it got, without payload,
+    result or error (read those with `get_task`)."""
+
+    id: str
+    type: str
+    priority: int
+    status: TaskStatus
+    progress: int
+    server_id: str | None
+    attempts: int
+    created_at: int
+    updated_at: int
+    started_at: int | None = None
+    completed_at: int | None = None
+    message: str | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status.is_finished
+
+
+class TaskPage(Reply):
+    """A page of tasks, newest first; `next_cursor` fetches the next (None: the last page)."""
+
+    tasks: list[TaskSummary]
+    next_cursor: str | None
+
+
+class PriorityCount(Reply):
+    priority: int
+    count: int
+
+
+class QueueSummary(Reply):
+    """The queue now: the backlog (and per priority, highest first), the tasks in flight, and
+    the slots of the servers online."""
+
+    pending: int
+    pending_by_priority: list[PriorityCount]
+    processing: int
+    capacity: int
+
+
+class WebhookAttempt(Reply):
+    at: int
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    next_retry_at: int | None
+
+
+class WebhookDelivery(Reply):
+    """One POST of the finished task to its webhook, with each attempt made."""
+
+    id: str
+    url: str
+    task_status: TaskStatus
+    state: Literal["pending", "delivered", "failed"]
+    created_at: int
+    updated_at: int
+    next_attempt_at: int | None
+    attempts: list[WebhookAttempt]
+
+
+class WebhookDeliveries(Reply):
+    task_id: str
+    webhook: str | None
+    deliveries: list[WebhookDelivery]
+
+
+class ServerToken(Reply):
+    """A server's new service token (`rotate_server_token`); the previous one has ended."""
+
+    server_id: str
+    token: str
+    message: str | None = None
 
 
 class TaskAction(Reply):
