@@ -223,10 +223,10 @@ class AsyncClient:
             except RateLimited as exc:
                 await asyncio.sleep(_rate_limit_pause(exc, deadline))
                 continue
+            await asyncio.sleep(state.reconnect_s)
             if deadline is not None and time.monotonic() >= deadline:
                 assert timeout is not None
                 raise WaitTimeout(await self.get_task(task_id), timeout)
-            await asyncio.sleep(state.reconnect_s)
 
     async def output(self, task_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
         async for event in self.stream(task_id, timeout=timeout):

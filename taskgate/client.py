@@ -312,10 +312,10 @@ class Client:
             except RateLimited as exc:
                 time.sleep(_rate_limit_pause(exc, deadline))
                 continue
+            time.sleep(state.reconnect_s)
             if deadline is not None and time.monotonic() >= deadline:
                 assert timeout is not None
                 raise WaitTimeout(self.get_task(task_id), timeout)
-            time.sleep(state.reconnect_s)
 
     def output(self, task_id: str, *, timeout: float | None = None) -> Iterator[Any]:
         """The task's output chunks (their data) as they come, until the task is finished."""
