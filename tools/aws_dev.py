@@ -254,7 +254,6 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
     import boto3
-    import uvicorn
     from moto import mock_aws
 
     with moto_env.one_request_at_a_time() as sent, moto_env.faster_dynamodb(), mock_aws():
@@ -270,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         from handlers import stats_stream, sweeper
         from handlers._http import create_app
         from handlers.routes import ROUTES
+        from tools import serving
         from tools.cli import uvicorn_logging
 
         ctx = build_context()
@@ -305,23 +305,29 @@ def run(args: argparse.Namespace) -> int:
         for worker in workers:
             worker.start()
 
-        token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
-        print(f"taskgate dev --aws: {base}")
-        print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
-        print(f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,")
-        print("  statistics fed the table's stream")
-        print(f"  health:  {base}/health")
-        print(f"  dashboard: {base}/dashboard  (paste the token below)")
-        print(f"  admin token (7 days): {token}")
-        print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+        def announce() -> None:
+            token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
+            print(f"taskgate dev --aws: {base}")
+            print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
+            print(
+                f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,"
+            )
+            print("  statistics fed the table's stream")
+            print(f"  health:  {base}/health")
+            print(f"  dashboard: {base}/dashboard  (paste the token below)")
+            print(f"  admin token (7 days): {token}")
+            print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         for quiet in ("httpx", "botocore", "urllib3"):
             logging.getLogger(quiet).setLevel(logging.WARNING)
         try:
-            uvicorn.run(
+            return serving.serve(
+                "taskgate dev --aws",
                 create_app(ROUTES, ctx),
-                host=args.host,
-                port=args.port,
+                args.host,
+                args.port,
+                announce=announce,
                 log_level="info",
                 log_config=uvicorn_logging(),
             )

@@ -1,0 +1,63 @@
+"""Running an ASGI app under uvicorn for `taskgate serve`, `dev` and `dev --aws`: the port is
+bound first (taken: one clear line and exit 1, nothing else printed), and the announcement (URLs,
+the admin token) is printed only once the server listens."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+EXIT_CANNOT_LISTEN = 1
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (SO_REUSEADDR, as uvicorn's own)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family)
+
+
+def cannot_listen(command: str, host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{command}: port {port} on {host} is taken (another process listens there); "
+            "stop it or choose another with --port"
+        )
+    return f"{command}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+class _AnnouncingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, announce: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self._announce()
+
+
+def serve(
+    command: str,
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    announce: Callable[[], None] = lambda: None,
+    **config: Any,
+) -> int:
+    """Serve `app` until stopped; `announce()` once it listens. Exit code: 0, or 1 when it
+    could not listen (the reason printed to standard error)."""
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        print(cannot_listen(command, host, port, exc), file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+    server = _AnnouncingServer(uvicorn.Config(app, host=host, port=port, **config), announce)
+    with sock:
+        server.run(sockets=[sock])
+    return 0 if server.started else EXIT_CANNOT_LISTEN
