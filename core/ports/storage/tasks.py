@@ -1,27 +1,15 @@
-"""The storage interface the services need, and nothing more.
-
-Two adapters implement it and pass one contract suite (`tests/contract`):
-`core.local.sqlite.SqliteStore` (one machine) and `core.aws.dynamodb.DynamoStore` (AWS).
-
-Rules every adapter keeps:
-- Every task transition is a compare-and-set on the task's status (and, where given, its
-  attempt number and server); a caller that loses gets StaleWriteError, never a silent win.
-- A task enters or leaves PROCESSING in the same atomic write that takes or frees its slot
-  on the server, so `Server.active_tasks` always equals the tasks PROCESSING there.
-- No request-path method reads the whole table; every list comes from an index.
-"""
+"""Tasks: create, read, compare-and-set transitions, claim and release, and the index reads."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from types import EllipsisType
 from typing import Any
 
-from core.domain.models import Server, Task, TaskStatus, WebhookDelivery
+from core.domain.models import Task, TaskStatus, WebhookDelivery
 
-__all__ = ["CLOCK_SKEW_MS", "IdempotencyRecord", "Store", "TaskPage", "position", "update_sources"]
+__all__ = ["CLOCK_SKEW_MS", "TaskPage", "TaskStore", "position", "update_sources"]
 
 # Writers' clocks may differ this much (Lambdas on different hosts): a release frees a slot of
 # the server registered under the task's server id unless that registration is clearly newer
@@ -43,7 +31,7 @@ def update_sources(from_status: Collection[TaskStatus], changes: Mapping[str, An
 
 def position(task: Task) -> str:
     """Where a task stands in the newest-first listing: `<createdAt:13>#<id>`. Plain strings
-    of this form sort as the listing does (both adapters compare them byte by byte)."""
+    of this form sort as the listing does (every adapter compares them byte by byte)."""
     return f"{task.created_at:013d}#{task.id}"
 
 
@@ -54,16 +42,8 @@ class TaskPage:
     after: str | None
 
 
-@dataclass(frozen=True)
-class IdempotencyRecord:
-    key: str
-    body_hash: str
-    task_id: str
-    expires_at: int  # epoch seconds
-
-
-class Store(ABC):
-    # -- tasks ---------------------------------------------------------------------------
+class TaskStore(ABC):
+    """What the task, dispatch and sweeper services need of tasks."""
 
     @abstractmethod
     def put_task(self, task: Task) -> None:
@@ -163,100 +143,3 @@ class Store(ABC):
 
     @abstractmethod
     def processing_on_server(self, server_id: str, limit: int = 1000) -> list[Task]: ...
-
-    # -- servers -------------------------------------------------------------------------
-
-    @abstractmethod
-    def put_server(self, server: Server) -> None:
-        """Register a server. StaleWriteError if the id is taken."""
-
-    @abstractmethod
-    def get_server(self, server_id: str) -> Server | None: ...
-
-    @abstractmethod
-    def list_servers(self) -> list[Server]:
-        """Every registered server (a fleet: tens to a few thousand), ordered by id."""
-
-    @abstractmethod
-    def update_server(self, server_id: str, changes: Mapping[str, Any], *, version: int) -> Server:
-        """Apply `changes` if the server's version is `version`; bumps the version.
-        Never touches the slot count. StaleWriteError(current) otherwise."""
-
-    @abstractmethod
-    def delete_server(self, server_id: str) -> Server | None:
-        """Remove and return the server (None if it was not there)."""
-
-    @abstractmethod
-    def set_active_tasks(
-        self, server_id: str, value: int, *, expected: int, last_claim_at: int | EllipsisType | None = ...
-    ) -> bool:
-        """Reconciliation only: set the slot count if it is still `expected` and, when
-        `last_claim_at` is given, the server's `last_claim_at` is still that (every claim sets
-        it): the count may have gone up and back down meanwhile, which `expected` alone misses."""
-
-    # -- settings, counters, rate windows, idempotency -----------------------------------
-
-    @abstractmethod
-    def get_setting(self, name: str) -> Any | None: ...
-
-    @abstractmethod
-    def put_setting(self, name: str, value: Any) -> None: ...
-
-    @abstractmethod
-    def next_in_sequence(self, name: str) -> int:
-        """Atomically increment and return a shared counter (1, 2, 3, ...)."""
-
-    @abstractmethod
-    def add_counters(self, key: str, increments: Mapping[str, int], *, expires_at: int) -> None:
-        """Atomically add to named counters under `key` (statistics buckets)."""
-
-    @abstractmethod
-    def add_counters_once(
-        self, batch_id: str, increments: Mapping[str, Mapping[str, int]], *, expires_at: int, now_s: int
-    ) -> bool:
-        """Add `increments` (key -> {name: amount}) unless a batch with `batch_id` was added
-        in the last two days: True if added (or nothing to add), False if it had been. A
-        DynamoDB Streams consumer retried on the same records counts them once."""
-
-    @abstractmethod
-    def get_counters(self, keys: Collection[str]) -> dict[str, dict[str, int]]:
-        """key -> {name: value} for the keys that exist."""
-
-    @abstractmethod
-    def hit_rate_window(self, key: str, *, expires_at: int) -> int:
-        """Count one request in the window `key`; return the count including this one."""
-
-    @abstractmethod
-    def put_idempotency(self, record: IdempotencyRecord, *, now_s: int) -> IdempotencyRecord | None:
-        """Store `record` unless a record with its key that expires after `now_s` exists;
-        return that record if so (and store nothing)."""
-
-    # -- webhook deliveries --------------------------------------------------------------
-
-    @abstractmethod
-    def put_delivery(self, delivery: WebhookDelivery) -> None:
-        """Store a new delivery. StaleWriteError if one exists for that task and round."""
-
-    @abstractmethod
-    def deliveries_of_task(self, task_id: str) -> list[WebhookDelivery]:
-        """Every delivery of the task, oldest round first."""
-
-    @abstractmethod
-    def due_deliveries(self, now: int, limit: int) -> list[WebhookDelivery]:
-        """PENDING deliveries whose next attempt is at or before `now`, earliest first."""
-
-    @abstractmethod
-    def update_delivery(
-        self, delivery: WebhookDelivery, changes: Mapping[str, Any], *, due_by: int | None = None
-    ) -> WebhookDelivery:
-        """Apply `changes` if the delivery is still PENDING with `delivery.attempts` (and, when
-        `due_by` is given, its next attempt is at or before it). Returns it as written.
-        StaleWriteError(current) otherwise: someone else claimed or settled it."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""
-
-    def purge_expired(self, now_s: int) -> int:
-        """Drop finished tasks and windows past their expiry; stores with native TTL
-        (DynamoDB) leave it to the store and return 0."""
-        return 0
