@@ -19,8 +19,9 @@ import pytest
 
 from taskgate.client import Client
 from taskgate.models import Task, TaskStatus
+from tests.support.waiting import eventually
 
-from .fleet import Gateway, _stop, _wait_up, eventually, free_port, start_gateway
+from .fleet import Gateway, _stop, _wait_up, free_port, start_gateway
 from .harness import unique
 
 DOCS = Path(__file__).parents[2] / "docs" / "BACKENDS.md"

@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .fleet import CLI, Fleet, Gateway, Mock, eventually, free_port, start_gateway
+from tests.support.waiting import eventually
+
+from .fleet import CLI, Fleet, Gateway, Mock, free_port, start_gateway
 from .harness import HELD, unique
 from .test_client_cli import environment, gateway_flags, taskgate
 from .webhook_receiver import start_receiver
