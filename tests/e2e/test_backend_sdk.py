@@ -19,6 +19,7 @@ import pytest
 
 from taskgate.client import Client
 from taskgate.models import Task, TaskStatus
+from taskgate.streaming import DoneEvent, OutputEvent, StatusEvent
 from tests.support.waiting import eventually
 
 from .fleet import Gateway, _stop, _wait_up, free_port, start_gateway
@@ -100,6 +101,11 @@ def test_the_docs_example_completes_a_task_and_fails_one(admin: Client, user: Cl
             backend.server_id,
         )
         assert (done.progress, done.attempts) == (100, 1)
+        # Every chunk emitted, in order, read back from the task's stream after the fact.
+        assert list(user.output(created.id, timeout=10)) == ["hello", "big", "world"]
+        assert [(a.attempt, a.server_id, a.outcome) for a in done.history or []] == [
+            (1, backend.server_id, "completed")
+        ]
 
         failing = user.create_task("words", {"text": "  "}, capabilities=[backend.capability])
         failed = user.wait(failing.id, timeout=20)
@@ -128,9 +134,15 @@ def test_a_task_reports_progress_while_it_runs_then_completes(
             backend.server_id,
         )
         assert backend.metrics()["activeTasks"] == 1
-        gate.touch()
+        events = user.stream(created.id, timeout=30)
+        seen = [next(events), next(events)]  # the task now, then the chunk emitted so far
+        assert isinstance(seen[0], StatusEvent) and seen[0].task.progress == 50
+        assert seen[1] == OutputEvent(0, {"step": 1})
+        gate.touch()  # the rest arrives while the stream is open
 
-        done: Task = user.wait(created.id, timeout=20)
+        rest = list(events)
+        assert OutputEvent(1, {"step": 2}) in rest and isinstance(rest[-1], DoneEvent)
+        done: Task = rest[-1].task
         assert done.status is TaskStatus.COMPLETED, done
         assert done.result == {"steps": 2, "type": "e2e-sdk", "priority": 4}
         eventually(backend.metrics, lambda m: m["activeTasks"] == 0, timeout=5, what="slot freed")
@@ -161,3 +173,33 @@ def test_a_handler_error_fails_the_task_and_a_cancel_stops_the_work(
         )
         assert metrics["succeeded"] == 0 and metrics["failed"] == 1
         assert user.get_task(created.id).status is TaskStatus.CANCELLED
+
+
+ECHO_BACKEND = """
+from taskgate.backend import create_app
+
+
+async def handler(job):
+    for word in job.payload["prompt"].split():
+        job.emit(word)
+    return {"echo": job.payload}
+
+
+app = create_app(handler)
+"""
+
+
+def test_the_documented_async_client_example_streams_a_tasks_output(
+    gateway: Gateway, admin: Client, tmp_path: Path
+) -> None:
+    (tmp_path / "echo_backend.py").write_text(ECHO_BACKEND)
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS.parent / "CLIENT.md").read_text(), re.S)
+    (example,) = [block for block in blocks if block.startswith("import asyncio")]
+    token = gateway.api.user()
+    env = {**os.environ, "TASKGATE_URL": gateway.base, "TASKGATE_TOKEN": token}
+    with uvicorn_backend(admin, tmp_path, "echo_backend:app", app_dir=tmp_path):
+        done = subprocess.run(
+            [sys.executable, "-c", example], capture_output=True, text=True, env=env, timeout=90
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["chunk hello", "COMPLETED ['completed']"]

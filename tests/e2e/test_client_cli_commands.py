@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from taskgate.client import Client
 from tests.support.waiting import eventually
 
 from .fleet import CLI, Fleet, Gateway, Mock, free_port, start_gateway
 from .harness import HELD, unique
+from .test_backend_sdk import uvicorn_backend
 from .test_client_cli import environment, gateway_flags, taskgate
 from .webhook_receiver import start_receiver
 
@@ -226,6 +228,41 @@ def test_submit_sync_with_max_wait_gives_up_after_that_wait(fleet: Fleet) -> Non
     refused = taskgate("submit", *args[:-1], "61", *gateway_flags(fleet))
     assert (refused.returncode, refused.stdout) == (2, "")
     assert refused.stderr == "error: wait must be from 1 to 60 seconds\n"
+
+
+def test_submit_wait_prints_output_chunks_as_they_come(fleet: Fleet, tmp_path: Path) -> None:
+    here = Path(__file__).parents[2]
+    admin = Client(fleet.gateway.base, fleet.api.admin)
+    with admin, uvicorn_backend(admin, tmp_path, "tests.e2e.sdk_backend:app", app_dir=here) as backend:
+        gate = tmp_path / "go"
+        payload = json.dumps({"gate": str(gate)})
+        args = ["--type", "e2e-stream", "--payload", payload, "--capability", backend.capability, "--wait"]
+        waiting = subprocess.Popen(
+            [*CLI, "submit", *args, *gateway_flags(fleet)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment(),
+            text=True,
+        )
+        try:
+            assert waiting.stdout is not None
+            task_id = waiting.stdout.readline().strip()
+            # The first chunk is printed while the task still runs (it waits for the gate).
+            assert waiting.stdout.readline() == '{"step":1}\n'
+            assert fleet.task(task_id)["status"] == "PROCESSING"
+            gate.touch()
+            rest, stderr = waiting.communicate(timeout=30)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+    assert waiting.returncode == 0, stderr
+    chunk, *result = rest.splitlines()
+    assert chunk == '{"step":2}'
+    assert json.loads("\n".join(result)) == {"steps": 2, "type": "e2e-stream", "priority": 1}
+    readings = [line for line in stderr.splitlines() if line]
+    assert readings[-1].startswith("[##############################] 100% COMPLETED"), stderr
+    assert any(" 50% PROCESSING" in line for line in readings), stderr
 
 
 # -- a closed reader -----------------------------------------------------------------------
