@@ -22,7 +22,7 @@ import httpx
 
 from taskgate import _api
 from taskgate._http import AsyncConnection, Day
-from taskgate.client import FIRST_PAUSE, LAST_PAUSE, PAUSE_GROWTH, STREAM_BROKEN, _rate_limit_pause
+from taskgate._waiting import FIRST_PAUSE, STREAM_BROKEN, next_pause, rate_limit_pause
 from taskgate.errors import RateLimited, WaitTimeout
 from taskgate.models import (
     AlgorithmSet,
@@ -181,7 +181,7 @@ class AsyncClient:
             try:
                 task = await self.get_task(task_id)
             except RateLimited as exc:
-                await asyncio.sleep(_rate_limit_pause(exc, deadline))
+                await asyncio.sleep(rate_limit_pause(exc, deadline))
                 continue
             if (task.status, task.progress) != seen:
                 seen = (task.status, task.progress)
@@ -197,7 +197,7 @@ class AsyncClient:
                     raise WaitTimeout(task, timeout)
                 sleep_s = min(pause, left)
             await asyncio.sleep(sleep_s)
-            pause = min(pause * PAUSE_GROWTH, LAST_PAUSE)
+            pause = next_pause(pause)
 
     async def stream(
         self, task_id: str, *, last_event_id: str | None = None, timeout: float | None = None
@@ -221,7 +221,7 @@ class AsyncClient:
                     except STREAM_BROKEN:
                         pass  # read again from the last event
             except RateLimited as exc:
-                await asyncio.sleep(_rate_limit_pause(exc, deadline))
+                await asyncio.sleep(rate_limit_pause(exc, deadline))
                 continue
             await asyncio.sleep(state.reconnect_s)
             if deadline is not None and time.monotonic() >= deadline:

@@ -21,6 +21,7 @@ import httpx
 
 from taskgate import _api
 from taskgate._http import Connection, Day
+from taskgate._waiting import FIRST_PAUSE, LAST_PAUSE, STREAM_BROKEN, next_pause, rate_limit_pause
 from taskgate.errors import RateLimited, WaitTimeout
 from taskgate.models import (
     AlgorithmSet,
@@ -45,15 +46,7 @@ from taskgate.models import (
 )
 from taskgate.streaming import READ_TIMEOUT_S, DoneEvent, OutputEvent, StreamState, TaskEvent, parse_sse
 
-__all__ = ["Client"]
-
-# wait(): the pause between polls grows from the first to the last, so a long wait costs about
-# one request a second, well inside the default rate limit (100 a minute).
-FIRST_PAUSE = 0.1
-LAST_PAUSE = 1.0
-PAUSE_GROWTH = 1.5
-# Errors that end a stream midway: it is read again from the last event id.
-STREAM_BROKEN = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+__all__ = ["FIRST_PAUSE", "LAST_PAUSE", "Client"]
 
 
 class Client:
@@ -263,7 +256,7 @@ class Client:
             try:
                 task = self.get_task(task_id)
             except RateLimited as exc:
-                time.sleep(_rate_limit_pause(exc, deadline))
+                time.sleep(rate_limit_pause(exc, deadline))
                 continue
             if (task.status, task.progress) != seen:
                 seen = (task.status, task.progress)
@@ -279,7 +272,7 @@ class Client:
                     raise WaitTimeout(task, timeout)
                 sleep_s = min(pause, left)
             time.sleep(sleep_s)
-            pause = min(pause * PAUSE_GROWTH, LAST_PAUSE)
+            pause = next_pause(pause)
 
     def stream(
         self, task_id: str, *, last_event_id: str | None = None, timeout: float | None = None
@@ -310,7 +303,7 @@ class Client:
                     except STREAM_BROKEN:
                         pass  # read again from the last event
             except RateLimited as exc:
-                time.sleep(_rate_limit_pause(exc, deadline))
+                time.sleep(rate_limit_pause(exc, deadline))
                 continue
             time.sleep(state.reconnect_s)
             if deadline is not None and time.monotonic() >= deadline:
@@ -441,12 +434,3 @@ class Client:
         """round-robin, least-connections, weighted-round-robin, random, response-time or p2c."""
         reply: AlgorithmSet = self._http.send(_api.set_algorithm(algorithm))
         return reply
-
-
-def _rate_limit_pause(exc: RateLimited, deadline: float | None) -> float:
-    """How long to wait out a 429 while polling or streaming; raises it when that would pass
-    the deadline."""
-    wait_s = exc.retry_after if exc.retry_after is not None else LAST_PAUSE
-    if deadline is not None and wait_s > deadline - time.monotonic():
-        raise exc
-    return wait_s
