@@ -243,6 +243,12 @@ def stream_mapping(reader: moto_env.StreamReader, function: Handler, stop: threa
 
 
 def run(args: argparse.Namespace) -> int:
+    from tools import serving
+
+    # The port first: taken, the command says so at once, before building anything.
+    sock = serving.listen("taskgate dev --aws", args.host, args.port)
+    if sock is None:
+        return serving.EXIT_CANNOT_LISTEN
     template = moto_env.load_template()
     moto_env.use_fake_aws()
     base = f"http://{args.host}:{args.port}"
@@ -269,7 +275,6 @@ def run(args: argparse.Namespace) -> int:
         from handlers import stats_stream, sweeper
         from handlers._http import create_app
         from handlers.routes import ROUTES
-        from tools import serving
         from tools.cli import uvicorn_logging
 
         ctx = build_context()
@@ -327,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
                 create_app(ROUTES, ctx),
                 args.host,
                 args.port,
+                sock=sock,
                 announce=announce,
                 log_level="info",
                 log_config=uvicorn_logging(),

@@ -41,22 +41,32 @@ class _AnnouncingServer(uvicorn.Server):
             self._announce()
 
 
+def listen(command: str, host: str, port: int) -> socket.socket | None:
+    """The listening socket, or None when the port cannot be had (the reason printed)."""
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        print(cannot_listen(command, host, port, exc), file=sys.stderr)
+        return None
+
+
 def serve(
     command: str,
     app: Any,
     host: str,
     port: int,
     *,
+    sock: socket.socket | None = None,
     announce: Callable[[], None] = lambda: None,
     **config: Any,
 ) -> int:
-    """Serve `app` until stopped; `announce()` once it listens. Exit code: 0, or 1 when it
-    could not listen (the reason printed to standard error)."""
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        print(cannot_listen(command, host, port, exc), file=sys.stderr)
-        return EXIT_CANNOT_LISTEN
+    """Serve `app` until stopped on `sock` (bound here when not given); `announce()` once it
+    listens. Exit code: 0, or 1 when it could not listen (the reason printed to standard
+    error)."""
+    if sock is None:
+        sock = listen(command, host, port)
+        if sock is None:
+            return EXIT_CANNOT_LISTEN
     server = _AnnouncingServer(uvicorn.Config(app, host=host, port=port, **config), announce)
     with sock:
         server.run(sockets=[sock])

@@ -333,11 +333,12 @@ def test_dev_announces_its_token_only_once_it_listens(tmp_path: Path) -> None:
         proc.wait(timeout=20)
 
 
-def test_dev_with_its_port_taken_says_so_and_prints_no_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["dev"], ["dev", "--aws"]], ids=["dev", "dev-aws"])
+def test_dev_with_its_port_taken_says_so_and_prints_no_token(tmp_path: Path, command: list[str]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [*CLI, "dev", "--port", str(port), "--db", str(tmp_path / "dev.db")],
+            [*CLI, *command, "--port", str(port), "--db", str(tmp_path / "dev.db")],
             capture_output=True,
             text=True,
             env=environment(),
@@ -346,6 +347,6 @@ def test_dev_with_its_port_taken_says_so_and_prints_no_token(tmp_path: Path) -> 
     assert done.returncode == 1
     assert done.stdout == ""  # no URL, no token
     assert done.stderr.strip().splitlines()[-1] == (
-        f"taskgate dev: port {port} on 127.0.0.1 is taken (another process listens there); "
+        f"taskgate {' '.join(command)}: port {port} on 127.0.0.1 is taken (another process listens there); "
         "stop it or choose another with --port"
     )
