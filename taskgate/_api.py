@@ -15,6 +15,8 @@ from taskgate.models import (
     HourlyReport,
     LoadBalancerStatus,
     MaintenanceReply,
+    OutputAccepted,
+    Overview,
     QueueSummary,
     ServerList,
     ServerMetrics,
@@ -115,7 +117,7 @@ def update_task(
 
 
 def append_output(task_id: str, data: Any) -> Call:
-    return Call("POST", f"/api/task/{segment(task_id)}/output", dict, {"data": data})
+    return Call("POST", f"/api/task/{segment(task_id)}/output", OutputAccepted, {"data": data})
 
 
 def stream_path(task_id: str) -> str:
@@ -196,6 +198,16 @@ def server_stats(server_id: str, date: Day | None) -> Call:
 
 def queue_stats() -> Call:
     return Call("GET", "/api/stats/queue", QueueSummary)
+
+
+def overview(status: str | None, limit: int | None, days: int | None, end: Day | None) -> Call:
+    params = _present(
+        status=status,
+        limit=None if limit is None else str(limit),
+        days=None if days is None else str(days),
+        **day_query(end, name="end"),
+    )
+    return Call("GET", "/api/overview", Overview, params=params)
 
 
 def load_balancer() -> Call:

@@ -147,8 +147,8 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def day_query(date: Day | None) -> dict[str, str]:
+def day_query(date: Day | None, name: str = "date") -> dict[str, str]:
     """`?date=YYYY-MM-DD` for a statistics call (none: the gateway's today, UTC)."""
     if date is None:
         return {}
-    return {"date": date.isoformat() if isinstance(date, datetime.date) else date}
+    return {name: date.isoformat() if isinstance(date, datetime.date) else date}

@@ -30,6 +30,8 @@ from taskgate.models import (
     HourlyReport,
     LoadBalancerStatus,
     MaintenanceReply,
+    OutputAccepted,
+    Overview,
     QueueSummary,
     Server,
     ServerMetrics,
@@ -164,8 +166,8 @@ class AsyncClient:
         task: Task = await self._http.send(call)
         return task
 
-    async def append_output(self, task_id: str, data: Any) -> dict[str, Any]:
-        reply: dict[str, Any] = await self._http.send(_api.append_output(task_id, data))
+    async def append_output(self, task_id: str, data: Any) -> OutputAccepted:
+        reply: OutputAccepted = await self._http.send(_api.append_output(task_id, data))
         return reply
 
     async def wait(
@@ -329,6 +331,20 @@ class AsyncClient:
 
     async def queue_stats(self) -> QueueSummary:
         reply: QueueSummary = await self._http.send(_api.queue_stats())
+        return reply
+
+    async def overview(
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        days: int | None = None,
+        end: Day | None = None,
+    ) -> Overview:
+        """What the dashboard shows, in one request: the queue, a page of tasks, the servers
+        (admins), statistics over `days` days (1-31) ending with `end` (UTC; default today),
+        and the load distribution."""
+        reply: Overview = await self._http.send(_api.overview(status, limit, days, end))
         return reply
 
     async def load_balancer(self) -> LoadBalancerStatus:

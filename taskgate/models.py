@@ -333,3 +333,50 @@ class LoadBalancerStatus(Reply):
 class AlgorithmSet(Reply):
     message: str
     algorithm: str
+
+
+class OutputAccepted(Reply):
+    """A chunk appended to a task's output (`append_output`): its place, from 0."""
+
+    task_id: str
+    index: int
+
+
+class DayStats(Reply):
+    """One day of a range (UTC): `failed` counts FAILED and TIMEOUT."""
+
+    date: str
+    created: int
+    completed: int
+    failed: int
+    cancelled: int
+    retried: int
+    average_time: int
+
+
+class RangeStats(Reply):
+    """The days `start` to `end` (UTC, inclusive), counted as `task_stats` counts one day;
+    `hourly` is the 24 hours when the range is one day."""
+
+    start: str
+    end: str
+    total_tasks: int
+    successful_tasks: int
+    failed_tasks: int
+    retried_tasks: int
+    average_processing_time: int
+    top_servers: list[TopServer]
+    daily: list[DayStats]
+    hourly: list[HourStats] | None = None
+
+
+class Overview(Reply):
+    """Everything the dashboard shows, from one request (`GET /api/overview`); `servers` is
+    None for a user (admins only)."""
+
+    generated_at: int
+    queue: QueueSummary
+    tasks: TaskPage
+    servers: list[Server] | None
+    stats: RangeStats
+    load_balancer: LoadBalancerStatus

@@ -21,7 +21,10 @@ def add_client_commands(commands: Subcommands) -> None:
         "stats", parents=[gateway], help="a day's task counts, the queue now, the top servers"
     )
     stats.set_defaults(client_command="stats")
-    stats.add_argument("--date", help="YYYY-MM-DD, UTC (default today)")
+    stats.add_argument("--date", help="YYYY-MM-DD, UTC (default today); with --days, the last day")
+    stats.add_argument(
+        "--days", type=int, metavar="N", help="the N days (1-31) ending with --date, a line each"
+    )
     stats.add_argument("--server", metavar="ID", help="that server's statistics of the day instead")
     stats.add_argument("--json", action="store_true", help="print the replies as JSON")
 

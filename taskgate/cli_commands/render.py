@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from taskgate.models import QueueSummary, Server, Task, TaskStats, TaskStatus, TaskSummary
+from taskgate.models import QueueSummary, RangeStats, Server, Task, TaskStats, TaskStatus, TaskSummary
 
 BAR_WIDTH = 30
 
@@ -122,6 +122,34 @@ def stats_text(day: TaskStats, queue: QueueSummary, date: str) -> str:
     if busy:
         lines.append("tasks per hour (UTC): " + ", ".join(f"{h.hour:02d}h {h.tasks}" for h in busy))
     return "\n".join(lines)
+
+
+def range_text(stats: RangeStats, queue: QueueSummary) -> str:
+    """A range of days: the totals, the queue now, the top servers, a line per day."""
+    lines = [
+        f"tasks from {stats.start} to {stats.end} (UTC): {stats.total_tasks} created, "
+        f"{stats.successful_tasks} completed, {stats.failed_tasks} failed or timed out, "
+        f"{stats.retried_tasks} retried; average processing time {stats.average_processing_time} ms",
+        f"queue now: {queue.pending} pending, {queue.processing} in flight, {queue.capacity} slots online",
+    ]
+    for top in stats.top_servers:
+        lines.append(
+            f"  {cell(top.server_id)}: {top.tasks_processed} tasks, {top.success_rate:.0%} succeeded"
+        )
+    header = ("DATE", "CREATED", "COMPLETED", "FAILED", "CANCELLED", "RETRIED", "AVERAGE MS")
+    rows = [
+        (
+            d.date,
+            str(d.created),
+            str(d.completed),
+            str(d.failed),
+            str(d.cancelled),
+            str(d.retried),
+            str(d.average_time),
+        )
+        for d in stats.daily
+    ]
+    return "\n".join([*lines, table(header, rows)])
 
 
 def timestamp(epoch_ms: int) -> str:

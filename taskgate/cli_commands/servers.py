@@ -9,7 +9,7 @@ from typing import TextIO
 
 import msgspec
 
-from taskgate.cli_commands.render import servers_table, stats_text, to_json
+from taskgate.cli_commands.render import range_text, servers_table, stats_text, to_json
 from taskgate.client import Client
 
 EXIT_OK = 0
@@ -62,6 +62,18 @@ def servers_token(client: Client, args: argparse.Namespace, out: TextIO, err: Te
 
 def stats(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     date = args.date or datetime.datetime.now(datetime.UTC).date().isoformat()
+    if args.days is not None:
+        # The range comes with the dashboard's one-request read (it also carries the queue).
+        overview = client.overview(days=args.days, end=date, limit=1)
+        if args.json:
+            both = {
+                "tasks": msgspec.to_builtins(overview.stats),
+                "queue": msgspec.to_builtins(overview.queue),
+            }
+            print(to_json(both), file=out)
+        else:
+            print(range_text(overview.stats, overview.queue), file=out)
+        return EXIT_OK
     if args.server:
         print(to_json(client.server_stats(args.server, date)), file=out)
         return EXIT_OK

@@ -12,11 +12,11 @@ import msgspec
 import pytest
 
 from taskgate.cli_commands import ProgressView, progress_line, servers_table, tasks_table
-from taskgate.cli_commands.render import chunk_line, stats_text
+from taskgate.cli_commands.render import chunk_line, range_text, stats_text
 from taskgate.cli_commands.tasks import finished, follow
 from taskgate.client import Client
 from taskgate.errors import NotFound
-from taskgate.models import QueueSummary, Server, Task, TaskStats, TaskSummary
+from taskgate.models import QueueSummary, RangeStats, Server, Task, TaskStats, TaskSummary
 
 
 def task(status: str, progress: int) -> Task:
@@ -223,3 +223,25 @@ def test_follow_polls_a_gateway_without_streaming() -> None:
         pytest.raises(NotFound),
     ):
         follow(client, "task_1", 30, io.StringIO(), io.StringIO())
+
+
+def test_a_range_of_days_is_its_totals_and_a_line_per_day() -> None:
+    days = [
+        {"date": f"2026-12-0{n}", "created": n, "completed": n - 1, "failed": 1, "cancelled": 0, "retried": 0, "averageTime": 10 * n}
+        for n in (3, 4)
+    ]  # fmt: skip
+    stats = msgspec.convert(
+        {"start": "2026-12-03", "end": "2026-12-04", "totalTasks": 7, "successfulTasks": 5, "failedTasks": 2,
+         "retriedTasks": 0, "averageProcessingTime": 35, "topServers": [], "daily": days}, RangeStats,
+    )  # fmt: skip
+    queue = msgspec.convert(
+        {"pending": 0, "pendingByPriority": [], "processing": 0, "capacity": 4}, QueueSummary
+    )
+    assert range_text(stats, queue).splitlines() == [
+        "tasks from 2026-12-03 to 2026-12-04 (UTC): 7 created, 5 completed, 2 failed or timed out, 0 retried; "
+        "average processing time 35 ms",
+        "queue now: 0 pending, 0 in flight, 4 slots online",
+        "DATE        CREATED  COMPLETED  FAILED  CANCELLED  RETRIED  AVERAGE MS",
+        "2026-12-03  3        2          1       0          0        30",
+        "2026-12-04  4        3          1       0          0        40",
+    ]

@@ -186,7 +186,7 @@ def test_retry_after_reads_seconds_and_http_dates(header: str | None, seconds: f
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """Records the wait loop's pauses instead of sleeping them."""
     taken: list[float] = []
-    monkeypatch.setattr("taskgate.client.time.sleep", taken.append)
+    monkeypatch.setattr("taskgate._following.time.sleep", taken.append)
     yield taken
 
 

@@ -6,6 +6,7 @@ answers; nothing leaves the process."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -115,7 +116,7 @@ def test_async_iter_tasks_follows_the_cursor_too() -> None:
         (lambda c: c.set_maintenance("gpu-1", False), {"message": "m", "serverId": "gpu-1", "status": "online", "maintenanceReason": None}, ("POST", "/api/servers/gpu-1/maintenance", {"maintenance": False})),
         (lambda c: c.unregister_server("gpu-1"), {"message": "Server unregistered", "serverId": "gpu-1"}, ("DELETE", "/api/servers/gpu-1", None)),
         (lambda c: c.update_task("task_1", status="PROCESSING", progress=40, message="m"), TASK, ("PUT", "/api/task/task_1", {"status": "PROCESSING", "progress": 40, "message": "m"})),
-        (lambda c: c.append_output("task_1", [1, "x"]), {"index": 0}, ("POST", "/api/task/task_1/output", {"data": [1, "x"]})),
+        (lambda c: c.append_output("task_1", [1, "x"]), {"taskId": "task_1", "index": 0}, ("POST", "/api/task/task_1/output", {"data": [1, "x"]})),
         (lambda c: c.register_server("n", {"predict": "http://b/p", "health": "http://b/h"}, max_concurrent=2, groups=["g"]), {"serverId": "s", "message": "m", "token": "t"}, ("POST", "/api/servers", {"name": "n", "endpoints": {"predict": "http://b/p", "health": "http://b/h"}, "maxConcurrent": 2, "groups": ["g"]})),
     ],
 )  # fmt: skip
@@ -184,7 +185,7 @@ def stream_reply(body: bytes) -> httpx.Response:
 def test_a_stream_cut_short_is_read_again_from_the_last_event_and_no_chunk_comes_twice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("taskgate.client.time.sleep", lambda s: None)
+    monkeypatch.setattr("taskgate._following.time.sleep", lambda s: None)
     # The first response ends before `done` (as a Lambda's bounded wait does); the second
     # repeats chunk 1 (a gateway may resend from the id it was given) and finishes.
     first = (
@@ -239,12 +240,12 @@ def test_output_and_follow_read_the_stream_to_its_end_in_both_clients() -> None:
 
 def test_a_stream_that_never_finishes_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]
-    monkeypatch.setattr("taskgate.client.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("taskgate._following.time.monotonic", lambda: clock[0])
 
     def sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    monkeypatch.setattr("taskgate.client.time.sleep", sleep)
+    monkeypatch.setattr("taskgate._following.time.sleep", sleep)
     running = sse(("status", RUNNING, "1")) + b"retry: 2000\n\n"
     gateway = Gateway(stream_reply(running))
     gateway.replies.append(stream_reply(running))
@@ -300,3 +301,37 @@ def test_the_sse_decoder_follows_the_format_rules() -> None:
         ("", "", None, 1500),
     ]
     assert SseDecoder().feed("data: x\r\n") is None
+
+
+def test_overview_sends_its_range_and_reads_the_whole_page() -> None:
+    top = [{"serverId": "gpu-1", "tasksProcessed": 3, "successRate": 1.0}]
+    day = {
+        "date": "2026-12-04",
+        "created": 3,
+        "completed": 3,
+        "failed": 0,
+        "cancelled": 0,
+        "retried": 0,
+        "averageTime": 9,
+    }
+    body = {
+        "generatedAt": 5,
+        "queue": {"pending": 0, "pendingByPriority": [], "processing": 0, "capacity": 10},
+        "tasks": {"tasks": [SUMMARY], "nextCursor": None},
+        "servers": None,
+        "stats": {
+            "start": "2026-12-04", "end": "2026-12-04", "totalTasks": 3, "successfulTasks": 3, "failedTasks": 0,
+            "retriedTasks": 0, "averageProcessingTime": 9, "topServers": top, "daily": [day], "hourly": None,
+        },
+        "loadBalancer": {"algorithm": "p2c", "serverDistribution": {}, "totalActiveTasks": 0, "averageLoad": 0},
+    }  # fmt: skip
+    gateway = Gateway(httpx.Response(200, json=body))
+    from_sync, from_async = both(
+        gateway, lambda c: c.overview(status="PENDING", limit=5, days=7, end=datetime.date(2026, 12, 4))
+    )
+    assert from_sync == from_async
+    assert from_sync.servers is None and from_sync.stats.daily[0].completed == 3
+    assert from_sync.tasks.tasks[0].id == "task_1" and from_sync.load_balancer.algorithm == "p2c"
+    assert {sent(r)[1] for r in gateway.requests} == {
+        "/api/overview?status=PENDING&limit=5&days=7&end=2026-12-04"
+    }
