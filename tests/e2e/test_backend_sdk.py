@@ -22,15 +22,17 @@ from taskgate.models import Task, TaskStatus
 from taskgate.streaming import DoneEvent, OutputEvent, StatusEvent
 from tests.support.waiting import eventually
 
-from .fleet import Gateway, _stop, _wait_up, free_port, start_gateway
+from .fleet import DEPLOYMENTS, Gateway, _stop, _wait_up, free_port, start_gateway
 from .harness import unique
 
 DOCS = Path(__file__).parents[2] / "docs" / "BACKENDS.md"
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with start_gateway(tmp_path_factory.mktemp("sdk"), spares=0) as gateway:
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Both deployments: on `dev --aws` a stream's response ends after a bounded wait and the
+    client reads on with Last-Event-ID."""
+    with start_gateway(tmp_path_factory.mktemp("sdk"), request.param, spares=0) as gateway:
         yield gateway
 
 
