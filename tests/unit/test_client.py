@@ -224,8 +224,18 @@ def test_wait_raises_a_rate_limit_that_outlasts_its_timeout(sleeps: list[float])
 
 def test_importing_the_client_loads_nothing_of_the_server() -> None:
     code = (
-        "import sys, taskgate.client, taskgate.cli_commands\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'handlers', 'starlette')))"
+        "import sys, taskgate.client, taskgate.async_client, taskgate.cli_commands\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'handlers', 'starlette')"
+        " or m.startswith('taskgate.backend')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_backend_sdk_loads_nothing_of_the_gateway() -> None:
+    code = (
+        "import sys, taskgate.backend\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'handlers', 'tools', 'boto3')))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
