@@ -127,6 +127,7 @@ def _once(action: Callable[[], None]) -> Callable[[], None]:
 class _Plan:
     """What the mock decided for one accepted async task, for its handler to carry out."""
 
+    task_id: str
     delay_ms: float
     result: dict[str, Any]
     leave: Callable[[], None]
@@ -144,7 +145,7 @@ class _MockBackend(Backend):
         self.settings = settings
         self.rng = random.Random(settings.seed)
         self.stats = _Stats()
-        self.plans: dict[str, _Plan] = {}
+        self.plans: dict[str, _Plan] = {}  # by callback token: one per attempt
         self.losing: set[str] = set()  # tasks whose result is never sent
         # Line-buffered: each line reaches the file when written, so a kill -9 loses none.
         self.record = open(settings.record, "a", buffering=1) if settings.record else None  # noqa: SIM115
@@ -223,9 +224,10 @@ class _MockBackend(Backend):
                 job_request = JobRequest.parse(body, request.headers.get("idempotency-key"))
             except BadJobRequest as exc:
                 return _error(400, str(exc))
-            if task_id in self.running:  # sent again while it runs: the SDK keeps one job
-                return self.accept(job_request)
-            self.plans[task_id] = _Plan(delay_ms, result, leave)
+            running = self.running.get(task_id)
+            if running is not None and running.job.request.callback_token == job_request.callback_token:
+                return self.accept(job_request)  # this attempt again: the SDK keeps one job
+            self.plans[job_request.callback_token] = _Plan(task_id, delay_ms, result, leave)
             handed_to_job = True  # the job leaves when it is done
             return self.accept(job_request)
         finally:
@@ -234,7 +236,7 @@ class _MockBackend(Backend):
 
     async def work(self, job: Job) -> dict[str, Any]:
         """The handler: progress steps spread over the delay, then the echo as the result."""
-        plan = self.plans[job.id]
+        plan = self.plans[job.request.callback_token]
         steps = self.settings.progress_steps
         pause = plan.delay_ms / 1000 / (steps + 1)
         try:
@@ -243,14 +245,14 @@ class _MockBackend(Backend):
                 job.progress(100 * step // (steps + 1))
             await asyncio.sleep(pause)
         finally:
-            self._forget(job.id)
+            self._forget(job.request.callback_token)
         if self.rng.random() < self.settings.lose_callback_rate:
             self.stats.lost_callbacks += 1
             self.losing.add(job.id)
         return plan.result
 
-    def _forget(self, task_id: str) -> None:
-        plan = self.plans.pop(task_id, None)
+    def _forget(self, token: str) -> None:
+        plan = self.plans.pop(token, None)
         if plan is not None:
             plan.leave()
 
@@ -286,7 +288,8 @@ class _MockBackend(Backend):
         # A cancelled task frees its slot in taskgate, so its work stops here too (also one
         # whose handler had not started yet).
         self.stop(task_id)
-        self._forget(task_id)
+        for token in [token for token, plan in self.plans.items() if plan.task_id == task_id]:
+            self._forget(token)
         return JSONResponse({"status": "cancelled", "id": task_id})
 
     async def read_stats(self, request: Request) -> JSONResponse:

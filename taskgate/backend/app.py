@@ -118,10 +118,17 @@ class Backend:
         return self.accept(job_request)
 
     def accept(self, job_request: JobRequest) -> Response:
-        """Start the job and answer 202; 429 when full. The same task sent again while it
-        runs (a resent predict) is the same work: 202, and nothing starts twice."""
-        if job_request.id in self.running:
-            return JSONResponse({"status": "accepted"}, 202)
+        """Start the job and answer 202; 429 when full. The same attempt sent again while it
+        runs (a resent predict, same callback token) is the same work: 202, and nothing starts
+        twice. A later attempt of a task still running here (taskgate gave up on the earlier
+        one) replaces it: the earlier one's reports would be refused."""
+        current = self.running.get(job_request.id)
+        if current is not None:
+            if current.job.request.callback_token == job_request.callback_token:
+                return JSONResponse({"status": "accepted"}, 202)
+            log.info("task %s: a new attempt replaces the one running", job_request.id)
+            self._halt(current)
+            del self.running[job_request.id]
         if self.max_concurrent is not None and len(self.running) >= self.max_concurrent:
             self.counts.busy += 1
             return error(429, f"Busy: {len(self.running)} tasks running", {"Retry-After": "1"})

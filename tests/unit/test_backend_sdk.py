@@ -450,3 +450,36 @@ def test_a_bad_predict_body_is_a_400_naming_the_field_and_starts_nothing(body: b
 def test_max_concurrent_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_concurrent"):
         create_app(lambda job: None, max_concurrent=0)
+
+
+def test_a_later_attempt_of_a_task_running_here_replaces_it() -> None:
+    started: list[str] = []
+    first_started, first_cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handler(job: Job) -> str:
+        token = job.request.callback_token
+        started.append(token)
+        if token == "token-old":
+            first_started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                first_cancelled.set()
+                raise
+        return token
+
+    async def scenario(client: httpx.AsyncClient, backend: Backend, gateway: FakeGateway) -> None:
+        old = predict_body(callback_token="token-old")
+        assert (await client.post("/predict", json=old)).status_code == 202
+        await first_started.wait()
+        assert (await client.post("/predict", json=old)).status_code == 202  # the same attempt again
+        new = predict_body(callback_token="token-new")
+        assert (await client.post("/predict", json=new)).status_code == 202
+        await first_cancelled.wait()
+        await finished(gateway)
+
+    gateway = run(handler, scenario)
+    assert started == ["token-old", "token-new"]
+    assert [(r.token, r.body) for r in gateway.reports] == [
+        ("Bearer token-new", {"status": "COMPLETED", "result": "token-new"})
+    ]
