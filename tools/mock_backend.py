@@ -247,7 +247,6 @@ class _MockBackend(Backend):
         finally:
             self._forget(job.request.callback_token)
         if self.rng.random() < self.settings.lose_callback_rate:
-            self.stats.lost_callbacks += 1
             self.losing.add(job.id)
         return plan.result
 
@@ -258,7 +257,10 @@ class _MockBackend(Backend):
 
     async def deliver_report(self, job: Job, report: Report) -> int | None:
         if report.final and job.id in self.losing:
+            # Counted here, in the result's place in the job's ordered reports: once counted,
+            # every earlier report was answered and nothing more comes from this job.
             self.losing.discard(job.id)
+            self.stats.lost_callbacks += 1
             return None
         status = await super().deliver_report(job, report)
         self.stats.callbacks.append({"taskId": job.id, "status": report.status, "httpStatus": status})
