@@ -82,8 +82,8 @@ def create_task(
     return Call("POST", "/api/task", Task, body, headers=headers, timeout=SYNC_CREATE_TIMEOUT)
 
 
-def get_task(task_id: str) -> Call:
-    return Call("GET", f"/api/task/{segment(task_id)}", Task)
+def get_task(task_id: str, *, as_sent: bool = False) -> Call:
+    return Call("GET", f"/api/task/{segment(task_id)}", dict if as_sent else Task)
 
 
 def list_tasks(status: str | None, limit: int | None, cursor: str | None) -> Call:

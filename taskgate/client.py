@@ -182,6 +182,12 @@ class Client(Following):
         task: Task = self._http.send(_api.get_task(task_id))
         return task
 
+    def get_task_json(self, task_id: str) -> dict[str, Any]:
+        """The task exactly as the gateway sent it: every field, also those of a newer
+        gateway that this client's `Task` does not know."""
+        body: dict[str, Any] = self._http.send(_api.get_task(task_id, as_sent=True))
+        return body
+
     def list_tasks(
         self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
     ) -> TaskPage:

@@ -86,7 +86,8 @@ def finished(task: Task, out: TextIO, err: TextIO) -> int:
 
 
 def task_get(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    print(to_json(client.get_task(args.task_id)), file=out)
+    # As the gateway sent it: fields this client does not model are shown too.
+    print(to_json(client.get_task_json(args.task_id)), file=out)
     return EXIT_OK
 
 

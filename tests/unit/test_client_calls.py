@@ -335,3 +335,11 @@ def test_overview_sends_its_range_and_reads_the_whole_page() -> None:
     assert {sent(r)[1] for r in gateway.requests} == {
         "/api/overview?status=PENDING&limit=5&days=7&end=2026-12-04"
     }
+
+
+def test_get_task_json_is_the_task_as_the_gateway_sent_it() -> None:
+    body = {**TASK, "history": [], "queue": None, "aFieldOfANewerGateway": {"x": 1}}
+    gateway = Gateway(httpx.Response(200, json=body))
+    from_sync, from_async = both(gateway, lambda c: c.get_task_json("task_1"))
+    assert from_sync == from_async == body
+    assert {sent(r)[1] for r in gateway.requests} == {"/api/task/task_1"}
