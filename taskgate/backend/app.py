@@ -57,6 +57,7 @@ class Running:
     job: Job
     reports: ReportQueue
     work: asyncio.Task[None] | None = None
+    expiry: asyncio.TimerHandle | None = None
     stopped: bool = False  # cancelled or past its time: nothing more is reported
 
 
@@ -176,7 +177,7 @@ class Backend:
         self.counts.received += 1
         running.work = asyncio.create_task(self._run(running), name=f"taskgate-job-{job.id}")
         if job_request.timeout_s is not None:
-            loop.call_later(job_request.timeout_s + DEADLINE_GRACE_S, self._expire, running)
+            running.expiry = loop.call_later(job_request.timeout_s + DEADLINE_GRACE_S, self._expire, running)
         return job
 
     def stop(self, task_id: str) -> bool:
@@ -223,6 +224,8 @@ class Backend:
             # soon as it has this one's result.
             if self.running.get(job.id) is running:
                 del self.running[job.id]
+            if running.expiry is not None:
+                running.expiry.cancel()
             if final is not None and not running.stopped:
                 if final.kind is Kind.RESULT:
                     self.counts.succeeded += 1
