@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from core.domain.models import Task, TaskStatus
 from core.ports.events import TaskEvents
-from core.ports.storage import Store
+from core.ports.storage import TaskStore
 
 
 class LocalEvents(TaskEvents):
@@ -24,7 +24,7 @@ class LocalEvents(TaskEvents):
                 if not waiter.done():
                     waiter.get_loop().call_soon_threadsafe(_resolve, waiter, task)
 
-    async def wait_finished(self, store: Store, task_id: str, timeout_s: float) -> Task | None:
+    async def wait_finished(self, store: TaskStore, task_id: str, timeout_s: float) -> Task | None:
         waiter: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
         self._waiters[task_id].append(waiter)
         try:
