@@ -48,30 +48,32 @@ class TaskCreated(Reply):
 
 
 class Attempt(Reply):
-    """One time the task was sent to a backend (`Task.history`): `outcome` is how it ended
-    (None while it runs), `error` why it failed, if it did."""
+    """One time the task was sent to a backend (`outcome` is None while it runs)."""
 
     attempt: int
-    server_id: str | None
-    started_at: int | None
+    server_id: str
+    started_at: int
     ended_at: int | None = None
     outcome: str | None = None
     error: Any = None
 
 
-class QueuePosition(Reply):
-    """Why a PENDING task waits (`Task.queue`): `reason` is no_capable_server,
-    no_server_online, capacity_full, backoff or dispatching."""
+QueueReason = Literal["no_capable_server", "no_server_online", "capacity_full", "backoff", "dispatching"]
 
-    reason: str
-    details: str | None = None
+
+class QueueInfo(Reply):
+    """Why a PENDING task waits. `position` (1-based, among the tasks ahead of it for the same
+    servers) and `estimated_start_at` (epoch ms) are None when the gateway does not know them."""
+
+    reason: QueueReason | str  # str: a reason added by a newer gateway
+    details: str
     position: int | None = None
     estimated_start_at: int | None = None
 
 
 class Task(Reply):
-    """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds. `history`,
-    `capabilities` and `queue` are None from a gateway that does not send them."""
+    """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds. `history`
+    and `capabilities` are empty, and `queue` None, from a gateway that does not send them."""
 
     id: str
     type: str
@@ -88,9 +90,9 @@ class Task(Reply):
     completed_at: int | None = None
     message: str | None = None
     payload: dict[str, Any] | None = None  # what it was created with (None from a gateway that omits it)
-    capabilities: list[str] | None = None
-    history: list[Attempt] | None = None
-    queue: QueuePosition | None = None  # while PENDING
+    capabilities: list[str] = []
+    history: list[Attempt] = []  # one entry per attempt, oldest first (empty from a gateway without it)
+    queue: QueueInfo | None = None  # while PENDING, from a gateway that explains the wait
 
     @property
     def is_finished(self) -> bool:
@@ -114,6 +116,7 @@ class TaskSummary(Reply):
     started_at: int | None = None
     completed_at: int | None = None
     message: str | None = None
+    capabilities: list[str] = []
 
     @property
     def is_finished(self) -> bool:
@@ -132,14 +135,24 @@ class PriorityCount(Reply):
     count: int
 
 
+class BacklogGroup(Reply):
+    """The PENDING tasks that need one capability set, and why they wait."""
+
+    capabilities: list[str]
+    count: int
+    reason: QueueReason | str
+    details: str
+
+
 class QueueSummary(Reply):
-    """The queue now: the backlog (and per priority, highest first), the tasks in flight, and
-    the slots of the servers online."""
+    """The queue now: the backlog (per priority, highest first; per capability set, largest
+    first, with why it waits), the tasks in flight, and the slots of the servers online."""
 
     pending: int
     pending_by_priority: list[PriorityCount]
     processing: int
     capacity: int
+    backlog: list[BacklogGroup] = []
 
 
 class WebhookAttempt(Reply):
@@ -206,6 +219,8 @@ class ServerHealth(Reply):
     last_heartbeat: int | None
     last_check_at: int | None
     consecutive_failures: int
+    # Epoch ms: outlier detection left it out of selection after failed attempts until then.
+    ejected_until: int | None = None
 
 
 class Server(Reply):

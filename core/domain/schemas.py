@@ -146,6 +146,22 @@ class TaskCreated(Reply):
     updated_at: Ms
 
 
+Capabilities = Annotated[list[str], msgspec.Meta(description="What a server must offer to take the task")]
+
+
+class QueueInfo(Reply):
+    """Why a PENDING task waits (docs/SCHEDULING.md)."""
+
+    reason: Literal["no_capable_server", "no_server_online", "capacity_full", "backoff", "dispatching"]
+    details: Annotated[str, msgspec.Meta(description="The missing capabilities, the servers and their state")]
+    position: Annotated[int, msgspec.Meta(ge=1, description="1-based place among the tasks ahead of it")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+    estimated_start_at: Annotated[int, msgspec.Meta(description="Epoch ms, when it can be estimated")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+
+
 class TaskView(Reply):
     """A task as it stands."""
 
@@ -161,9 +177,13 @@ class TaskView(Reply):
     attempts: Annotated[int, msgspec.Meta(description="Times the task was sent to a backend")]
     created_at: Ms
     updated_at: Ms
+    capabilities: Capabilities
     started_at: Ms | msgspec.UnsetType = msgspec.UNSET
     completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
     message: str | msgspec.UnsetType = msgspec.UNSET
+    queue: Annotated[QueueInfo, msgspec.Meta(description="While PENDING: why it waits")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
 
 
 class WebhookAttemptView(Reply):
@@ -208,6 +228,7 @@ class TaskSummary(Reply):
     attempts: int
     created_at: Ms
     updated_at: Ms
+    capabilities: Capabilities
     started_at: Ms | msgspec.UnsetType = msgspec.UNSET
     completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
     message: str | msgspec.UnsetType = msgspec.UNSET
@@ -227,6 +248,15 @@ class PriorityCount(Reply):
     count: int
 
 
+class BacklogGroup(Reply):
+    capabilities: Capabilities
+    count: int
+    reason: Literal["no_capable_server", "no_server_online", "capacity_full", "dispatching"]
+    details: Annotated[
+        str, msgspec.Meta(description='e.g. "312 tasks need `tpu`: no registered server has `tpu`"')
+    ]
+
+
 class QueueSummary(Reply):
     """The queue now."""
 
@@ -236,6 +266,10 @@ class QueueSummary(Reply):
     ]
     processing: Annotated[int, msgspec.Meta(description="Tasks in flight (slots taken on the servers)")]
     capacity: Annotated[int, msgspec.Meta(description="Slots of the servers online now")]
+    backlog: Annotated[
+        list[BacklogGroup],
+        msgspec.Meta(description="The backlog by capability set, largest first, and why it waits"),
+    ]
 
 
 class RetryReply(Reply):
@@ -270,6 +304,9 @@ class ServerHealth(Reply):
     last_heartbeat: Ms | None
     last_check_at: Ms | None
     consecutive_failures: int
+    ejected_until: Annotated[
+        int | None, msgspec.Meta(description="Epoch ms: left out of selection after failed attempts until then")
+    ] = None
 
 
 class ServerView(Reply):

@@ -42,6 +42,12 @@ export async function refreshTasks() {
             bar(count, queue.pending, `Pending tasks of priority ${priority}`, String(count))))
       : [el("li", { class: "empty", text: "Nothing waiting." })]),
   );
+  $("queue-backlog").replaceChildren(
+    ...(queue.backlog.length
+      ? queue.backlog.map((group) =>
+          el("li", { "data-reason": group.reason, text: `${group.details} (${group.reason})` }))
+      : [el("li", { class: "empty", text: "Nothing waiting." })]),
+  );
   replaceRows($("tasks").tBodies[0], page.tasks.map(row));
   $("tasks-empty").hidden = page.tasks.length > 0;
   $("tasks-more").hidden = !page.nextCursor || shown >= 200;
@@ -90,9 +96,12 @@ async function openDetail(taskId) {
   };
   const unwatch = watchTask(
     taskId,
-    (task) => {
+    async (task) => {
       $("detail-live").textContent = "Live";
-      drawDetail(task);
+      // Live messages carry the task, not why it waits: read that when it is waiting.
+      drawDetail(task.status === "PENDING" && !task.queue
+        ? await api(`api/task/${encodeURIComponent(taskId)}`).catch(() => task)
+        : task);
     },
     poll,
   );
@@ -109,12 +118,22 @@ function drawDetail(task) {
     ["Priority", task.priority],
     ["Server", task.serverId || "–"],
     ["Attempts", task.attempts],
+    ["Needs", task.capabilities && task.capabilities.length ? task.capabilities.join(", ") : "–"],
     ["Created", clock(task.createdAt)],
     ["Started", clock(task.startedAt)],
     ["Finished", clock(task.completedAt)],
     ["Took", task.completedAt && task.startedAt ? duration(task.completedAt - task.startedAt) : "–"],
   ];
   if (task.message) fields.push(["Message", task.message]);
+  const waiting = $("detail-queue");
+  waiting.hidden = !task.queue;
+  if (task.queue) {
+    const known = [task.queue.reason];
+    if (task.queue.position) known.push(`position ${task.queue.position}`);
+    if (task.queue.estimatedStartAt) known.push(`start expected ${clock(task.queue.estimatedStartAt)}`);
+    waiting.dataset.reason = task.queue.reason;
+    waiting.textContent = `Waiting (${known.join(", ")}): ${task.queue.details}`;
+  }
   $("detail-fields").replaceChildren(
     ...fields.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: String(value) })]),
   );

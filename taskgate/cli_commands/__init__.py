@@ -16,11 +16,19 @@ from collections.abc import Callable
 from typing import TextIO
 
 from taskgate.cli_commands import servers, tasks
-from taskgate.cli_commands.render import ProgressView, progress_line, servers_table, tasks_table
+from taskgate.cli_commands.render import ProgressView, progress_line, servers_table, tasks_table, waiting_line
 from taskgate.client import Client
 from taskgate.errors import TaskgateError, WaitTimeout
 
-__all__ = ["COMMANDS", "ProgressView", "progress_line", "run", "servers_table", "tasks_table"]
+__all__ = [
+    "COMMANDS",
+    "ProgressView",
+    "progress_line",
+    "run",
+    "servers_table",
+    "tasks_table",
+    "waiting_line",
+]
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1

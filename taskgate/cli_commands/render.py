@@ -8,7 +8,16 @@ from typing import Any, TextIO
 
 import msgspec
 
-from taskgate.models import QueueSummary, RangeStats, Server, Task, TaskStats, TaskStatus, TaskSummary
+from taskgate.models import (
+    QueueInfo,
+    QueueSummary,
+    RangeStats,
+    Server,
+    Task,
+    TaskStats,
+    TaskStatus,
+    TaskSummary,
+)
 
 BAR_WIDTH = 30
 
@@ -55,6 +64,16 @@ def progress_line(task: Task) -> str:
     if task.status is TaskStatus.PENDING and task.queue is not None:
         line += f" waiting: {cell(task.queue.reason)}"
     return line
+
+
+def waiting_line(queue: QueueInfo) -> str:
+    """`waiting (capacity_full, position 3, start expected 2026-12-04T15:30:02Z): <details>`"""
+    facts = [str(queue.reason)]
+    if queue.position is not None:
+        facts.append(f"position {queue.position}")
+    if queue.estimated_start_at is not None:
+        facts.append(f"start expected {timestamp(queue.estimated_start_at)}")
+    return f"waiting ({', '.join(facts)}): {queue.details}"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -110,9 +129,7 @@ def stats_text(day: TaskStats, queue: QueueSummary, date: str) -> str:
         f"average processing time {day.average_processing_time} ms",
         f"queue now: {queue.pending} pending, {queue.processing} in flight, {queue.capacity} slots online",
     ]
-    if queue.pending_by_priority:
-        by_priority = ", ".join(f"priority {p.priority}: {p.count}" for p in queue.pending_by_priority)
-        lines.append(f"  pending by priority: {by_priority}")
+    lines.extend(queue_lines(queue))
     lines.append(f"servers: {day.server_count}")
     for top in day.top_servers:
         lines.append(
@@ -132,6 +149,7 @@ def range_text(stats: RangeStats, queue: QueueSummary) -> str:
         f"{stats.retried_tasks} retried; average processing time {stats.average_processing_time} ms",
         f"queue now: {queue.pending} pending, {queue.processing} in flight, {queue.capacity} slots online",
     ]
+    lines.extend(queue_lines(queue))
     for top in stats.top_servers:
         lines.append(
             f"  {cell(top.server_id)}: {top.tasks_processed} tasks, {top.success_rate:.0%} succeeded"
@@ -150,6 +168,16 @@ def range_text(stats: RangeStats, queue: QueueSummary) -> str:
         for d in stats.daily
     ]
     return "\n".join([*lines, table(header, rows)])
+
+
+def queue_lines(queue: QueueSummary) -> list[str]:
+    """The backlog per priority, and per capability set with why it waits."""
+    lines = []
+    if queue.pending_by_priority:
+        by_priority = ", ".join(f"priority {p.priority}: {p.count}" for p in queue.pending_by_priority)
+        lines.append(f"  pending by priority: {by_priority}")
+    lines.extend(f"  waiting ({group.reason}): {cell(group.details)}" for group in queue.backlog)
+    return lines
 
 
 def timestamp(epoch_ms: int) -> str:

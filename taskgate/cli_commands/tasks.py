@@ -7,10 +7,10 @@ from typing import Any, TextIO
 
 import msgspec
 
-from taskgate.cli_commands.render import ProgressView, chunk_line, tasks_table, to_json
+from taskgate.cli_commands.render import ProgressView, chunk_line, tasks_table, to_json, waiting_line
 from taskgate.client import Client
 from taskgate.errors import NotFound
-from taskgate.models import Task, TaskStatus
+from taskgate.models import QueueInfo, Task, TaskStatus
 from taskgate.streaming import OutputEvent
 
 EXIT_OK = 0
@@ -86,8 +86,13 @@ def finished(task: Task, out: TextIO, err: TextIO) -> int:
 
 
 def task_get(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    # As the gateway sent it: fields this client does not model are shown too.
-    print(to_json(client.get_task_json(args.task_id)), file=out)
+    """The task as JSON on `out`, as the gateway sent it (fields this client does not model
+    too); while it waits, why, as a sentence on `err` (so `out` stays JSON)."""
+    body = client.get_task_json(args.task_id)
+    print(to_json(body), file=out)
+    queue = body.get("queue")
+    if isinstance(queue, dict):
+        print(waiting_line(msgspec.convert(queue, QueueInfo)), file=err)
     return EXIT_OK
 
 

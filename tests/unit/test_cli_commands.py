@@ -11,12 +11,12 @@ import httpx
 import msgspec
 import pytest
 
-from taskgate.cli_commands import ProgressView, progress_line, servers_table, tasks_table
+from taskgate.cli_commands import ProgressView, progress_line, servers_table, tasks_table, waiting_line
 from taskgate.cli_commands.render import chunk_line, range_text, stats_text
 from taskgate.cli_commands.tasks import finished, follow
 from taskgate.client import Client
 from taskgate.errors import NotFound
-from taskgate.models import QueueSummary, RangeStats, Server, Task, TaskStats, TaskSummary
+from taskgate.models import QueueInfo, QueueSummary, RangeStats, Server, Task, TaskStats, TaskSummary
 
 
 def task(status: str, progress: int) -> Task:
@@ -95,7 +95,9 @@ def test_a_pending_task_that_says_why_it_waits_shows_the_reason() -> None:
         Task,
     )
     assert progress_line(waiting) == "[..............................]   0% PENDING    waiting: capacity_full"
-    running = msgspec.convert({**msgspec.to_builtins(task("PROCESSING", 5)), "queue": {"reason": "x"}}, Task)
+    running = msgspec.convert(
+        {**msgspec.to_builtins(task("PROCESSING", 5)), "queue": {"reason": "x", "details": "d"}}, Task
+    )
     assert "waiting" not in progress_line(running)
 
 
@@ -118,7 +120,7 @@ def test_the_progress_view_draws_a_change_once_and_clears_a_longer_line() -> Non
     terminal = Terminal()
     view = ProgressView(terminal)
     waiting = msgspec.convert(
-        {**msgspec.to_builtins(task("PENDING", 0)), "queue": {"reason": "backoff"}}, Task
+        {**msgspec.to_builtins(task("PENDING", 0)), "queue": {"reason": "backoff", "details": "d"}}, Task
     )
     view(waiting)
     view(task("PROCESSING", 50))
@@ -143,14 +145,17 @@ def test_the_task_table_and_the_stats_text() -> None:
          "hourlyTrend": [{"hour": h, "tasks": 5 if h == 15 else 0} for h in range(24)]}, TaskStats,
     )  # fmt: skip
     queue = msgspec.convert(
-        {"pending": 1, "pendingByPriority": [{"priority": 3, "count": 1}], "processing": 2, "capacity": 8},
+        {"pending": 1, "pendingByPriority": [{"priority": 3, "count": 1}], "processing": 2, "capacity": 8,
+         "backlog": [{"capabilities": ["tpu"], "count": 1, "reason": "no_capable_server",
+                      "details": "1 task needs `tpu`: no registered server has `tpu`"}]},
         QueueSummary,
-    )
+    )  # fmt: skip
     assert stats_text(day, queue, "2025-12-04").splitlines() == [
         "tasks on 2025-12-04 (UTC): 5 created, 3 completed, 1 failed or timed out, 0 retried; "
         "average processing time 120 ms",
         "queue now: 1 pending, 2 in flight, 8 slots online",
         "  pending by priority: priority 3: 1",
+        "  waiting (no_capable_server): 1 task needs `tpu`: no registered server has `tpu`",
         "servers: 1",
         "  gpu-1: 4 tasks, 75% succeeded",
         "tasks per hour (UTC): 15h 5",
@@ -245,3 +250,38 @@ def test_a_range_of_days_is_its_totals_and_a_line_per_day() -> None:
         "2026-12-03  3        2          1       0          0        30",
         "2026-12-04  4        3          1       0          0        40",
     ]
+
+
+def test_the_waiting_line_gives_the_reason_and_what_is_known() -> None:
+    full = msgspec.convert(
+        {
+            "reason": "capacity_full",
+            "details": "every slot is taken",
+            "position": 3,
+            "estimatedStartAt": 1_796_398_202_000,
+        },
+        QueueInfo,
+    )
+    assert waiting_line(full) == (
+        "waiting (capacity_full, position 3, start expected 2026-12-04T15:30:02Z): every slot is taken"
+    )
+    bare = msgspec.convert(
+        {"reason": "no_capable_server", "details": "no registered server has `tpu`"}, QueueInfo
+    )
+    assert waiting_line(bare) == "waiting (no_capable_server): no registered server has `tpu`"
+
+
+def test_a_task_from_a_gateway_without_explanations_still_reads() -> None:
+    old = task("PENDING", 0)
+    assert (old.capabilities, old.queue) == ([], None)
+    newer = msgspec.convert(
+        {
+            **msgspec.to_builtins(old),
+            "capabilities": ["gpu"],
+            "queue": {"reason": "some_new_reason", "details": "d"},
+        },
+        Task,
+    )
+    assert (
+        newer.capabilities == ["gpu"] and newer.queue is not None and newer.queue.reason == "some_new_reason"
+    )

@@ -270,6 +270,7 @@ MIRRORS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
     (models.TaskPage, schemas.TaskList),
     (models.PriorityCount, schemas.PriorityCount),
     (models.QueueSummary, schemas.QueueSummary),
+    (models.BacklogGroup, schemas.BacklogGroup),
     (models.WebhookAttempt, schemas.WebhookAttemptView),
     (models.WebhookDelivery, schemas.WebhookDeliveryView),
     (models.WebhookDeliveries, schemas.WebhookDeliveries),

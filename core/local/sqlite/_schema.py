@@ -133,7 +133,17 @@ def _statements(script: str) -> tuple[str, ...]:
     return tuple(statement.strip() for statement in script.split(";") if statement.strip())
 
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1),)
+# Step 2: failover and outlier detection (docs/SCHEDULING.md): the servers that failed a task,
+# and a server's failures in a row, ejections and slow start.
+_STEP_2 = (
+    "ALTER TABLE tasks ADD COLUMN failed_servers BLOB NOT NULL DEFAULT '[]'",
+    "ALTER TABLE servers ADD COLUMN outlier_failures INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE servers ADD COLUMN ejections INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE servers ADD COLUMN ejected_until INTEGER",
+    "ALTER TABLE servers ADD COLUMN slow_start_from INTEGER",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2)
 
 
 class SchemaVersionError(RuntimeError):
