@@ -48,14 +48,15 @@ class TaskCreated(Reply):
 
 
 class Attempt(Reply):
-    """One time the task was sent to a backend (`outcome` is None while it runs)."""
+    """One time the task was sent to a backend (`ended_at` and `outcome` are None while it
+    runs). Every field is always sent, and kept when turned back into JSON."""
 
     attempt: int
     server_id: str
     started_at: int
-    ended_at: int | None = None
-    outcome: str | None = None
-    error: Any = None
+    ended_at: int | None
+    outcome: str | None
+    error: Any
 
 
 QueueReason = Literal["no_capable_server", "no_server_online", "capacity_full", "backoff", "dispatching"]
@@ -91,7 +92,7 @@ class Task(Reply):
     message: str | None = None
     payload: dict[str, Any] | None = None  # what it was created with (None from a gateway that omits it)
     capabilities: list[str] = []
-    history: list[Attempt] = []  # one entry per attempt, oldest first (empty from a gateway without it)
+    history: list[Attempt] = []  # one entry per attempt, oldest first
     queue: QueueInfo | None = None  # while PENDING, from a gateway that explains the wait
 
     @property
