@@ -4,7 +4,9 @@ Every knob is listed in the README's configuration table."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +22,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma- or space-separated CIDR list."""
+    networks = []
+    for item in filter(None, re.split(r"[\s,]+", env.get(name, "").strip())):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,9 @@ class Config:
     webhook_retry_base_ms: int = 5_000
     webhook_retry_max_ms: int = HOUR_MS
     webhook_timeout_ms: int = 10_000
-    # Loopback and private backends are normal for a GPU fleet; metadata addresses never are.
-    allow_private_endpoints: bool = True
+    # Webhooks go to public addresses only, and to these networks (WEBHOOK_ALLOWED_NETWORKS);
+    # `taskgate dev` adds loopback. Backends may be private; metadata addresses never.
+    webhook_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, /, **overrides: object) -> Config:
@@ -97,6 +111,7 @@ class Config:
             "task_timeout_ms": _int(env, "TASK_TIMEOUT", HOUR_MS),
             "heartbeat_timeout_ms": _int(env, "HEARTBEAT_TIMEOUT", 90_000),
             "task_ttl_days": _int(env, "TASK_TTL_DAYS", 7),
+            "sync_wait_ms": _int(env, "SYNC_WAIT", 25_000),
             "sweep_interval_ms": _int(env, "SWEEP_INTERVAL", 5_000),
             "health_check_interval_ms": _int(env, "HEALTH_CHECK_INTERVAL", 30_000),
             "retry_base_ms": _int(env, "RETRY_BASE_DELAY", 500),
@@ -123,6 +138,7 @@ class Config:
             "webhook_retry_base_ms": _int(env, "WEBHOOK_RETRY_BASE_DELAY", 5_000),
             "webhook_retry_max_ms": _int(env, "WEBHOOK_RETRY_MAX_DELAY", HOUR_MS),
             "webhook_timeout_ms": _int(env, "WEBHOOK_TIMEOUT", 10_000),
+            "webhook_allowed_networks": _networks(env, "WEBHOOK_ALLOWED_NETWORKS"),
             "public_url": env.get("PUBLIC_URL", "http://127.0.0.1:8787").rstrip("/"),
         }
         values.update(overrides)

@@ -28,7 +28,9 @@ from .webhook_receiver import start_receiver
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with start_gateway(tmp_path_factory.mktemp("cli-commands"), spares=2) as gateway:
+    # Webhook receivers of these tests listen on loopback, which `serve` refuses unless allowed.
+    settings = {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    with start_gateway(tmp_path_factory.mktemp("cli-commands"), spares=2, **settings) as gateway:
         yield gateway
 
 

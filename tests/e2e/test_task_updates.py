@@ -281,3 +281,30 @@ def test_a_client_that_never_reads_is_dropped_and_stalls_nothing(fleet: Fleet) -
         assert 0 < received < 200
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     fleet.assert_settled()
+
+
+def test_the_connection_ends_when_its_token_expires(fleet: Fleet) -> None:
+    """Security review, finding 5: an open WebSocket outlived its token's `exp`."""
+    # GIVEN a task held PENDING, and a connection whose token expires in 2 s
+    api = fleet.api
+    sub = unique("expiring")
+    task_id = api.create_task(api.token("user", sub))
+    token = api.token("user", sub, ttl_s=2)
+    expires = json.loads(_b64_claims(token))["exp"]
+    with open_ws(fleet.gateway, token) as ws:
+        subscribe(ws, task_id)
+        assert receive(ws)["task"]["id"] == task_id
+        # WHEN the token's exp passes, THEN the server closes the connection with 4401
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=WAIT_S)
+        assert time.time() >= expires - 0.05  # not before its time (clock granularity)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert "Token expired" in closed.value.rcvd.reason
+
+
+def _b64_claims(token: str) -> str:
+    import base64
+
+    payload = token.split(".")[1]
+    return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()

@@ -143,7 +143,11 @@ _STEP_2 = (
     "ALTER TABLE servers ADD COLUMN slow_start_from INTEGER",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2)
+# Step 3: a server's service token is bound to its registration (docs/SECURITY.md); servers
+# registered before keep "" and their id-less tokens until a rotation.
+_STEP_3 = ("ALTER TABLE servers ADD COLUMN token_id TEXT NOT NULL DEFAULT ''",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2, _STEP_3)
 
 
 class SchemaVersionError(RuntimeError):
