@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -250,6 +251,8 @@ def test_submit_wait_prints_output_chunks_as_they_come(fleet: Fleet, tmp_path: P
             assert waiting.stdout is not None
             task_id = waiting.stdout.readline().strip()
             # The first chunk is printed while the task still runs (it waits for the gate).
+            ready, _, _ = select.select([waiting.stdout], [], [], 30)
+            assert ready, "no output chunk printed within 30 s"
             assert waiting.stdout.readline() == '{"step":1}\n'
             assert fleet.task(task_id)["status"] == "PROCESSING"
             gate.touch()
