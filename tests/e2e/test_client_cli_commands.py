@@ -7,10 +7,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import queue
 import re
-import select
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,31 +241,37 @@ def test_submit_wait_prints_output_chunks_as_they_come(fleet: Fleet, tmp_path: P
         gate = tmp_path / "go"
         payload = json.dumps({"gate": str(gate)})
         args = ["--type", "e2e-stream", "--payload", payload, "--capability", backend.capability, "--wait"]
-        waiting = subprocess.Popen(
-            [*CLI, "submit", *args, *gateway_flags(fleet)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=environment(),
-            text=True,
+        errors = tmp_path / "stderr"
+        with errors.open("w") as stderr_file:
+            waiting = subprocess.Popen(
+                [*CLI, "submit", *args, *gateway_flags(fleet)],
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                env=environment(),
+                text=True,
+            )
+        lines: queue.Queue[str] = queue.Queue()
+        assert waiting.stdout is not None
+        reader = threading.Thread(
+            target=lambda: [lines.put(line) for line in waiting.stdout or []], daemon=True
         )
+        reader.start()
         try:
-            assert waiting.stdout is not None
-            task_id = waiting.stdout.readline().strip()
+            task_id = lines.get(timeout=30).strip()
             # The first chunk is printed while the task still runs (it waits for the gate).
-            ready, _, _ = select.select([waiting.stdout], [], [], 30)
-            assert ready, "no output chunk printed within 30 s"
-            assert waiting.stdout.readline() == '{"step":1}\n'
+            assert lines.get(timeout=30) == '{"step":1}\n'
             assert fleet.task(task_id)["status"] == "PROCESSING"
             gate.touch()
-            rest, stderr = waiting.communicate(timeout=30)
+            assert waiting.wait(timeout=30) == 0, errors.read_text()
+            reader.join(timeout=10)
         finally:
             if waiting.poll() is None:
                 waiting.kill()
                 waiting.wait()
-    assert waiting.returncode == 0, stderr
-    chunk, *result = rest.splitlines()
-    assert chunk == '{"step":2}'
-    assert json.loads("\n".join(result)) == {"steps": 2, "type": "e2e-stream", "priority": 1}
+    chunk, *result = [lines.get_nowait() for _ in range(lines.qsize())]
+    assert chunk == '{"step":2}\n'
+    assert json.loads("".join(result)) == {"steps": 2, "type": "e2e-stream", "priority": 1}
+    stderr = errors.read_text()
     readings = [line for line in stderr.splitlines() if line]
     assert readings[-1].startswith("[##############################] 100% COMPLETED"), stderr
     assert any(" 50% PROCESSING" in line for line in readings), stderr
