@@ -244,6 +244,12 @@ def stream_mapping(reader: moto_env.StreamReader, function: Handler, stop: threa
 
 
 def run(args: argparse.Namespace) -> int:
+    from tools import serving
+
+    # The port first: taken, the command says so at once, before building anything.
+    sock = serving.listen("taskgate dev --aws", args.host, args.port)
+    if sock is None:
+        return serving.EXIT_CANNOT_LISTEN
     template = moto_env.load_template()
     moto_env.use_fake_aws()
     base = f"http://{args.host}:{args.port}"
@@ -258,7 +264,6 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
     import boto3
-    import uvicorn
     from moto import mock_aws
 
     with moto_env.one_request_at_a_time() as sent, moto_env.faster_dynamodb(), mock_aws():
@@ -311,24 +316,31 @@ def run(args: argparse.Namespace) -> int:
         for worker in workers:
             worker.start()
 
-        token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
-        print(f"taskgate dev --aws: {base}")
-        print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
-        print(f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,")
-        print("  statistics fed the table's stream")
-        print(f"  health:  {base}/health")
-        print(f"  dashboard: {base}/dashboard  (paste the token below)")
-        print(f"  admin token (7 days): {token}")
-        print("  webhooks: loopback receivers allowed (development only; a deployed stack refuses them)")
-        print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+        def announce() -> None:
+            token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
+            print(f"taskgate dev --aws: {base}")
+            print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
+            print(
+                f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,"
+            )
+            print("  statistics fed the table's stream")
+            print(f"  health:  {base}/health")
+            print(f"  dashboard: {base}/dashboard  (paste the token below)")
+            print(f"  admin token (7 days): {token}")
+            print("  webhooks: loopback receivers allowed (development only; a deployed stack refuses them)")
+            print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         for quiet in ("httpx", "botocore", "urllib3"):
             logging.getLogger(quiet).setLevel(logging.WARNING)
         try:
-            uvicorn.run(
+            return serving.serve(
+                "taskgate dev --aws",
                 create_app(ROUTES, ctx),
-                host=args.host,
-                port=args.port,
+                args.host,
+                args.port,
+                sock=sock,
+                announce=announce,
                 log_level="info",
                 log_config=uvicorn_logging(),
             )

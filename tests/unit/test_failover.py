@@ -20,7 +20,9 @@ from core.services.context import Context
 from core.services.dispatch import Assignment, Attempt
 
 NOW = 1_700_000_000_000
-POLICY = OutlierPolicy(consecutive_failures=3, base_ejection_ms=10_000, max_ejection_ms=60_000, slow_start_ms=10_000)
+POLICY = OutlierPolicy(
+    consecutive_failures=3, base_ejection_ms=10_000, max_ejection_ms=60_000, slow_start_ms=10_000
+)
 CONNECTION_REFUSED = Outcome(Kind.RETRY, error="connection refused")
 
 

@@ -234,6 +234,8 @@ def test_view_leaves_out_an_ejected_server_and_offers_a_slow_start_share() -> No
 
     # WHEN s2 just failed the task (tried last), THEN s0 is not tried at all and s1, whose one
     # slow-start slot is taken, neither
-    order = fleet_view.order(task(), "least-connections", sequence=lambda: 1, rng=random.Random(), avoid={"s2"})
+    order = fleet_view.order(
+        task(), "least-connections", sequence=lambda: 1, rng=random.Random(), avoid={"s2"}
+    )
     assert [s.id for s in order] == ["s2"]
     assert [fleet_view.slot_limit(s) for s in fleet] == [0, 1, 10]

@@ -12,7 +12,9 @@ from core.domain import health, outlier
 from core.domain.models import Endpoints, Server, ServerStatus
 
 NOW = 1_700_000_000_000
-POLICY = OutlierPolicy(consecutive_failures=3, base_ejection_ms=10_000, max_ejection_ms=35_000, slow_start_ms=10_000)
+POLICY = OutlierPolicy(
+    consecutive_failures=3, base_ejection_ms=10_000, max_ejection_ms=35_000, slow_start_ms=10_000
+)
 
 
 def server(**fields: Any) -> Server:

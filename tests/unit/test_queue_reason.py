@@ -28,14 +28,18 @@ def server(server_id: str, *capabilities: str, **fields: Any) -> Server:
     return Server(
         id=server_id,
         name=server_id,
-        endpoints=Endpoints(predict=f"http://{server_id}.internal:9/predict", health=f"http://{server_id}.internal:9/h"),
+        endpoints=Endpoints(
+            predict=f"http://{server_id}.internal:9/predict", health=f"http://{server_id}.internal:9/h"
+        ),
         capabilities=list(capabilities),
         registered_at=NOW - 1,
         **fields,
     )
 
 
-def why(capabilities: list[str], fleet: list[Server], *, not_before: int = 0, previous: str | None = None) -> Any:
+def why(
+    capabilities: list[str], fleet: list[Server], *, not_before: int = 0, previous: str | None = None
+) -> Any:
     return explain(
         capabilities,
         fleet,
@@ -70,7 +74,10 @@ def test_an_empty_fleet() -> None:
     [
         ({"status": ServerStatus.OFFLINE}, "a offline"),
         ({"status": ServerStatus.DEGRADED}, "a degraded"),
-        ({"status": ServerStatus.MAINTENANCE, "maintenance_reason": "driver update"}, "a in maintenance (driver update)"),
+        (
+            {"status": ServerStatus.MAINTENANCE, "maintenance_reason": "driver update"},
+            "a in maintenance (driver update)",
+        ),
         ({"ejected_until": NOW + 12_000}, "a ejected after failed attempts for 12000 ms more"),
     ],
 )
@@ -103,14 +110,18 @@ def test_capacity_full_counts_slots_and_the_servers_not_taking_tasks() -> None:
 
 def test_a_slow_start_share_full_is_capacity_full() -> None:
     # One slot of ten is offered right after an ejection ends, and it is taken.
-    fleet = [server("a", "gpu", max_concurrent=10, active_tasks=1, ejected_until=NOW - 1, slow_start_from=NOW - 1)]
+    fleet = [
+        server("a", "gpu", max_concurrent=10, active_tasks=1, ejected_until=NOW - 1, slow_start_from=NOW - 1)
+    ]
     got = why(["gpu"], fleet)
     assert got.reason is Reason.CAPACITY_FULL
     assert "(1 of 1 slots)" in got.details
 
 
 def test_dispatching_names_the_servers_with_a_free_slot_and_counts_the_rest() -> None:
-    fleet = [server(f"s{i}", max_concurrent=1) for i in range(7)] + [server("busy", max_concurrent=1, active_tasks=1)]
+    fleet = [server(f"s{i}", max_concurrent=1) for i in range(7)] + [
+        server("busy", max_concurrent=1, active_tasks=1)
+    ]
     got = why([], fleet)
     assert got.reason is Reason.DISPATCHING
     assert got.details == "a slot is free on s0, s1, s2, s3, s4 and 2 more: the task is about to start"
