@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from taskgate.client import Client
+from taskgate.errors import TaskgateError
 from tests.support.waiting import eventually
 
 from .fleet import CLI, Fleet, Gateway, Mock, free_port, start_gateway
@@ -120,6 +121,17 @@ def test_servers_register_maintenance_and_remove(fleet: Fleet) -> None:
     )
     again = taskgate("servers", "register", "again", *endpoints, "--id", backend.server_id, *admin)
     assert again.returncode == 2 and again.stderr.startswith("error: 409 ")
+
+    first_token = registered.stderr.rsplit(" ", 1)[1].strip()
+    rotated = taskgate("servers", "token", backend.server_id, *admin)
+    assert rotated.returncode == 0, rotated.stderr
+    new_token = rotated.stdout.strip()
+    assert new_token and new_token != first_token
+    with Client(fleet.gateway.base, new_token) as own:
+        assert own.heartbeat(backend.server_id).server_id == backend.server_id
+    with Client(fleet.gateway.base, first_token) as old, pytest.raises(TaskgateError) as refused:
+        old.heartbeat(backend.server_id)
+    assert refused.value.status in (401, 403)
 
     on = taskgate("servers", "maintenance", backend.server_id, "on", "--reason", "disk swap", *admin)
     assert on.stdout == f"Maintenance mode enabled: {backend.server_id} is maintenance\n", on.stderr
