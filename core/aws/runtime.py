@@ -1,7 +1,7 @@
 """The AWS runtime: dispatch and sweeps as blocking calls inside one Lambda invocation.
 
 Messages on the dispatch queue say what to look at: `{"taskId": ...}` (a task was created or
-requeued), `{"drain": true}` (capacity freed: dispatch PENDING tasks in priority order),
+requeued), `{"drain": true}` (capacity freed); both run the scheduler's selection,
 `{"checkServer": ...}` (a server was registered: check its health now) or `{"webhook":
 {"taskId", "round"}}` (a webhook delivery is due: one attempt, bounded by WEBHOOK_TIMEOUT). Each is idempotent,
 since SQS delivers at least once: the claim is a conditional write only one caller wins.
@@ -14,16 +14,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from core.domain.models import DeliveryState, Task, TaskStatus, WebhookDelivery
+from core.domain.models import DeliveryState, TaskStatus, WebhookDelivery
 from core.domain.protocol import Kind
 from core.http import backend as backend_http
 from core.http import webhook as webhook_http
-from core.ports.queue import enqueue_safely
-from core.services import dispatch, servers, sweeper, webhook_delivery
+from core.services import dispatch, scheduler, servers, sweeper, webhook_delivery
 from core.services.context import Context
-from core.services.dispatch import Assignment, Attempt, Waiting
+from core.services.dispatch import Assignment, Attempt
 
 if TYPE_CHECKING:
     import urllib3
@@ -50,10 +47,9 @@ def shared_pool() -> urllib3.PoolManager:
 
 def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager) -> None:
     """One queue message. Raises (so the message is retried) only if the store failed."""
-    if "taskId" in body:
-        snapshot = _snapshot(body)
-        dispatch_task(ctx, snapshot or str(body["taskId"]), pool)
-    elif body.get("drain"):
+    if "taskId" in body or body.get("drain"):
+        # A task queued or a slot freed: either way, start what is best now (the task a
+        # message names, or its snapshot, gives it no precedence).
         drain(ctx, pool)
     elif "checkServer" in body:
         check_server(ctx, str(body["checkServer"]), pool)
@@ -63,39 +59,14 @@ def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager
         log.warning("ignoring an unknown dispatch message: %s", sorted(body))
 
 
-def _snapshot(body: dict[str, Any]) -> Task | None:
-    """The task as its message's sender wrote it, if it came along and is well formed."""
-    if not isinstance(body.get("task"), dict):
-        return None
-    try:
-        task = msgspec.convert(body["task"], Task)
-    except msgspec.ValidationError:
-        log.warning("ignoring a malformed task snapshot", extra={"task_id": body["taskId"]})
-        return None
-    return task if task.id == body["taskId"] else None
-
-
-def dispatch_task(ctx: Context, task: Task | str, pool: urllib3.PoolManager) -> None:
-    task_id = task if isinstance(task, str) else task.id
-    decision = dispatch.assign(ctx, task)
-    if isinstance(decision, Assignment):
-        execute(ctx, decision, pool)
-    elif isinstance(decision, Waiting) and decision.not_before is not None:
-        # Backing off: come back when it is due (a later drain may take it first).
-        enqueue_safely(ctx.queue, task_id, delay_ms=max(0, decision.not_before - ctx.now()))
-
-
 def drain(ctx: Context, pool: urllib3.PoolManager) -> int:
-    """Dispatch PENDING tasks while capacity lasts, highest priority first."""
+    """Start what can go now, best first (core/services/scheduler.py), up to DRAIN_BATCH; a full
+    batch asks for another drain, so one invocation stays short."""
     # Slots were freed by other processes: this container's view of the fleet is stale.
     ctx.fleet.invalidate()
-    started: list[Assignment] = []
-    for task in ctx.store.pending_tasks(DRAIN_BATCH):
-        decision = dispatch.assign(ctx, task)
-        if isinstance(decision, Assignment):
-            started.append(decision)
-        elif isinstance(decision, Waiting) and decision.fleet_full:
-            break
+    started = scheduler.start_next(ctx, limit=DRAIN_BATCH).started
+    if len(started) == DRAIN_BATCH:
+        ctx.queue.capacity_changed()
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
         list(workers.map(lambda a: execute(ctx, a, pool), started))
     return len(started)

@@ -2,8 +2,8 @@
 own event loop, beside the HTTP routes.
 
 The dispatcher sleeps until something can have changed (a task created or requeued, a slot
-freed, a server added or back online, a backoff ending) and then drains the PENDING index in
-priority order; it never polls. Predict calls run concurrently, so slow backends never hold
+freed, a server added or back online, a backoff ending) and then starts what can go, in the
+scheduler's order (core/services/scheduler.py); it never polls. Predict calls run concurrently, so slow backends never hold
 up the API or each other.
 """
 
@@ -23,13 +23,12 @@ from core.http import backend as backend_http
 from core.http import webhook as webhook_http
 from core.local.events import LocalEvents
 from core.local.queue import CallbackQueue
-from core.services import dispatch, servers, sweeper, webhook_delivery
+from core.services import dispatch, scheduler, servers, sweeper, webhook_delivery
 from core.services.context import Context
 from core.services.dispatch import Assignment, Attempt, Waiting
 
 log = logging.getLogger(__name__)
 
-DRAIN_BATCH = 256
 WEBHOOK_BATCH = 100
 HEALTH_CHECK_CONCURRENCY = 64
 
@@ -145,22 +144,13 @@ class LocalRuntime:
                 self._wake_at(self.ctx.now() + 1000)
 
     def drain(self) -> None:
-        """Dispatch what can go now, highest priority first, FIFO within a priority."""
-        while True:
-            pending = self.ctx.store.pending_tasks(DRAIN_BATCH)
-            started = 0
-            for task in pending:
-                decision = dispatch.assign(self.ctx, task)
-                if isinstance(decision, Assignment):
-                    self._spawn(self._execute(decision))
-                    started += 1
-                elif isinstance(decision, Waiting):
-                    if decision.not_before is not None:
-                        self._wake_at(decision.not_before)
-                    if decision.fleet_full:
-                        return  # no slot anywhere: the next freed slot wakes us
-            if len(pending) < DRAIN_BATCH or not started:
-                return
+        """Start what can go now, best first (core/services/scheduler.py); come back when a
+        task backing off is due."""
+        started = scheduler.start_next(self.ctx)
+        for assignment in started.started:
+            self._spawn(self._execute(assignment))
+        if started.wake_at is not None:
+            self._wake_at(started.wake_at)
 
     async def _execute(self, assignment: Assignment) -> None:
         attempt = Attempt()

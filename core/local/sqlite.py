@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 import msgspec
 
 from core.domain.models import DeliveryState, Server, ServerStatus, Task, TaskStatus, WebhookDelivery
-from core.errors import NoCapacityError, StaleWriteError
+from core.domain.scheduling import OwnerQueue, queue_key
+from core.errors import NoCapacityError, OwnerLimitError, StaleWriteError
+from core.local import sqlite_queues
 from core.ports.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
 
 S = TypeVar("S", Task, Server, WebhookDelivery)
@@ -191,6 +193,7 @@ class SqliteStore(Store):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._conn().executescript(SCHEMA)
+        sqlite_queues.open_queue_index(self._conn())
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -225,9 +228,10 @@ class SqliteStore(Store):
             self._connections.clear()
         self._local = threading.local()
 
-    def _insert(self, table: str, kind: type, item: msgspec.Struct) -> None:
-        columns = item.__struct_fields__
-        values = [_column_value(kind, name, getattr(item, name)) for name in columns]
+    def _insert(self, table: str, kind: type, item: msgspec.Struct, **extra: Any) -> None:
+        columns = (*item.__struct_fields__, *extra)
+        values = [_column_value(kind, name, getattr(item, name)) for name in item.__struct_fields__]
+        values += extra.values()
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         try:
             self._conn().execute(sql, values)
@@ -237,7 +241,7 @@ class SqliteStore(Store):
     # -- tasks ---------------------------------------------------------------------------
 
     def put_task(self, task: Task) -> None:
-        self._insert("tasks", Task, task)
+        self._insert("tasks", Task, task, queue=queue_key(task.capabilities))
 
     def get_task(self, task_id: str) -> Task | None:
         row = self._conn().execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -281,19 +285,28 @@ class SqliteStore(Store):
             raise StaleWriteError(self.get_task(task_id))
         return _from_row(Task, row)
 
-    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
+    def claim_task(self, task: Task, changes: Mapping[str, Any], *, owner_limit: int = 0) -> Task:
         server_id = changes["server_id"]
         clause, params = _set_clause(Task, changes)
         try:
-            self._claim(task, server_id, changes.get("updated_at"), clause, params)
+            self._claim(task, server_id, changes.get("updated_at"), clause, params, owner_limit)
         except StaleWriteError:
             raise StaleWriteError(self.get_task(task.id)) from None
         return msgspec.structs.replace(task, **changes)
 
     def _claim(
-        self, task: Task, server_id: str, claimed_at: int | None, clause: str, params: list[Any]
+        self,
+        task: Task,
+        server_id: str,
+        claimed_at: int | None,
+        clause: str,
+        params: list[Any],
+        owner_limit: int,
     ) -> None:
         with self._transaction() as conn:
+            # Read inside the write transaction: no other claim can come in between.
+            if owner_limit > 0 and sqlite_queues.owner_in_flight(conn, task.owner) >= owner_limit:
+                raise OwnerLimitError(task.owner)
             taken = conn.execute(
                 "UPDATE servers SET active_tasks = active_tasks + 1, last_claim_at = ?"
                 " WHERE id = ? AND status = 'online' AND active_tasks < max_concurrent",
@@ -384,10 +397,7 @@ class SqliteStore(Store):
         return TaskPage(page, position(page[-1]) if len(found) > limit else None)
 
     def pending_by_priority(self) -> dict[int, int]:
-        rows = self._conn().execute(
-            "SELECT priority, COUNT(*) FROM tasks WHERE status = 'PENDING' GROUP BY priority"
-        )
-        return {int(priority): int(count) for priority, count in rows}
+        return sqlite_queues.pending_by_priority(self._conn())
 
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         if priority is None:
@@ -402,8 +412,28 @@ class SqliteStore(Store):
         )
 
     def count_pending(self) -> int:
-        row = self._conn().execute("SELECT COUNT(*) FROM tasks WHERE status = 'PENDING'").fetchone()
-        return int(row[0])
+        return sqlite_queues.count_pending(self._conn())
+
+    def owner_queues(self) -> list[OwnerQueue]:
+        return sqlite_queues.owner_queues(self._conn())
+
+    def queue_tasks(
+        self, owner_queue: OwnerQueue, limit: int, *, after: tuple[int, str] | None = None
+    ) -> list[Task]:
+        return self._tasks(*sqlite_queues.queue_tasks_query(owner_queue, limit, after))
+
+    def queue_ahead(self, task: Task) -> int:
+        return sqlite_queues.queue_ahead(self._conn(), task)
+
+    def in_flight_by_owner(self) -> dict[str, int]:
+        return sqlite_queues.in_flight_by_owner(self._conn())
+
+    def pending_queued_before(self, cutoff: int, limit: int) -> list[Task]:
+        return self._tasks(
+            "SELECT * FROM tasks INDEXED BY tasks_pending_age WHERE status = 'PENDING' AND queued_at <= ?"
+            " ORDER BY queued_at, id LIMIT ?",
+            (cutoff, limit),
+        )
 
     def processing_due(self, before: int, limit: int) -> list[Task]:
         return self._tasks(

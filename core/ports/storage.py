@@ -20,6 +20,7 @@ from types import EllipsisType
 from typing import Any
 
 from core.domain.models import Server, Task, TaskStatus, WebhookDelivery
+from core.domain.scheduling import OwnerQueue
 
 __all__ = ["CLOCK_SKEW_MS", "IdempotencyRecord", "Store", "TaskPage", "position", "update_sources"]
 
@@ -96,13 +97,14 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
-        """PENDING -> PROCESSING on `changes["server_id"]`, taking one of that server's slots,
-        atomically. The write is conditional on the task still being PENDING with
-        `task.attempts`; returns `task` with `changes` applied.
+    def claim_task(self, task: Task, changes: Mapping[str, Any], *, owner_limit: int = 0) -> Task:
+        """PENDING -> PROCESSING on `changes["server_id"]`, taking one of that server's slots
+        and adding one to the owner's tasks in flight, atomically. The write is conditional on
+        the task still being PENDING with `task.attempts`; returns `task` with `changes` applied.
 
         The same write sets the server's `last_claim_at` to `changes["updated_at"]`.
         NoCapacityError if the server is gone, not online or full (the task is unchanged);
+        OwnerLimitError if `owner_limit` > 0 and the owner has that many in flight already;
         StaleWriteError(current) if the task moved on (no slot is taken).
         `changes` must set status PROCESSING and server_id.
         """
@@ -156,6 +158,35 @@ class Store(ABC):
     @abstractmethod
     def count_pending(self) -> int:
         """How many tasks are PENDING (the backlog), from the PENDING index."""
+
+    # -- the scheduling index (core/domain/scheduling.py, docs/SCHEDULING.md) -------------
+
+    @abstractmethod
+    def owner_queues(self) -> list[OwnerQueue]:
+        """Every (capability set, priority, owner) that has PENDING tasks, with how many.
+        Exact: kept in the same atomic writes that move tasks into and out of PENDING. Its size
+        grows with queues x priorities x owners, never with the backlog."""
+
+    @abstractmethod
+    def queue_tasks(
+        self, owner_queue: OwnerQueue, limit: int, *, after: tuple[int, str] | None = None
+    ) -> list[Task]:
+        """That owner queue's PENDING tasks in FIFO order (`scheduling.fifo_position`: ready_at,
+        then id), strictly after the position `after`; up to `limit`. One index read."""
+
+    @abstractmethod
+    def queue_ahead(self, task: Task) -> int:
+        """How many PENDING tasks of the task's owner queue come before it (0: it is the head)."""
+
+    @abstractmethod
+    def in_flight_by_owner(self) -> dict[str, int]:
+        """Tasks PROCESSING per owner (owners with none may be missing). Exact: kept in the same
+        atomic writes that move tasks into and out of PROCESSING."""
+
+    @abstractmethod
+    def pending_queued_before(self, cutoff: int, limit: int) -> list[Task]:
+        """PENDING tasks whose `queued_at` is at or before `cutoff`, oldest first (queue
+        timeouts: only what is due is read)."""
 
     @abstractmethod
     def processing_due(self, before: int, limit: int) -> list[Task]:
