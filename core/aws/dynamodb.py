@@ -111,6 +111,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from core.aws import dynamodb_queues as queues
 from core.aws.dynamodb_items import (
     DELIVERIES_DUE,
     HIGHEST,
@@ -136,6 +137,7 @@ from core.aws.dynamodb_items import (
     merge_outcome,
     outcome_key,
     outcome_size,
+    owner_queue_partition,
     pending_prefix,
     rate_key,
     recent_partition,
@@ -151,7 +153,8 @@ from core.aws.dynamodb_items import (
     to_value,
 )
 from core.domain.models import DeliveryState, Server, ServerStatus, Task, TaskStatus, WebhookDelivery
-from core.errors import NoCapacityError, StaleWriteError, UnavailableError
+from core.domain.scheduling import OwnerQueue, fifo_position, queue_key
+from core.errors import NoCapacityError, OwnerLimitError, StaleWriteError, UnavailableError
 from core.ports.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
 
 if TYPE_CHECKING:
@@ -225,8 +228,15 @@ class DynamoStore(Store):
     # -- tasks ---------------------------------------------------------------------------
 
     def put_task(self, task: Task) -> None:
-        """Pattern 1."""
-        self._put_new(task_to_item(task))
+        """Pattern 1 (with pattern 30's count when the task is PENDING, in one transaction)."""
+        if task.status is not TaskStatus.PENDING:
+            self._put_new(task_to_item(task))
+            return
+        new = {"Put": {"TableName": self.table_name, "Item": task_to_item(task)}}
+        new["Put"]["ConditionExpression"] = "attribute_not_exists(PK)"
+        (reason, _) = self._transact(new, queues.pending_change(self.table_name, task, +1))
+        if reason is not None:
+            raise StaleWriteError(None)
 
     def get_task(self, task_id: str) -> Task | None:
         """Pattern 2: the task item and, when its outcome is large, the OUTCOME item."""
@@ -259,6 +269,7 @@ class DynamoStore(Store):
         statuses = update_sources(from_status, changes)
         if not statuses:
             raise StaleWriteError(self.get_task(task_id))
+        statuses, counted, delta = self._pending_move(task_id, changes, statuses)
         update = Expression()
         values = field_values(changes)
         if outcome_size(values) > OUTCOME_INLINE_LIMIT:
@@ -278,15 +289,34 @@ class DynamoStore(Store):
         if retries is not None:
             update.equals("retries", retries)
         self._derive_index_keys(update, task_id, changes, statuses, server_id)
-        if delivery is None:
+        if delivery is None and counted is None:
             return self._update_or_stale(task_key(task_id), update, task_from_item)
-        (task_reason, _) = self._transact(
-            self._update(task_key(task_id), update, return_old=True), self._put(delivery_to_item(delivery))
-        )
+        extra = [] if delivery is None else [self._put(delivery_to_item(delivery))]
+        if counted is not None:
+            extra.append(queues.pending_change(self.table_name, counted, delta))
+        (task_reason, *_) = self._transact(self._update(task_key(task_id), update, return_old=True), *extra)
         current = self.get_task(task_id)
         if task_reason is not None or current is None:
             raise StaleWriteError(self._current_task(task_id, task_reason) if task_reason else current)
         return current
+
+    def _pending_move(
+        self, task_id: str, changes: Mapping[str, Any], statuses: frozenset[TaskStatus]
+    ) -> tuple[frozenset[TaskStatus], Task | None, int]:
+        """Whether this write moves the task into (+1) or out of (-1) PENDING, and so its owner
+        queue's count (pattern 30) with it. When `statuses` leaves that open (PENDING among
+        others), the task is read and the write pinned to the status it has."""
+        if "status" not in changes:
+            return statuses, None, 0
+        entering = TaskStatus(changes["status"]) is TaskStatus.PENDING
+        if TaskStatus.PENDING not in statuses and not entering:
+            return statuses, None, 0
+        current = self.get_task(task_id)
+        if current is None or current.status not in statuses:
+            raise StaleWriteError(current)
+        if (current.status is TaskStatus.PENDING) == entering:
+            return frozenset({current.status}) if len(statuses) > 1 else statuses, None, 0
+        return frozenset({current.status}), current, +1 if entering else -1
 
     def _derive_index_keys(
         self,
@@ -334,8 +364,8 @@ class DynamoStore(Store):
             for attribute, derived in index_attributes(group, known).items():
                 update.assign(attribute, None if derived is None else to_value(derived))
 
-    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
-        """Pattern 4: one transaction takes the slot and moves the task."""
+    def claim_task(self, task: Task, changes: Mapping[str, Any], *, owner_limit: int = 0) -> Task:
+        """Pattern 4: one transaction takes the slot, moves the task and its counts (30, 31)."""
         claimed = msgspec.structs.replace(task, **changes)
         if TaskStatus(claimed.status) is not TaskStatus.PROCESSING or claimed.server_id is None:
             raise ValueError("a claim sets status PROCESSING and server_id")
@@ -350,14 +380,20 @@ class DynamoStore(Store):
         move = self._task_write(claimed, changes)
         move.equals("status", TaskStatus.PENDING.value)
         move.equals("attempts", task.attempts)
-        server_reason, task_reason = self._transact(
+        server_reason, task_reason, _, owner_reason = self._transact(
             self._update(server_key(claimed.server_id), slot),
             self._update(task_key(task.id), move, return_old=True),
+            queues.pending_change(self.table_name, task, -1),
+            queues.in_flight_change(
+                self.table_name, task.owner, +1, limit=owner_limit, claimed_at=changes.get("updated_at")
+            ),
         )
         if task_reason is not None:
             raise StaleWriteError(self._current_task(task.id, task_reason))
         if server_reason is not None:
             raise NoCapacityError(claimed.server_id)
+        if owner_reason is not None:
+            raise OwnerLimitError(task.owner)
         return claimed
 
     def release_task(
@@ -411,6 +447,11 @@ class DynamoStore(Store):
         puts = [] if outcome is None else [self._put(outcome)]
         if delivery is not None:
             puts.append(self._put(delivery_to_item(delivery)))
+        # Patterns 30 and 31: the owner has one fewer in flight; a requeued task is counted
+        # in its owner queue again.
+        puts.append(queues.in_flight_change(self.table_name, task.owner, -1))
+        if TaskStatus(released.status) is TaskStatus.PENDING:
+            puts.append(queues.pending_change(self.table_name, task, +1))
         task_reason, server_reason, *_ = self._transact(
             self._update(task_key(task.id), move, return_old=True),
             self._update(server_key(task.server_id), slot),
@@ -418,9 +459,7 @@ class DynamoStore(Store):
         )
         if task_reason is not None:
             raise StaleWriteError(self._current_task(task.id, task_reason))
-        if server_reason is not None and not puts:
-            self._update_or_stale(task_key(task.id), move, task_from_item)
-        elif server_reason is not None:
+        if server_reason is not None:
             (task_reason,) = self._transact(self._update(task_key(task.id), move, return_old=True), *puts)[:1]
             if task_reason is not None:
                 raise StaleWriteError(self._current_task(task.id, task_reason))
@@ -517,24 +556,11 @@ class DynamoStore(Store):
             request["ExclusiveStartKey"] = last
 
     def pending_by_priority(self) -> dict[int, int]:
-        """Pattern 9c: the PENDING partition's sort keys only; the priority is their prefix."""
-        request: QueryInputTypeDef = {
-            "TableName": self.table_name,
-            "IndexName": "ByStatus",
-            "KeyConditionExpression": "GSI2PK = :pending",
-            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
-            "ProjectionExpression": "GSI2SK",
-        }
+        """Pattern 9c: the owner queues' counts (pattern 30), summed per priority."""
         counts: dict[int, int] = {}
-        while True:
-            with _translated_errors():
-                response = self._client.query(**request)
-            for item in response["Items"]:
-                priority = 10 - int(item["GSI2SK"]["S"][:2])
-                counts[priority] = counts.get(priority, 0) + 1
-            if "LastEvaluatedKey" not in response:
-                return counts
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for owner_queue in self.owner_queues():
+            counts[owner_queue.priority] = counts.get(owner_queue.priority, 0) + owner_queue.pending
+        return counts
 
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """Pattern 7: ascending GSI2SK is highest priority first, then oldest queued_at."""
@@ -542,12 +568,62 @@ class DynamoStore(Store):
         return self._query_tasks(limit, "ByStatus", "GSI2PK", TaskStatus.PENDING.value, sort_prefix=prefix)
 
     def count_pending(self) -> int:
-        """Pattern 7, counted (Select COUNT: the items are read, not returned)."""
+        """Pattern 9c: the owner queues' counts (pattern 30), summed."""
+        return sum(owner_queue.pending for owner_queue in self.owner_queues())
+
+    def owner_queues(self) -> list[OwnerQueue]:
+        """Pattern 30: one Query of the SCHEDULING partition's owner queues."""
+        items = self._scheduling_items(queues.QUEUE_PREFIX)
+        found = [queues.owner_queue_from_item(item) for item in items]
+        return [q for q in found if q.pending > 0]
+
+    def in_flight_by_owner(self) -> dict[str, int]:
+        """Pattern 31: one Query of the SCHEDULING partition's in-flight counts."""
+        counts = dict(
+            queues.in_flight_from_item(item) for item in self._scheduling_items(queues.IN_FLIGHT_PREFIX)
+        )
+        return {owner: n for owner, n in counts.items() if n > 0}
+
+    def _scheduling_items(self, prefix: str) -> list[Item]:
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
-            "IndexName": "ByStatus",
-            "KeyConditionExpression": "GSI2PK = :pending",
-            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": queues.SCHEDULING}, ":prefix": {"S": prefix}},
+            "ConsistentRead": True,
+        }
+        return self._query(request)
+
+    def queue_tasks(
+        self, owner_queue: OwnerQueue, limit: int, *, after: tuple[int, str] | None = None
+    ) -> list[Task]:
+        """Pattern 32: an owner queue's FIFO, from the ByQueue index."""
+        partition = owner_queue_partition(owner_queue.queue, owner_queue.priority, owner_queue.owner)
+        query = Expression()
+        query.condition(f"{query.name('GSI5PK')} = {query.value(partition)}")
+        if after is not None:
+            query.condition(f"{query.name('GSI5SK')} > {query.value(f'{after[0]:013d}#{after[1]}')}")
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": "ByQueue",
+            "KeyConditionExpression": query.key_condition(),
+            "ExpressionAttributeNames": query.names,
+            "ExpressionAttributeValues": query.values,
+        }
+        return [task_from_item(item) for item in self._query(request, limit)]
+
+    def queue_ahead(self, task: Task) -> int:
+        """Pattern 32, counted: the entries of the task's owner queue before it."""
+        ready, task_id = fifo_position(task)
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": "ByQueue",
+            "KeyConditionExpression": "GSI5PK = :queue AND GSI5SK < :position",
+            "ExpressionAttributeValues": {
+                ":queue": {
+                    "S": owner_queue_partition(queue_key(task.capabilities), task.priority, task.owner)
+                },
+                ":position": {"S": f"{ready:013d}#{task_id}"},
+            },
             "Select": "COUNT",
         }
         count = 0
@@ -558,6 +634,26 @@ class DynamoStore(Store):
             if "LastEvaluatedKey" not in response:
                 return count
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def pending_queued_before(self, cutoff: int, limit: int) -> list[Task]:
+        """Pattern 7a: each priority's PENDING range up to `cutoff` (eleven Queries that read
+        only tasks that are due), oldest first."""
+        due: list[Task] = []
+        for priority in range(10, -1, -1):
+            prefix = pending_prefix(priority)
+            request: QueryInputTypeDef = {
+                "TableName": self.table_name,
+                "IndexName": "ByStatus",
+                "KeyConditionExpression": "GSI2PK = :pending AND GSI2SK BETWEEN :first AND :last",
+                "ExpressionAttributeValues": {
+                    ":pending": {"S": TaskStatus.PENDING.value},
+                    ":first": {"S": prefix},
+                    ":last": {"S": f"{prefix}{cutoff:013d}#{HIGHEST}"},
+                },
+            }
+            due += [task_from_item(item) for item in self._query(request, limit)]
+        due.sort(key=lambda t: (t.queued_at, t.id))
+        return due[:limit]
 
     def processing_due(self, before: int, limit: int) -> list[Task]:
         """Pattern 8."""

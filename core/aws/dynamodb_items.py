@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from core.domain.models import DeliveryState, Server, Task, TaskStatus, WebhookDelivery
+from core.domain.scheduling import queue_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -155,6 +156,7 @@ INDEX_GROUPS: dict[str, tuple[str, ...]] = {
     "ByServer": ("status", "server_id"),
     "ByRecent": ("status", "created_at"),
     TTL: ("status", "expires_at"),
+    "ByQueue": ("status", "priority", "owner", "capabilities", "queued_at", "not_before"),
 }
 
 
@@ -172,6 +174,8 @@ def index_inputs(group: str, status: TaskStatus) -> tuple[str, ...]:
         return ("created_at",)
     if group == TTL and status.is_terminal:
         return ("expires_at",)
+    if group == "ByQueue" and status is TaskStatus.PENDING:
+        return ("priority", "owner", "capabilities", "queued_at", "not_before")
     return ()
 
 
@@ -181,6 +185,11 @@ def recent_partition(status: TaskStatus) -> str:
 
 def pending_prefix(priority: int) -> str:
     return f"{10 - priority:02d}#"
+
+
+def owner_queue_partition(queue: str, priority: int, owner: str) -> str:
+    """The ByQueue partition of an owner queue (one FIFO per capability set, priority, owner)."""
+    return f"QUEUE#{queue}#{10 - priority:02d}#{owner}"
 
 
 def index_attributes(group: str, task: Mapping[str, Any]) -> dict[str, str | int | None]:
@@ -211,6 +220,16 @@ def index_attributes(group: str, task: Mapping[str, Any]) -> dict[str, str | int
         return {"GSI4PK": recent_partition(status), "GSI4SK": f"{task['created_at']:013d}#{task_id}"}
     if group == TTL:
         return {TTL: task["expires_at"] if status.is_terminal else None}
+    if group == "ByQueue":
+        if status is TaskStatus.PENDING:
+            ready = max(task["queued_at"], task["not_before"])
+            return {
+                "GSI5PK": owner_queue_partition(
+                    queue_key(task["capabilities"]), task["priority"], task["owner"]
+                ),
+                "GSI5SK": f"{ready:013d}#{task_id}",
+            }
+        return {"GSI5PK": None, "GSI5SK": None}
     raise ValueError(f"no index group {group}")
 
 
