@@ -385,7 +385,7 @@ class DynamoStore(Store):
             self._update(task_key(task.id), move, return_old=True),
             queues.pending_change(self.table_name, task, -1),
             queues.in_flight_change(
-                self.table_name, task.owner, +1, limit=owner_limit, claimed_at=changes.get("updated_at")
+                self.table_name, task.owner, +1, limit=owner_limit, changed_at=changes.get("updated_at")
             ),
         )
         if task_reason is not None:
@@ -449,7 +449,9 @@ class DynamoStore(Store):
             puts.append(self._put(delivery_to_item(delivery)))
         # Patterns 30 and 31: the owner has one fewer in flight; a requeued task is counted
         # in its owner queue again.
-        puts.append(queues.in_flight_change(self.table_name, task.owner, -1))
+        puts.append(
+            queues.in_flight_change(self.table_name, task.owner, -1, changed_at=changes.get("updated_at"))
+        )
         if TaskStatus(released.status) is TaskStatus.PENDING:
             puts.append(queues.pending_change(self.table_name, task, +1))
         task_reason, server_reason, *_ = self._transact(
@@ -582,7 +584,27 @@ class DynamoStore(Store):
         counts = dict(
             queues.in_flight_from_item(item) for item in self._scheduling_items(queues.IN_FLIGHT_PREFIX)
         )
-        return {owner: n for owner, n in counts.items() if n > 0}
+        return {owner: n for owner, n in counts.items() if n != 0}
+
+    def set_in_flight(self, owner: str, value: int, *, expected: int, quiet_since: int) -> bool:
+        """Pattern 31, reconciled: conditional on the count and on no change since `quiet_since`."""
+        update = Expression()
+        update.assign("processing", value)
+        update.assign("owner", owner)
+        processing, changed = update.name("processing"), update.name("changed_at")
+        absent = f"attribute_not_exists({processing}) OR " if expected == 0 else ""
+        update.condition(f"{absent}{processing} = {update.value(expected)}")
+        update.condition(f"attribute_not_exists({changed}) OR {changed} <= {update.value(quiet_since)}")
+        with _translated_errors():
+            try:
+                self._client.update_item(
+                    TableName=self.table_name, Key=queues.in_flight_key(owner), **update.request()
+                )
+            except ClientError as error:
+                if _code(error) != _CONDITION_FAILED:
+                    raise
+                return False
+        return True
 
     def _scheduling_items(self, prefix: str) -> list[Item]:
         request: QueryInputTypeDef = {

@@ -6,7 +6,7 @@ the writes that keep them, for `core.aws.dynamodb.DynamoStore`.
 | Owner queue | SCHEDULING | QUEUE#<10-priority:2>#<caps>#<owner> | pending, queue, priority,  |
 |             |            |                                      | owner                      |
 | In flight   | SCHEDULING | INFLIGHT#<owner>                     | processing, owner,         |
-|             |            |                                      | last_claim_at              |
+|             |            |                                      | changed_at                 |
 
 Each is changed by an ADD in the same transaction as the task write that moves a task into or
 out of PENDING (owner queue) or PROCESSING (in flight), so the counts are exact; a claim's ADD
@@ -61,15 +61,15 @@ def pending_change(table: str, task: Task, delta: int) -> dict[str, Any]:
 
 
 def in_flight_change(
-    table: str, owner: str, delta: int, *, limit: int = 0, claimed_at: int | None = None
+    table: str, owner: str, delta: int, *, limit: int = 0, changed_at: int | None = None
 ) -> dict[str, Any]:
     """A transaction's Update: the owner has `delta` more tasks in flight; with `limit`, only if
     that leaves it at most `limit` (the claim is cancelled otherwise)."""
     change = Expression()
     change.add("processing", delta)
     change.assign("owner", owner)
-    if claimed_at is not None:
-        change.assign("last_claim_at", claimed_at)
+    if changed_at is not None:
+        change.assign("changed_at", changed_at)
     if limit > 0:
         processing = change.name("processing")
         change.condition(f"attribute_not_exists({processing}) OR {processing} < {change.value(limit)}")

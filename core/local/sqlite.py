@@ -428,6 +428,9 @@ class SqliteStore(Store):
     def in_flight_by_owner(self) -> dict[str, int]:
         return sqlite_queues.in_flight_by_owner(self._conn())
 
+    def set_in_flight(self, owner: str, value: int, *, expected: int, quiet_since: int) -> bool:
+        return sqlite_queues.set_in_flight(self._conn(), owner, value, expected)
+
     def pending_queued_before(self, cutoff: int, limit: int) -> list[Task]:
         return self._tasks(
             "SELECT * FROM tasks INDEXED BY tasks_pending_age WHERE status = 'PENDING' AND queued_at <= ?"

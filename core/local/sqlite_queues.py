@@ -163,8 +163,27 @@ def queue_ahead(conn: sqlite3.Connection, task: Task) -> int:
 
 
 def in_flight_by_owner(conn: sqlite3.Connection) -> dict[str, int]:
-    rows = conn.execute("SELECT owner, processing FROM owners_in_flight WHERE processing > 0")
+    rows = conn.execute("SELECT owner, processing FROM owners_in_flight WHERE processing <> 0")
     return {owner: int(n) for owner, n in rows}
+
+
+def set_in_flight(conn: sqlite3.Connection, owner: str, value: int, expected: int) -> bool:
+    """Reads are consistent here: the count's own value is the whole condition."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if owner_in_flight(conn, owner) != expected:
+            conn.execute("ROLLBACK")
+            return False
+        conn.execute(
+            "INSERT INTO owners_in_flight (owner, processing) VALUES (?, ?)"
+            " ON CONFLICT (owner) DO UPDATE SET processing = excluded.processing",
+            (owner, value),
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return True
 
 
 def owner_in_flight(conn: sqlite3.Connection, owner: str) -> int:

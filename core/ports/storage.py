@@ -184,6 +184,11 @@ class Store(ABC):
         atomic writes that move tasks into and out of PROCESSING."""
 
     @abstractmethod
+    def set_in_flight(self, owner: str, value: int, *, expected: int, quiet_since: int) -> bool:
+        """Reconciliation only: set the owner's count if it is still `expected` and no claim or
+        release changed it after `quiet_since` (an index read before may not show that task)."""
+
+    @abstractmethod
     def pending_queued_before(self, cutoff: int, limit: int) -> list[Task]:
         """PENDING tasks whose `queued_at` is at or before `cutoff`, oldest first (queue
         timeouts: only what is due is read)."""

@@ -142,3 +142,14 @@ def test_pending_queued_before_reads_only_what_is_due_oldest_first(store: Store)
     put_pending(store, priority=0, queued_at=NOW + 100)
     assert [t.id for t in store.pending_queued_before(NOW, 10)] == [old_low.id, old_high.id]
     assert [t.id for t in store.pending_queued_before(NOW, 1)] == [old_low.id]
+
+
+def test_set_in_flight_repairs_a_count_only_if_it_is_still_the_one_read(store: Store) -> None:
+    server = put_online_server(store, max_concurrent=5)
+    task = put_pending(store, owner="alice")
+    store.claim_task(task, claim_changes(task, server.id))
+    assert not store.set_in_flight("alice", 0, expected=2, quiet_since=NOW + 1_000)
+    assert store.set_in_flight("alice", 4, expected=1, quiet_since=NOW + 1_000)
+    assert store.in_flight_by_owner() == {"alice": 4}
+    assert store.set_in_flight("nobody", 0, expected=0, quiet_since=NOW + 1_000)
+    assert store.in_flight_by_owner() == {"alice": 4}

@@ -160,3 +160,43 @@ def test_a_database_made_before_the_index_gets_it_built_on_open(tmp_path: Path) 
     queues = {(q.queue, q.priority, q.owner): q.pending for q in reopened.owner_queues()}
     assert queues == {("gpu", 5, "alice"): 1, ("gpu", 5, "bob"): 1}
     assert reopened.in_flight_by_owner() == {"alice": 1}
+
+
+def test_the_sweeper_repairs_an_owners_count_of_tasks_in_flight(fleet: Fleet) -> None:
+    from core.services import sweeper
+
+    fleet.add_server([], 4)
+    ids = [fleet.submit("alice", 5, []) for _ in range(3)]
+    assert sorted(started_ids(fleet)) == ids
+    # GIVEN a count gone wrong (written before the counts existed, or by hand)
+    assert fleet.store.set_in_flight("alice", 7, expected=3, quiet_since=fleet.clock[0])
+    fleet.clock[0] += fleet.ctx.config.reconcile_grace_ms + 1
+    report = sweeper.sweep(fleet.ctx)
+    assert report.owner_counts_reconciled == 1
+    assert fleet.store.in_flight_by_owner() == {"alice": 3}
+    # A count that adds up is not recounted.
+    assert sweeper.sweep(fleet.ctx).owner_counts_reconciled == 0
+
+
+def test_queue_timeouts_read_only_the_tasks_that_are_due(fleet: Fleet) -> None:
+    from core.services import sweeper
+
+    due = [fleet.submit("alice", p, ["tpu"]) for p in (0, 9)]
+    fleet.clock[0] += fleet.ctx.config.queue_timeout_ms
+    later = [fleet.submit("alice", 5, ["tpu"]) for _ in range(20)]
+    read: list[int] = []
+    original = fleet.store.pending_queued_before
+
+    def counted(cutoff: int, limit: int) -> list[object]:
+        found = original(cutoff, limit)
+        read.append(len(found))
+        return found  # type: ignore[return-value]
+
+    fleet.store.pending_queued_before = counted  # type: ignore[method-assign]
+    report = sweeper.sweep(fleet.ctx)
+    assert report.queue_timeouts == 2 and read == [2]
+    for task_id in due:
+        task = fleet.store.get_task(task_id)
+        assert task is not None and task.status is TaskStatus.TIMEOUT
+        assert "no registered server has capabilities: tpu" in str(task.error)
+    assert fleet.store.count_pending() == len(later)
