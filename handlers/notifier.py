@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.aws import update_push
+from core.aws.dynamodb import stream_records
 from handlers._lambda import build_context, instrumented, logger
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
@@ -38,14 +39,13 @@ def record_handler(record: DynamoDBRecord) -> None:
 
 
 def _post(record: DynamoDBRecord) -> None:
-    change: dict[str, Any] = record.raw_event["dynamodb"]
-    image = change.get("NewImage")
-    if image is None or change["Keys"]["SK"]["S"] != "TASK":  # a TTL removal; not a task
+    change = stream_records.task_change(record.raw_event)
+    if change is None:  # a TTL removal; not a task
         return
-    logger.append_keys(task_id=image["id"]["S"])
-    sent = push(update_push.endpoint()).notify(image)
+    logger.append_keys(task_id=change.task.id)
+    sent = push(update_push.endpoint()).notify(change)
     if sent:  # most task writes have no subscriber: no line for those
-        logger.info("task change posted", extra={"status": image["status"]["S"], "subscribers": sent})
+        logger.info("task change posted", extra={"status": change.task.status.value, "subscribers": sent})
 
 
 def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> PartialItemFailureResponse:

@@ -1,7 +1,8 @@
-"""The AWS runtime: dispatch and sweeps as blocking calls inside one Lambda invocation.
+"""The AWS runtime: dispatch and sweeps as blocking calls inside one Lambda invocation. The
+loops themselves are core.services.work's; this module drives them with urllib3 in threads.
 
 Messages on the dispatch queue say what to look at: `{"taskId": ...}` (a task was created or
-requeued), `{"drain": true}` (capacity freed); both run the scheduler's selection,
+requeued) and `{"drain": true}` (capacity freed) both run the scheduler's selection,
 `{"checkServer": ...}` (a server was registered: check its health now) or `{"webhook":
 {"taskId", "round"}}` (a webhook delivery is due: one attempt, bounded by WEBHOOK_TIMEOUT). Each is idempotent,
 since SQS delivers at least once: the claim is a conditional write only one caller wins.
@@ -10,17 +11,17 @@ since SQS delivers at least once: the claim is a conditional write only one call
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from core.domain.models import DeliveryState, TaskStatus, WebhookDelivery
-from core.domain.protocol import Kind
+from core.domain.models import DeliveryState, Server, Task, WebhookDelivery
+from core.domain.protocol import BackendRequest, Outcome
 from core.http import backend as backend_http
 from core.http import webhook as webhook_http
-from core.services import dispatch, scheduler, servers, sweeper, webhook_delivery
+from core.services import sweeper, webhook_delivery, work
 from core.services.context import Context
-from core.services.dispatch import Assignment, Attempt
+from core.services.dispatch import Assignment
+from core.services.webhook_delivery import WebhookOutcome, WebhookRequest
 
 if TYPE_CHECKING:
     import urllib3
@@ -48,8 +49,9 @@ def shared_pool() -> urllib3.PoolManager:
 def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager) -> None:
     """One queue message. Raises (so the message is retried) only if the store failed."""
     if "taskId" in body or body.get("drain"):
-        # A task queued or a slot freed: either way, start what is best now (the task a
-        # message names, or its snapshot, gives it no precedence).
+        # A task queued or a slot freed: either way, start what is best now. The task a message
+        # names gets no precedence: it goes when its turn comes, so priority and fair share hold
+        # as on one machine.
         drain(ctx, pool)
     elif "checkServer" in body:
         check_server(ctx, str(body["checkServer"]), pool)
@@ -59,42 +61,48 @@ def handle_message(ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager
         log.warning("ignoring an unknown dispatch message: %s", sorted(body))
 
 
+class PoolTransport:
+    """The blocking transport: core.http's urllib3 calls on the container's pool."""
+
+    def __init__(self, pool: urllib3.PoolManager) -> None:
+        self.pool = pool
+
+    def predict(self, request: BackendRequest) -> Outcome:
+        return backend_http.predict_sync(self.pool, request)
+
+    def health(self, server: Server, timeout_s: float) -> tuple[bool, str | None]:
+        return backend_http.health_sync(self.pool, server, timeout_s)
+
+    def cancel(self, task: Task, server: Server) -> None:
+        backend_http.cancel_sync(self.pool, task, server)
+
+    def send_webhook(self, request: WebhookRequest) -> WebhookOutcome:
+        return webhook_http.send_sync(self.pool, request)
+
+
 def drain(ctx: Context, pool: urllib3.PoolManager) -> int:
-    """Start what can go now, best first (core/services/scheduler.py), up to DRAIN_BATCH; a full
-    batch asks for another drain, so one invocation stays short."""
+    """Start what can go now, best first, up to DRAIN_BATCH; a full batch asks for another
+    drain, so one invocation stays short (a task backing off has its own delayed message)."""
     # Slots were freed by other processes: this container's view of the fleet is stale.
     ctx.fleet.invalidate()
-    started = scheduler.start_next(ctx, limit=DRAIN_BATCH).started
-    if len(started) == DRAIN_BATCH:
-        ctx.queue.capacity_changed()
-    with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
-        list(workers.map(lambda a: execute(ctx, a, pool), started))
+    started: list[Assignment] = []
+    try:
+        if work.drain(ctx, DRAIN_BATCH, started.append, max_batches=1).started == DRAIN_BATCH:
+            ctx.queue.capacity_changed()
+    finally:
+        # Tasks claimed before a store fault still get their predict call.
+        with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
+            list(workers.map(lambda a: execute(ctx, a, pool), started))
     return len(started)
 
 
 def execute(ctx: Context, assignment: Assignment, pool: urllib3.PoolManager) -> None:
-    """Make the predict call and record its outcome; a busy server hands over to the next."""
-    attempt = Attempt()
-    current: Assignment | None = assignment
-    while current is not None:
-        started = time.perf_counter()
-        outcome = backend_http.predict_sync(pool, current.request)
-        ctx.telemetry.duration("DispatchLatency", (time.perf_counter() - started) * 1000)
-        task = dispatch.settle(ctx, current, outcome, attempt)
-        current = None
-        if outcome.kind is Kind.BUSY and task is not None and task.status is TaskStatus.PENDING:
-            decision = dispatch.assign(ctx, task, attempt)
-            current = decision if isinstance(decision, Assignment) else None
+    # A later backoff wake-up is the requeue's delayed message: the returned time is not needed.
+    work.run(work.execute(ctx, assignment), PoolTransport(pool))
 
 
 def check_server(ctx: Context, server_id: str, pool: urllib3.PoolManager) -> None:
-    server = ctx.store.get_server(server_id)
-    if server is None:
-        return
-    healthy, why = backend_http.health_sync(pool, server, ctx.config.health_check_timeout_ms / 1000)
-    if not healthy:
-        log.info("health check of %s failed: %s", server_id, why)
-    servers.record_check(ctx, server_id, healthy)
+    work.run(work.check(ctx, server_id), PoolTransport(pool))
 
 
 def deliver_webhook(ctx: Context, task_id: str, round_: int, pool: urllib3.PoolManager) -> None:
@@ -111,19 +119,7 @@ def deliver_webhook(ctx: Context, task_id: str, round_: int, pool: urllib3.PoolM
 
 def send_webhook(ctx: Context, delivery: WebhookDelivery, pool: urllib3.PoolManager) -> bool:
     """Claim, POST and record one attempt; ask for the next one if it is to be retried."""
-    claimed = webhook_delivery.claim(ctx, delivery)
-    if claimed is None:
-        return False
-    request = webhook_delivery.request(ctx, claimed)
-    if isinstance(request, webhook_delivery.WebhookOutcome):
-        outcome = request
-    else:
-        outcome = webhook_http.send_sync(pool, request)
-    settled = webhook_delivery.settle(ctx, claimed, outcome)
-    if settled is not None and settled.state is DeliveryState.PENDING:
-        delay = max(0, settled.next_attempt_at - ctx.now())
-        ctx.queue.webhook_due(settled.task_id, settled.round, delay_ms=delay)
-    return True
+    return work.run(work.deliver(ctx, delivery), PoolTransport(pool))
 
 
 def sweep(ctx: Context, pool: urllib3.PoolManager) -> sweeper.SweepReport:
@@ -131,7 +127,7 @@ def sweep(ctx: Context, pool: urllib3.PoolManager) -> sweeper.SweepReport:
     (concurrently; a webhook whose message was lost or delayed past SQS's limit is sent here)."""
     report = sweeper.sweep(ctx)
     due = sweeper.due_for_check(ctx)
-    deliveries = ctx.store.due_deliveries(ctx.now(), WEBHOOK_BATCH)
+    deliveries = work.due_webhooks(ctx, WEBHOOK_BATCH)
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
         list(workers.map(lambda s: check_server(ctx, s.id, pool), due))
         report.webhooks_sent = sum(workers.map(lambda d: send_webhook(ctx, d, pool), deliveries))

@@ -9,7 +9,8 @@ both: a message never dispatches "its" task ahead of better ones.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from core.domain.models import Task
 from core.domain.scheduling import OwnerQueue, Picker, queue_capabilities, queue_key
@@ -28,15 +29,16 @@ _LOST_CLAIMS_PER_QUEUE = 3
 
 @dataclass
 class Round:
-    """What one round started, and when a task backing off becomes due (None: none is)."""
+    """How many tasks one round started, and when a task backing off becomes due (None: none is)."""
 
-    started: list[Assignment] = field(default_factory=list)
+    started: int = 0
     wake_at: int | None = None
 
 
-def start_next(ctx: Context, *, limit: int | None = None) -> Round:
-    """Claim a server for every task that can start now, best first (at most `limit`). The
-    caller makes the predict calls."""
+def start_next(ctx: Context, start: Callable[[Assignment], None], *, limit: int | None = None) -> Round:
+    """Claim a server for every task that can start now, best first (at most `limit`). Each
+    claim goes to `start` as soon as it is made (the caller makes the predict call), so a store
+    fault later in the round cannot strand a claimed task."""
     store = ctx.store
 
     def read(owner_queue: OwnerQueue, after: tuple[int, str] | None) -> list[Task]:
@@ -55,14 +57,15 @@ def start_next(ctx: Context, *, limit: int | None = None) -> Round:
 
     result = Round()
     now = ctx.now()
-    while limit is None or len(result.started) < limit:
+    while limit is None or result.started < limit:
         task = picker.next(runnable, now)
         if task is None:
             break
         decision = dispatch.assign(ctx, task)
         if isinstance(decision, Assignment):
             picker.started(task)
-            result.started.append(decision)
+            result.started += 1
+            start(decision)
         elif isinstance(decision, Skipped):
             picker.skipped(task)
         elif isinstance(decision, Waiting) and decision.owner_full:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from .fleet import CLI, Fleet, Gateway, Mock, eventually, free_port, start_gateway
+from tests.support.waiting import eventually
+
+from .fleet import CLI, Fleet, Gateway, Mock, free_port, start_gateway
 from .harness import HELD
 
 CLIENT_DOC = Path(__file__).parents[2] / "docs" / "CLIENT.md"

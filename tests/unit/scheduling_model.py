@@ -159,7 +159,8 @@ class Fleet:
 
     def wake(self, check: Callable[[Model, Assignment, int], None] | None = None) -> list[Assignment]:
         """One wake-up of the dispatcher; each claim is checked against the model in order."""
-        started = scheduler.start_next(self.ctx).started
+        started: list[Assignment] = []
+        scheduler.start_next(self.ctx, started.append)
         for assignment in started:
             if check is not None:
                 check(self.model, assignment, self.clock[0])

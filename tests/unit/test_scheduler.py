@@ -119,9 +119,10 @@ def test_a_task_backing_off_holds_up_nobody_and_says_when_to_wake(fleet: Fleet) 
     fleet.fail(first, backoff_ms=500)
     fleet.clock[0] += 1
     other = fleet.submit("bob", 1, [])
-    round_ = scheduler.start_next(fleet.ctx)
-    assert [a.task.id for a in round_.started] == [other]
-    fleet.model.start(other, round_.started[0].server.id)
+    started: list[dispatch.Assignment] = []
+    round_ = scheduler.start_next(fleet.ctx, started.append)
+    assert [a.task.id for a in started] == [other] and round_.started == 1
+    fleet.model.start(other, started[0].server.id)
     assert round_.wake_at == fleet.model.pending[first].ready_at
     fleet.clock[0] = round_.wake_at
     assert started_ids(fleet) == [first]

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.local.memory import MemoryStore
 from core.local.sqlite import SqliteStore
+from core.ports.storage import Store
 from tests.unit.scheduling_model import Fleet, follows_the_model, model_counts, store_counts
 
 CAPABILITIES = ["a", "b", "c"]
@@ -84,9 +86,14 @@ servers = st.lists(st.tuples(capability_sets, st.integers(1, 3)), min_size=1, ma
 
 
 def run(
-    fleet_spec: list[tuple[frozenset[str], int]], offline: int, history: list[object], owner_limit: int
+    store: Store,
+    fleet_spec: list[tuple[frozenset[str], int]],
+    offline: int,
+    history: list[object],
+    owner_limit: int,
 ) -> None:
-    fleet = Fleet(SqliteStore(":memory:"), owner_limit=owner_limit)
+    """Drive the real scheduler on `store` through `history`, checking it after every wake-up."""
+    fleet = Fleet(store, owner_limit=owner_limit)
     for i, (capabilities, slots) in enumerate(fleet_spec):
         fleet.add_server(capabilities, slots, online=i != offline)
     for event in history:
@@ -121,4 +128,17 @@ def run(
 def test_every_wake_up_starts_what_the_policy_says_and_leaves_no_free_slot_idle(
     fleet_spec: list[tuple[frozenset[str], int]], offline: int, history: list[object], owner_limit: int
 ) -> None:
-    run(fleet_spec, offline, history, owner_limit)
+    run(SqliteStore(":memory:"), fleet_spec, offline, history, owner_limit)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fleet_spec=servers,
+    offline=st.sampled_from([-1, -1, -1, 0, 1]),
+    history=st.lists(events, min_size=3, max_size=50),
+    owner_limit=st.sampled_from([0, 0, 1, 2]),
+)
+def test_the_in_memory_store_schedules_the_same(
+    fleet_spec: list[tuple[frozenset[str], int]], offline: int, history: list[object], owner_limit: int
+) -> None:
+    run(MemoryStore(), fleet_spec, offline, history, owner_limit)
