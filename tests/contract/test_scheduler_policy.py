@@ -23,7 +23,7 @@ _tables = itertools.count()
 
 
 @settings(
-    max_examples=10,
+    max_examples=6,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     # Shrinking replays hundreds of examples; under moto each costs seconds.
