@@ -59,6 +59,9 @@ class OwnerQueue:
     priority: int
     owner: str
     pending: int
+    # The FIFO position of its first task, when the store keeps it (SQLite, memory): a choice
+    # then reads only the chosen queue's tasks. None: read the head to know it.
+    head: tuple[int, str] | None = None
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -77,6 +80,8 @@ class _Cursor:
     buffered: list[Task] = field(default_factory=list)
     after: tuple[int, str] | None = None
     exhausted: bool = False
+    # The head's position as the store's index gave it, until the head is read or taken.
+    known_head: tuple[int, str] | None = None
 
 
 class Picker:
@@ -102,7 +107,8 @@ class Picker:
         by_priority: dict[int, list[_Cursor]] = {}
         for owner_queue in queues:
             if owner_queue.pending > 0:
-                by_priority.setdefault(owner_queue.priority, []).append(_Cursor(owner_queue))
+                cursor = _Cursor(owner_queue, known_head=owner_queue.head)
+                by_priority.setdefault(owner_queue.priority, []).append(cursor)
         self._levels = sorted(by_priority.items(), key=lambda level: -level[0])
         # The earliest time a head that is not ready yet becomes ready (None: no such head).
         self.wake_at: int | None = None
@@ -113,7 +119,7 @@ class Picker:
         self.wake_at = None
         for _, cursors in self._levels:
             best: tuple[int, int, str] | None = None
-            chosen: Task | None = None
+            chosen: _Cursor | None = None
             for cursor in cursors:
                 owner = cursor.owner_queue.owner
                 in_flight = self.in_flight.get(owner, 0)
@@ -121,18 +127,21 @@ class Picker:
                     continue
                 if not runnable(cursor.owner_queue.queue):
                     continue
-                head = self._head(cursor)
-                if head is None:
+                position = self._head_position(cursor)
+                if position is None:
                     continue
-                ready = ready_at(head)
+                ready, task_id = position
                 if ready > now:
                     self.wake_at = ready if self.wake_at is None else min(self.wake_at, ready)
                     continue
-                rank = (in_flight, ready, head.id)
+                rank = (in_flight, ready, task_id)
                 if best is None or rank < best:
-                    best, chosen = rank, head
+                    best, chosen = rank, cursor
             if chosen is not None:
-                return chosen
+                head = self._head(chosen)
+                if head is not None:
+                    return head
+                return self.next(runnable, now)  # the queue emptied meanwhile: choose again
         return None
 
     def started(self, task: Task) -> None:
@@ -155,7 +164,14 @@ class Picker:
                     cursor.buffered.pop(0)
                     return
 
+    def _head_position(self, cursor: _Cursor) -> tuple[int, str] | None:
+        if cursor.known_head is not None and not cursor.buffered:
+            return cursor.known_head
+        head = self._head(cursor)
+        return None if head is None else fifo_position(head)
+
     def _head(self, cursor: _Cursor) -> Task | None:
+        cursor.known_head = None
         if not cursor.buffered and not cursor.exhausted:
             more = self._read(cursor.owner_queue, cursor.after)
             if not more:

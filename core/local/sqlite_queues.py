@@ -1,7 +1,8 @@
 """The scheduling index on SQLite (see core/domain/scheduling.py and docs/SCHEDULING.md).
 
 - `tasks.queue` is the task's capability set as a queue key (set once, at insert).
-- `owner_queues` counts the PENDING tasks of each (queue, priority, owner), and
+- `owner_queues` counts the PENDING tasks of each (queue, priority, owner) and keeps the
+  position of its first task (so a choice reads only the chosen queue's tasks), and
   `owners_in_flight` the PROCESSING tasks of each owner. Triggers on `tasks` keep both, so they
   change in the same statement (and transaction) as the task: a claim, a release, a cancel or a
   crash can never leave them wrong.
@@ -20,6 +21,7 @@ from core.domain.scheduling import OwnerQueue, queue_key
 QUEUE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS owner_queues (
     queue TEXT NOT NULL, priority INTEGER NOT NULL, owner TEXT NOT NULL, pending INTEGER NOT NULL,
+    head_ready INTEGER, head_id TEXT,
     PRIMARY KEY (queue, priority, owner)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owners_in_flight (
@@ -34,17 +36,30 @@ WHEN NEW.status = 'PENDING' BEGIN
     INSERT INTO owner_queues (queue, priority, owner, pending)
     VALUES (NEW.queue, NEW.priority, NEW.owner, 1)
     ON CONFLICT (queue, priority, owner) DO UPDATE SET pending = pending + 1;
+    UPDATE owner_queues SET head_ready = MAX(NEW.queued_at, NEW.not_before), head_id = NEW.id
+    WHERE queue = NEW.queue AND priority = NEW.priority AND owner = NEW.owner
+      AND (head_id IS NULL OR MAX(NEW.queued_at, NEW.not_before) < head_ready
+           OR (MAX(NEW.queued_at, NEW.not_before) = head_ready AND NEW.id < head_id));
 END;
 CREATE TRIGGER IF NOT EXISTS tasks_enter_pending AFTER UPDATE OF status ON tasks
 WHEN NEW.status = 'PENDING' AND OLD.status <> 'PENDING' BEGIN
     INSERT INTO owner_queues (queue, priority, owner, pending)
     VALUES (NEW.queue, NEW.priority, NEW.owner, 1)
     ON CONFLICT (queue, priority, owner) DO UPDATE SET pending = pending + 1;
+    UPDATE owner_queues SET head_ready = MAX(NEW.queued_at, NEW.not_before), head_id = NEW.id
+    WHERE queue = NEW.queue AND priority = NEW.priority AND owner = NEW.owner
+      AND (head_id IS NULL OR MAX(NEW.queued_at, NEW.not_before) < head_ready
+           OR (MAX(NEW.queued_at, NEW.not_before) = head_ready AND NEW.id < head_id));
 END;
 CREATE TRIGGER IF NOT EXISTS tasks_leave_pending AFTER UPDATE OF status ON tasks
 WHEN OLD.status = 'PENDING' AND NEW.status <> 'PENDING' BEGIN
     UPDATE owner_queues SET pending = pending - 1
     WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner;
+    UPDATE owner_queues SET (head_ready, head_id) = (
+        SELECT MAX(queued_at, not_before), id FROM tasks INDEXED BY tasks_owner_queue
+        WHERE status = 'PENDING' AND queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner
+        ORDER BY MAX(queued_at, not_before), id LIMIT 1)
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND head_id = OLD.id;
     DELETE FROM owner_queues
     WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND pending <= 0;
 END;
@@ -52,6 +67,11 @@ CREATE TRIGGER IF NOT EXISTS tasks_delete_pending AFTER DELETE ON tasks
 WHEN OLD.status = 'PENDING' BEGIN
     UPDATE owner_queues SET pending = pending - 1
     WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner;
+    UPDATE owner_queues SET (head_ready, head_id) = (
+        SELECT MAX(queued_at, not_before), id FROM tasks INDEXED BY tasks_owner_queue
+        WHERE status = 'PENDING' AND queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner
+        ORDER BY MAX(queued_at, not_before), id LIMIT 1)
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND head_id = OLD.id;
     DELETE FROM owner_queues
     WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND pending <= 0;
 END;
@@ -78,6 +98,11 @@ DELETE FROM owners_in_flight;
 INSERT INTO owner_queues (queue, priority, owner, pending)
     SELECT queue, priority, owner, COUNT(*) FROM tasks WHERE status = 'PENDING'
     GROUP BY queue, priority, owner;
+UPDATE owner_queues SET (head_ready, head_id) = (
+    SELECT MAX(t.queued_at, t.not_before), t.id FROM tasks AS t INDEXED BY tasks_owner_queue
+    WHERE t.status = 'PENDING' AND t.queue = owner_queues.queue AND t.priority = owner_queues.priority
+      AND t.owner = owner_queues.owner
+    ORDER BY MAX(t.queued_at, t.not_before), t.id LIMIT 1);
 INSERT INTO owners_in_flight (owner, processing)
     SELECT owner, COUNT(*) FROM tasks WHERE status = 'PROCESSING' GROUP BY owner;
 """
@@ -132,8 +157,15 @@ def _statements(script: str) -> list[str]:
 
 
 def owner_queues(conn: sqlite3.Connection) -> list[OwnerQueue]:
-    rows = conn.execute("SELECT queue, priority, owner, pending FROM owner_queues WHERE pending > 0")
-    return [OwnerQueue(queue, int(priority), owner, int(pending)) for queue, priority, owner, pending in rows]
+    rows = conn.execute(
+        "SELECT queue, priority, owner, pending, head_ready, head_id FROM owner_queues WHERE pending > 0"
+    )
+    return [
+        OwnerQueue(
+            queue, int(priority), owner, int(pending), None if head_id is None else (int(ready), head_id)
+        )
+        for queue, priority, owner, pending, ready, head_id in rows
+    ]
 
 
 def queue_tasks_query(

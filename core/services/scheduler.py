@@ -20,7 +20,7 @@ from core.services.dispatch import Assignment, Skipped, Waiting
 
 log = logging.getLogger(__name__)
 
-# Tasks read from an owner queue at a time: most rounds take one or a few from each.
+# Tasks read from an owner queue at a time after its head: a round that takes several.
 QUEUE_READ = 16
 # A queue whose chosen task no capable server would take this many times in a row is left for
 # the next round (the view of the fleet was stale and every claim lost).
@@ -42,7 +42,8 @@ def start_next(ctx: Context, start: Callable[[Assignment], None], *, limit: int 
     store = ctx.store
 
     def read(owner_queue: OwnerQueue, after: tuple[int, str] | None) -> list[Task]:
-        return store.queue_tasks(owner_queue, QUEUE_READ, after=after)
+        # The head alone first (most rounds take one task from a queue), then a few at a time.
+        return store.queue_tasks(owner_queue, 1 if after is None else QUEUE_READ, after=after)
 
     picker = Picker(
         store.owner_queues(),
@@ -51,9 +52,14 @@ def start_next(ctx: Context, start: Callable[[Assignment], None], *, limit: int 
         owner_limit=ctx.config.max_in_flight_per_owner,
     )
     lost: dict[str, int] = {}
+    # Whether some free server can run a queue, until the next claim changes the fleet.
+    can_run: dict[str, bool] = {}
 
     def runnable(queue: str) -> bool:
-        return lost.get(queue, 0) < _LOST_CLAIMS_PER_QUEUE and ctx.fleet.can_run(queue_capabilities(queue))
+        if queue not in can_run:
+            fits = lost.get(queue, 0) < _LOST_CLAIMS_PER_QUEUE
+            can_run[queue] = fits and ctx.fleet.can_run(queue_capabilities(queue))
+        return can_run[queue]
 
     result = Round()
     now = ctx.now()
@@ -62,6 +68,7 @@ def start_next(ctx: Context, start: Callable[[Assignment], None], *, limit: int 
         if task is None:
             break
         decision = dispatch.assign(ctx, task)
+        can_run.clear()
         if isinstance(decision, Assignment):
             picker.started(task)
             result.started += 1

@@ -59,7 +59,8 @@ def test_300_tasks_nobody_can_run_never_hold_up_the_ones_behind_them(fleet: Flee
 
 def test_a_busy_capability_at_the_head_does_not_hold_up_an_idle_one(fleet: Fleet) -> None:
     video, image = unique("video"), unique("image")
-    (slow,) = fleet.start(Mock("a-video", delay_ms=1500))
+    # Long enough that the image tasks finish first on either deployment.
+    (slow,) = fleet.start(Mock("a-video", delay_ms=int(1500 * fleet.gateway.patience)))
     fleet.register(slow, max_concurrent=1, capabilities=[video])
     (idle,) = fleet.start(Mock("b-image"))
     fleet.register(idle, max_concurrent=4, capabilities=[image])
@@ -71,20 +72,23 @@ def test_a_busy_capability_at_the_head_does_not_hold_up_an_idle_one(fleet: Fleet
     # THEN the image tasks finish while the video tasks still wait for their one server
     done = fleet.wait_terminal(images, timeout=5)
     assert {done[t]["serverId"] for t in images} == {idle.server_id}
-    second_video = fleet.task(videos[0])
-    assert second_video["status"] == "PENDING", second_video
-    tasks = fleet.wait_terminal(timeout=20)
+    tasks = fleet.wait_terminal(timeout=30)
     assert max(tasks[t]["completedAt"] for t in images) < min(tasks[t]["startedAt"] for t in videos)
     fleet.assert_settled()
 
 
 def test_a_freed_slot_goes_to_the_highest_priority_under_a_backlog(fleet: Fleet) -> None:
+    # The first task holds the one slot while the backlog is created (longer on dev --aws,
+    # where each create takes longer); the others are short.
     (backend,) = fleet.add(Mock(delay_ms=300), max_concurrent=1)
+    backend.control(delayMs=int(2000 * fleet.gateway.patience))
     first = fleet.submit(priority=0)
     fleet.wait_status(first, "PROCESSING")
+    backend.control(delayMs=300)
     low = [fleet.submit(priority=1) for _ in range(4)]
     high = [fleet.submit(priority=9) for _ in range(4)]
-    tasks = fleet.wait_terminal(timeout=30)
+    assert fleet.task(first)["status"] == "PROCESSING", "the backlog was not all queued in time"
+    tasks = fleet.wait_terminal(timeout=40)
     # Every priority-9 task started before any priority-1 task, whatever the arrival order
     # (on the AWS path each message used to start its own task when it found a free slot).
     assert started_order(tasks, [*low, *high]) == [*high, *low]
@@ -107,11 +111,15 @@ def test_a_light_users_tasks_overtake_a_heavy_users_backlog(fleet: Fleet) -> Non
     heavy_now = {t: fleet.task(t) for t in heavy}
     first_light_start = min(done[t]["startedAt"] for t in light)
     # The next slot released after the light user came goes to it (0 in flight against 2): at
-    # most one heavy task per slot may start in between, on a release that raced the create.
+    # most one heavy task per slot may start in between, from a round that read the queues
+    # before the create. On dev --aws a drain's predict calls run inside its invocation, so
+    # both slots come free together and the next round gives one to each (a tie at 0 in flight
+    # goes to the older task): up to two per slot there.
+    races = 2 if fleet.gateway.deployment == "serve" else 4
     overtaken = [
         t for t, task in heavy_now.items() if created <= (task.get("startedAt") or 0) < first_light_start
     ]
-    assert len(overtaken) <= 2, overtaken
+    assert len(overtaken) <= races, overtaken
     # Both light tasks were done while most of the heavy backlog still waited.
     waiting = [t for t, task in heavy_now.items() if task["status"] == "PENDING"]
     assert len(waiting) >= 6, {t: task["status"] for t, task in heavy_now.items()}

@@ -13,13 +13,16 @@ from core.ports.storage import SchedulingStore, TaskStore
 class MemorySchedulingStore(MemoryBase, TaskStore, SchedulingStore):
     def owner_queues(self) -> list[OwnerQueue]:
         counts: dict[tuple[str, int, str], int] = {}
+        heads: dict[tuple[str, int, str], tuple[int, str]] = {}
         with self._lock:
             for task in self.data.tasks.values():
                 if task.status is TaskStatus.PENDING:
                     key = (queue_key(task.capabilities), task.priority, task.owner)
                     counts[key] = counts.get(key, 0) + 1
+                    heads[key] = min(heads.get(key, fifo_position(task)), fifo_position(task))
         return [
-            OwnerQueue(queue, priority, owner, n) for (queue, priority, owner), n in sorted(counts.items())
+            OwnerQueue(queue, priority, owner, n, heads[(queue, priority, owner)])
+            for (queue, priority, owner), n in sorted(counts.items())
         ]
 
     def queue_tasks(
