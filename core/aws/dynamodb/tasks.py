@@ -104,7 +104,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
             update.equals("server_id", server_id)
         if retries is not None:
             update.equals("retries", retries)
-        self._derive_index_keys(update, task_id, changes, statuses, server_id)
+        self._derive_index_keys(update, task_id, changes, statuses, server_id, counted)
         if delivery is None and counted is None:
             return self._update_or_stale(task_key(task_id), update, task_from_item)
         extra = [] if delivery is None else [self._put(delivery_to_item(delivery))]
@@ -141,6 +141,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         changes: Mapping[str, Any],
         statuses: frozenset[TaskStatus],
         server_id: str | None,
+        read: Task | None = None,
     ) -> None:
         """Add to `update` the index keys that `changes` move, computed from the task as it
         will be. A field they need that neither `changes` nor the condition pins (priority,
@@ -167,7 +168,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
             return {name for g in groups for name in index_inputs(g, status)} - known.keys()
 
         if missing():
-            current = self.get_task(task_id)
+            current = read or self.get_task(task_id)  # `read`: already read, and pinned
             if current is None or current.status not in statuses:
                 raise StaleWriteError(current)
             if "status" not in known:
