@@ -54,13 +54,12 @@ class Sizes:
     rss_tasks: int
     rss_s: float
     backlog: int = 100_000
-    # moto copies its table on every transaction: seeding grows with the square of this.
-    aws_backlog: int = 600
+    aws_backlog: int = 4_400
     fill_rounds: int = 300
 
 
 FULL = Sizes(2000, 1000, 6000, 15, 32, 2000, 100_000, 100_000, 20_000, 60)
-QUICK = Sizes(500, 300, 1500, 5, 32, 500, 10_000, 10_000, 3_000, 10, 10_000, 200, 100)
+QUICK = Sizes(500, 300, 1500, 5, 32, 500, 10_000, 10_000, 3_000, 10, 10_000, 2_200, 100)
 # moto answers one request at a time and `dev --aws` is seconds per request on a busy
 # machine: small counts and fewer clients, so the section stays bounded.
 AWS = Sizes(30, 10, 100, 15, 4, 0, 0, 0, 0, 0)
@@ -313,13 +312,15 @@ def scheduler_figures(sizes: Sizes) -> list[Figure]:
     figures.append(
         Figure(
             f"DynamoDB reads per dispatch, {sizes.aws_backlog:,} PENDING vs {sizes.aws_backlog // 10:,}",
-            "the same (no growth with the backlog)",
+            "no growth with the backlog (within 10%)",
             "; ".join(
                 f"{size:,} PENDING: {r.requests} requests, {r.items} items" for size, r in reads.items()
             ),
-            large_reads.requests <= small_reads.requests and large_reads.items <= small_reads.items,
+            large_reads.requests <= 1.1 * small_reads.requests
+            and large_reads.items <= 1.1 * small_reads.items,
             "every Query/GetItem/BatchGetItem of one release + dispatch round counted by a botocore"
-            f" after-call hook (items: ScannedCount), mean of 5 rounds, DynamoStore on moto; {shape}",
+            f" after-call hook (items: ScannedCount), mean of 5 rounds, DynamoStore on moto; {shape};"
+            " the backlog seeded as the store holds it (task items and owner-queue counts) in batches",
         )
     )
     print(f"  scheduler: sweeper work with {n:,} PENDING, none due, {load()}", flush=True)
