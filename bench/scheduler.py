@@ -268,9 +268,13 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 def sweep_steps(backlog: int) -> int:
     """SQLite VM steps of one sweep over the fleet and `backlog` PENDING tasks, none due."""
     with tempfile.TemporaryDirectory() as tmp:
+        started = now_ms()
         state = build(SqliteStore(str(Path(tmp) / "sweep.db")), 0)
         seeded = _sqlite_seeded(Path(tmp) / "sweep.db", backlog)
         del seeded
+        # The sweeps see the same time after the claims whatever the seeding took: slot
+        # reconciliation (which reads the tasks PROCESSING) runs in both or in neither.
+        state.ctx.clock = lambda: started + 1_000
         conn = state.ctx.store._conn()  # type: ignore[attr-defined]
         conn.execute("ANALYZE")
         sweeper.sweep(state.ctx)
