@@ -59,7 +59,7 @@ class Sizes:
 
 
 FULL = Sizes(2000, 1000, 6000, 15, 32, 2000, 100_000, 100_000, 20_000, 60)
-QUICK = Sizes(500, 300, 1500, 5, 32, 500, 10_000, 10_000, 3_000, 10, 10_000, 2_200, 100)
+QUICK = Sizes(500, 300, 1500, 5, 32, 500, 10_000, 10_000, 3_000, 10, 10_000, 4_400, 100)
 # moto answers one request at a time and `dev --aws` is seconds per request on a busy
 # machine: small counts and fewer clients, so the section stays bounded.
 AWS = Sizes(30, 10, 100, 15, 4, 0, 0, 0, 0, 0)
