@@ -22,6 +22,7 @@ from core.local.memory.counters import MemoryCounterStore
 from core.local.memory.deliveries import MemoryDeliveryStore
 from core.local.memory.idempotency import MemoryIdempotencyStore
 from core.local.memory.rate_windows import MemoryRateWindowStore
+from core.local.memory.scheduling import MemorySchedulingStore
 from core.local.memory.servers import MemoryServerStore
 from core.local.memory.settings import MemorySettingStore
 from core.local.memory.tasks import MemoryTaskStore
@@ -32,6 +33,7 @@ __all__ = ["MemoryData", "MemoryStore"]
 
 class MemoryStore(
     MemoryTaskStore,
+    MemorySchedulingStore,
     MemoryServerStore,
     MemorySettingStore,
     MemoryCounterStore,

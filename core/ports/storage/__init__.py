@@ -19,6 +19,7 @@ from __future__ import annotations
 from core.ports.storage.deliveries import DeliveryStore
 from core.ports.storage.idempotency import IdempotencyRecord, IdempotencyStore
 from core.ports.storage.rate_windows import RateWindowStore
+from core.ports.storage.scheduling import SchedulingStore
 from core.ports.storage.servers import ServerStore
 from core.ports.storage.settings import CounterStore, SettingStore
 from core.ports.storage.store import Store
@@ -38,6 +39,7 @@ __all__ = [
     "IdempotencyRecord",
     "IdempotencyStore",
     "RateWindowStore",
+    "SchedulingStore",
     "ServerStore",
     "SettingStore",
     "Store",
