@@ -40,8 +40,10 @@ below, around what they share:
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
 
-Sparse global secondary indexes (projection ALL). This adapter derives their keys from the
-task on every task write: set while the state needs them, removed otherwise.
+Sparse global secondary indexes: ByStatus and ByServer project whole tasks (dispatch reads
+payloads there), ByOwner and ByRecent a task's summary, ByQueue keys only (the scheduler reads
+the few tasks it picks from the table). This adapter derives their keys from the task on every
+task write: set while the state needs them, removed otherwise.
 
 | Index    | PK                | SK                                         | Present while |
 |----------|-------------------|--------------------------------------------|---------------|
@@ -128,7 +130,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 |    (ADD processing ±1 in 4, |          | SK, INFLIGHT#); the claim's ADD   | INFLIGHT#alice    |
 |    5; set by reconciliation)|          | if processing < :limit            |                   |
 | 32 An owner queue's FIFO    | ByQueue  | GSI5PK = QUEUE#<caps>#<10-p>#<o>  | QUEUE#gpu#05#alice|
-|                             |          | AND GSI5SK > <after>, Limit 16    |                   |
+|    (keys only; the tasks in |          | AND GSI5SK > <after>, Limit 16;   |                   |
+|    one BatchGetItem)        | table    | then TASK#<id> / TASK, consistent | TASK#t-1          |
 
 Patterns 20-25 are `connections.py` (AWS only; one machine follows tasks in memory). A task's
 stream records carry its changes to the WebSocket notifier and the statistics; both read them
