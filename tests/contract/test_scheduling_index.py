@@ -50,6 +50,18 @@ def test_queue_tasks_are_fifo_by_ready_time_and_page_after_a_position(store: Sto
     assert [store.queue_ahead(t) for t in (first, late, backing_off)] == [0, 1, 2]
 
 
+def test_queue_tasks_are_whole_tasks_payload_included_with_pending_by_need_from_the_queues(
+    store: Store,
+) -> None:
+    # The scheduler hands these tasks to dispatch, which sends their payload (DynamoDB: ByQueue
+    # projects keys only, and the tasks are read from the table).
+    task = put_pending(store, owner="alice", capabilities=["tpu", "gpu"], payload={"prompt": "x" * 300})
+    put_pending(store, owner="bob", capabilities=["gpu", "tpu"], priority=2)
+    (found,) = store.queue_tasks(OwnerQueue(queue="gpu,tpu", priority=5, owner="alice", pending=1), 10)
+    assert found == task
+    assert store.pending_by_need() == {(5, ("gpu", "tpu")): 1, (2, ("gpu", "tpu")): 1}
+
+
 def test_a_claim_moves_the_task_from_its_owner_queue_to_the_owners_in_flight(store: Store) -> None:
     server = put_online_server(store, max_concurrent=5)
     task = put_pending(store, owner="alice", capabilities=["gpu"])
