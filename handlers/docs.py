@@ -14,7 +14,7 @@ from pathlib import Path
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from handlers._http import aws_context, create_app, lambda_handler
@@ -102,6 +102,11 @@ async def asset(request: Request) -> Response:
     return FileResponse(_assets_dir() / name, headers={"Cache-Control": "public, max-age=86400"})
 
 
+async def root(request: Request) -> Response:
+    # Relative, so it lands on the dashboard under a path prefix (an API Gateway stage) too.
+    return RedirectResponse("dashboard", status_code=302)
+
+
 async def dashboard(request: Request) -> Response:
     return FileResponse(DASHBOARD_DIR / "index.html", media_type="text/html", headers=DASHBOARD_HEADERS)
 
@@ -114,6 +119,7 @@ async def dashboard_asset(request: Request) -> Response:
 
 
 routes = [
+    Route("/", root, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/docs", swagger_ui, methods=["GET"]),
     Route("/docs/assets/{name}", asset, methods=["GET"], include_in_schema=False),

@@ -89,7 +89,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 29 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
 |                             |          | state = pending AND attempts = :n |                   |
 
-Patterns 20-25 are core.aws.dynamodb_connections (AWS only; one machine follows tasks in
+Patterns 30-31 (a task's streamed output, CHUNK#<index> items in its partition) are
+core.aws.dynamodb_output. Patterns 20-25 are core.aws.dynamodb_connections (AWS only; one machine follows tasks in
 memory). A task's stream records carry its changes to the WebSocket notifier.
 
 Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
@@ -111,6 +112,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from core.aws import dynamodb_output
 from core.aws.dynamodb_items import (
     DELIVERIES_DUE,
     HIGHEST,
@@ -150,7 +152,15 @@ from core.aws.dynamodb_items import (
     task_to_item,
     to_value,
 )
-from core.domain.models import DeliveryState, Server, ServerStatus, Task, TaskStatus, WebhookDelivery
+from core.domain.models import (
+    DeliveryState,
+    OutputChunk,
+    Server,
+    ServerStatus,
+    Task,
+    TaskStatus,
+    WebhookDelivery,
+)
 from core.errors import NoCapacityError, StaleWriteError, UnavailableError
 from core.ports.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
 
@@ -232,8 +242,9 @@ class DynamoStore(Store):
         """Pattern 2: the task item and, when its outcome is large, the OUTCOME item."""
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
-            "KeyConditionExpression": "PK = :task",
-            "ExpressionAttributeValues": {":task": task_key(task_id)["PK"]},
+            # OUTCOME and TASK: the partition's output chunks (CHUNK#...) sort before both.
+            "KeyConditionExpression": "PK = :task AND SK >= :outcome",
+            "ExpressionAttributeValues": {":task": task_key(task_id)["PK"], ":outcome": {"S": "OUTCOME"}},
             "ConsistentRead": True,
         }
         items = {item["SK"]["S"]: item for item in self._query(request)}
@@ -600,6 +611,14 @@ class DynamoStore(Store):
             "ScanIndexForward": not newest_first,
         }
         return [task_from_item(item) for item in self._query(request, limit)]
+
+    # -- streamed output (core.aws.dynamodb_output: patterns 30-31) ------------------------
+
+    def append_output(self, task: Task, chunk: OutputChunk, size: int) -> Task:
+        return dynamodb_output.append(self, task, chunk, size)
+
+    def task_output(self, task_id: str, *, after: int = -1, limit: int = 100) -> list[OutputChunk]:
+        return dynamodb_output.after(self, task_id, after, limit)
 
     # -- servers -------------------------------------------------------------------------
 

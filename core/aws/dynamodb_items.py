@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 S = TypeVar("S", Task, Server, WebhookDelivery)
 
 TTL = "expiresAt"
-JSON_FIELDS = frozenset({"payload", "result", "error", "reported", "endpoints", "log"})
+JSON_FIELDS = frozenset({"payload", "result", "error", "reported", "endpoints", "log", "history"})
 # Sorts after every character a task id may hold ([A-Za-z0-9_-]).
 HIGHEST = "~"
 NO_DEADLINE = 9_999_999_999_999

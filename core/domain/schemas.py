@@ -46,6 +46,10 @@ class UpdateTask(Request, kw_only=True):
     message: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
 
 
+class AppendOutput(Request, kw_only=True):
+    data: Annotated[Any, msgspec.Meta(description="Any JSON value: one chunk of the task's output")]
+
+
 class EndpointsBody(Request, kw_only=True):
     predict: Url
     health: Url
@@ -146,6 +150,23 @@ class TaskCreated(Reply):
     updated_at: Ms
 
 
+class AttemptView(Reply):
+    """One time the task was sent to a backend."""
+
+    attempt: int
+    server_id: str
+    started_at: Ms
+    ended_at: Ms | None
+    outcome: (
+        Annotated[
+            Literal["completed", "failed", "timeout", "cancelled"],
+            msgspec.Meta(description="null while the attempt runs"),
+        ]
+        | None
+    )
+    error: Annotated[Any, msgspec.Meta(description="Why it ended, naming the server; never a URL")]
+
+
 class TaskView(Reply):
     """A task as it stands."""
 
@@ -161,6 +182,7 @@ class TaskView(Reply):
     attempts: Annotated[int, msgspec.Meta(description="Times the task was sent to a backend")]
     created_at: Ms
     updated_at: Ms
+    history: Annotated[list[AttemptView], msgspec.Meta(description="One entry per attempt, oldest first")]
     started_at: Ms | msgspec.UnsetType = msgspec.UNSET
     completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
     message: str | msgspec.UnsetType = msgspec.UNSET
@@ -279,7 +301,10 @@ class ServerView(Reply):
     registered_at: Ms
     last_heartbeat: Ms | None
     uptime: Annotated[int, msgspec.Meta(description="Milliseconds since registration")]
-    time_since_last_heartbeat: Duration | None
+    time_since_last_heartbeat: Annotated[
+        int,
+        msgspec.Meta(description="Milliseconds since the last heartbeat or healthy check, else registration"),
+    ]
     groups: list[str]
     priority: Annotated[int, msgspec.Meta(description="Weight")]
     capabilities: list[str]

@@ -20,7 +20,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from core.domain.models import DeliveryState, Server, ServerStatus, Task, TaskStatus, WebhookDelivery
+from core.domain.models import (
+    DeliveryState,
+    OutputChunk,
+    Server,
+    ServerStatus,
+    Task,
+    TaskStatus,
+    WebhookDelivery,
+)
 from core.errors import NoCapacityError, StaleWriteError
 from core.ports.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
 
@@ -54,7 +62,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     started_at INTEGER,
     completed_at INTEGER,
     deadline INTEGER,
-    expires_at INTEGER
+    expires_at INTEGER,
+    history BLOB,
+    output_chunks INTEGER NOT NULL DEFAULT 0,
+    output_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks (owner, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS tasks_recent ON tasks (created_at DESC, id DESC);
@@ -66,6 +77,16 @@ CREATE INDEX IF NOT EXISTS tasks_processing_deadline ON tasks (deadline, id)
 CREATE INDEX IF NOT EXISTS tasks_processing_server ON tasks (server_id, id)
     WHERE status = 'PROCESSING';
 CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS task_output (
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    attempt INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, idx)
+);
 
 CREATE TABLE IF NOT EXISTS servers (
     id TEXT PRIMARY KEY,
@@ -133,12 +154,19 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 """
 
+# Columns added to `tasks` after its first release: a database made before gets them on open.
+_ADDED_TASK_COLUMNS = {
+    "history": "BLOB",
+    "output_chunks": "INTEGER NOT NULL DEFAULT 0",
+    "output_bytes": "INTEGER NOT NULL DEFAULT 0",
+}
+
 # How long a counted batch is remembered (Store.add_counters_once).
 COUNTER_BATCH_TTL_S = 2 * 86_400
 
 # Fields stored as JSON text; the rest are plain columns.
 _JSON_FIELDS: dict[type, frozenset[str]] = {
-    Task: frozenset({"payload", "capabilities", "result", "error"}),
+    Task: frozenset({"payload", "capabilities", "result", "error", "history"}),
     Server: frozenset({"endpoints", "capabilities", "groups", "reported"}),
     WebhookDelivery: frozenset({"log"}),
 }
@@ -168,6 +196,8 @@ def _from_row(kind: type[S], row: sqlite3.Row) -> S:
     for name in _JSON_FIELDS[kind]:
         if values.get(name) is not None:
             values[name] = msgspec.json.decode(values[name])
+        elif name in values:
+            del values[name]  # the model's default (a task written before `history` existed)
     return msgspec.convert(values, kind, strict=False)
 
 
@@ -190,7 +220,12 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._conn().executescript(SCHEMA)
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        present = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for name, declaration in _ADDED_TASK_COLUMNS.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {declaration}")
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -417,6 +452,51 @@ class SqliteStore(Store):
             (server_id, limit),
         )
 
+    # -- streamed output -----------------------------------------------------------------
+
+    def append_output(self, task: Task, chunk: OutputChunk, size: int) -> Task:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "UPDATE tasks SET output_chunks = output_chunks + 1, output_bytes = output_bytes + ?"
+                " WHERE id = ? AND status = 'PROCESSING' AND attempts = ? AND server_id IS ?"
+                " AND output_chunks = ? RETURNING *",
+                (size, task.id, task.attempts, task.server_id, task.output_chunks),
+            ).fetchone()
+            if row is not None:
+                conn.execute(
+                    "INSERT INTO task_output (task_id, idx, data, attempt, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        task.id,
+                        task.output_chunks,
+                        msgspec.json.encode(chunk.data),
+                        chunk.attempt,
+                        chunk.created_at,
+                        chunk.expires_at,
+                    ),
+                )
+        if row is None:
+            raise StaleWriteError(self.get_task(task.id))
+        return _from_row(Task, row)
+
+    def task_output(self, task_id: str, *, after: int = -1, limit: int = 100) -> list[OutputChunk]:
+        rows = self._conn().execute(
+            "SELECT task_id, idx, data, attempt, created_at, expires_at FROM task_output"
+            " WHERE task_id = ? AND idx > ? ORDER BY idx LIMIT ?",
+            (task_id, after, limit),
+        )
+        return [
+            OutputChunk(
+                task_id=row["task_id"],
+                index=row["idx"],
+                data=msgspec.json.decode(row["data"]),
+                attempt=row["attempt"],
+                created_at=row["created_at"],
+                expires_at=row["expires_at"],
+            )
+            for row in rows
+        ]
+
     # -- servers -------------------------------------------------------------------------
 
     def put_server(self, server: Server) -> None:
@@ -612,6 +692,12 @@ class SqliteStore(Store):
 
     def purge_expired(self, now_s: int) -> int:
         with self._transaction() as conn:
+            # A task's output goes with it (and, at the latest, at its own expiry).
+            conn.execute(
+                "DELETE FROM task_output WHERE expires_at <= ? OR task_id IN"
+                " (SELECT id FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?)",
+                (now_s, now_s),
+            )
             purged = conn.execute(
                 "DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?", (now_s,)
             ).rowcount

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any
 
-from core.domain.models import Server, Task, TaskStatus, WebhookDelivery
+from core.domain.models import OutputChunk, Server, Task, TaskStatus, WebhookDelivery
 
 __all__ = ["CLOCK_SKEW_MS", "IdempotencyRecord", "Store", "TaskPage", "position", "update_sources"]
 
@@ -163,6 +163,19 @@ class Store(ABC):
 
     @abstractmethod
     def processing_on_server(self, server_id: str, limit: int = 1000) -> list[Task]: ...
+
+    # -- streamed output -----------------------------------------------------------------
+
+    @abstractmethod
+    def append_output(self, task: Task, chunk: OutputChunk, size: int) -> Task:
+        """Store `chunk` (its index is `task.output_chunks`) and count it on the task
+        (`output_chunks` + 1, `output_bytes` + `size`) in one atomic write, if the task is
+        still PROCESSING on `task.server_id` with `task.attempts` and `task.output_chunks`.
+        Returns the task as written; StaleWriteError(current) otherwise (nothing stored)."""
+
+    @abstractmethod
+    def task_output(self, task_id: str, *, after: int = -1, limit: int = 100) -> list[OutputChunk]:
+        """The task's chunks with an index above `after`, in index order, at most `limit`."""
 
     # -- servers -------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from core.domain import auth
 from core.domain.auth import Principal
-from core.domain.models import ServerStatus, TaskStatus
+from core.domain.models import Server, ServerStatus, TaskStatus
 from core.errors import ValidationError
 from core.services.context import Context
 
@@ -46,8 +46,11 @@ def queue_summary(ctx: Context, principal: Principal) -> dict[str, Any]:
     """The backlog by priority (highest first), the tasks in flight (the slots taken: each is a
     task PROCESSING there) and the slots of the servers taking tasks now."""
     auth.require_any(principal, auth.USER, auth.ADMIN)
-    by_priority = ctx.store.pending_by_priority()
-    servers = ctx.store.list_servers()
+    return queue_view(ctx.store.pending_by_priority(), ctx.store.list_servers())
+
+
+def queue_view(by_priority: dict[int, int], servers: list[Server]) -> dict[str, Any]:
+    """The QueueSummary body."""
     return {
         "pending": sum(by_priority.values()),
         "pendingByPriority": [
