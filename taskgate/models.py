@@ -47,6 +47,17 @@ class TaskCreated(Reply):
     updated_at: int
 
 
+class Attempt(Reply):
+    """One time the task was sent to a backend (`outcome` is None while it runs)."""
+
+    attempt: int
+    server_id: str
+    started_at: int
+    ended_at: int | None = None
+    outcome: str | None = None
+    error: Any = None
+
+
 class Task(Reply):
     """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds."""
 
@@ -65,6 +76,7 @@ class Task(Reply):
     completed_at: int | None = None
     message: str | None = None
     payload: dict[str, Any] | None = None  # what it was created with (None from a gateway that omits it)
+    history: list[Attempt] = []  # one entry per attempt, oldest first
 
     @property
     def is_finished(self) -> bool:

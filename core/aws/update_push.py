@@ -2,7 +2,7 @@
 
 The WebSocket function records connections and subscriptions in the table and answers a
 subscribe with the task as it stands; the notifier, on the table's stream, posts each task
-change to its subscribers. Messages are those of core.services.updates.
+change, and each chunk of its streamed output, to its subscribers. Messages are those of core.services.updates.
 
 Order: the stream delivers one item's changes in order, and the notifier posts them in that
 order. The subscription is written before the task is read for its snapshot, so no change
@@ -26,6 +26,7 @@ from core.aws.context import LazyContext, build_context
 from core.aws.dynamodb import DynamoStore
 from core.aws.dynamodb_connections import ConnectionStore
 from core.aws.dynamodb_items import OUTCOME_REF, Connection, task_from_item
+from core.aws.dynamodb_output import chunk_from_item
 from core.domain.auth import Principal
 from core.domain.models import Task
 from core.errors import StaleWriteError, TaskgateError, UnauthorizedError, ValidationError
@@ -160,6 +161,20 @@ class Push:
                 self.connections.delete_connection(connection_id, task.id)
         if task.status.is_terminal:
             self.connections.end_subscriptions(task.id, subscribers)
+        return sent
+
+    def notify_output(self, new_image: Item) -> int:
+        """A chunk of a task's output was stored (a CHUNK# item's NewImage): post it to the
+        task's subscribers. Returns how many got it."""
+        chunk = chunk_from_item(dict(new_image))
+        subscribers = self.connections.subscribers(chunk.task_id)
+        message = updates.output_message(chunk)
+        sent = 0
+        for connection_id in subscribers:
+            if self.post(connection_id, message):
+                sent += 1
+            else:
+                self.connections.delete_connection(connection_id, chunk.task_id)
         return sent
 
     def _task(self, image: Mapping[str, Any]) -> Task:

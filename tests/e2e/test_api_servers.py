@@ -215,7 +215,10 @@ def test_list_items_carry_the_reference_and_design_fields(api: Api) -> None:
     assert set(server["health"]) == {"status", "lastHeartbeat", "lastCheckAt", "consecutiveFailures"}
     assert server["health"]["consecutiveFailures"] == 0
     assert server["lastHeartbeat"] is None
-    assert server["timeSinceLastHeartbeat"] is None
+    # Never null (existing clients read a number): since the last sign of life, at the latest
+    # the registration
+    assert isinstance(server["timeSinceLastHeartbeat"], int)
+    assert 0 <= server["timeSinceLastHeartbeat"] <= now_ms() - server["registeredAt"] + 1000
 
 
 def test_list_filters_by_status(api: Api) -> None:
@@ -262,7 +265,8 @@ def test_a_heartbeat_with_the_reference_body(api: Api) -> None:
     server_id = server["serverId"]
     before = now_ms()
 
-    api.post(f"/api/servers/{server_id}/heartbeat", json=EXAMPLE_HEARTBEAT, token=server["token"]).ok()
+    beat = api.post(f"/api/servers/{server_id}/heartbeat", json=EXAMPLE_HEARTBEAT, token=server["token"]).ok()
+    assert beat["message"] == "Heartbeat updated"
 
     listed = api.server(server_id)
     assert before <= listed["lastHeartbeat"] <= now_ms()

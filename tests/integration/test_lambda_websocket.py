@@ -29,9 +29,10 @@ from core.aws import update_push
 from core.aws.dynamodb import DynamoStore
 from core.aws.dynamodb_connections import ConnectionStore
 from core.aws.dynamodb_items import task_key
+from core.aws.dynamodb_output import chunk_key
 from core.domain import auth
 from core.domain.ids import new_task_id, now_ms
-from core.domain.models import Endpoints, Server, Task, TaskStatus
+from core.domain.models import Endpoints, OutputChunk, Server, Task, TaskStatus
 from handlers import notifier, ws_api
 from tests.support.aws import create_table, load_event
 from tools.moto_env import LambdaContext
@@ -497,3 +498,41 @@ def test_records_after_a_failed_one_wait_for_its_retry(
     before = len(posted("conn-1"))
     assert notify(event, monkeypatch) == {"batchItemFailures": []}
     assert [m["task"]["id"] for m in posted("conn-1")[before:]] == [first.id, second.id, first.id]
+
+
+def test_each_output_chunk_is_posted_and_the_count_it_adds_to_the_task_is_not(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscriber on a running task
+    task = new_task(aws, "alice")
+    connect("conn-out", token("alice"))
+    subscribe("conn-out", task.id)
+    running = start(aws, task)
+
+    # WHEN the backend's chunk is stored (a CHUNK# item, and the count on the task)
+    now = now_ms()
+    chunk = OutputChunk(
+        task_id=task.id, index=0, data={"text": "hi"}, attempt=1, created_at=now, expires_at=now // 1000 + 60
+    )
+    aws.store.append_output(running, chunk, 13)
+    sample = stream_event(aws, task.id)
+    (task_record,) = sample["Records"]
+    task_record["dynamodb"]["OldImage"] = {
+        k: v
+        for k, v in aws.client.get_item(TableName=aws.table, Key=task_key(task.id))["Item"].items()
+        if k not in ("output_chunks", "output_bytes")
+    } | {"output_chunks": {"N": "0"}, "output_bytes": {"N": "0"}}
+    chunk_record = copy.deepcopy(task_record)
+    chunk_record["eventName"] = "INSERT"
+    chunk_record["dynamodb"]["Keys"] = chunk_key(task.id, 0)
+    chunk_record["dynamodb"]["NewImage"] = aws.client.get_item(
+        TableName=aws.table, Key=chunk_key(task.id, 0)
+    )["Item"]
+    del chunk_record["dynamodb"]["OldImage"]
+    answer = notify({"Records": [task_record, chunk_record]}, monkeypatch)
+
+    # THEN the subscriber got the chunk as an output message, and no task message for the count
+    assert answer == {"batchItemFailures": []}
+    messages = posted("conn-out")
+    assert messages[-1] == {"type": "output", "taskId": task.id, "index": 0, "data": {"text": "hi"}}
+    assert [m["type"] for m in messages] == ["task", "output"]
