@@ -53,7 +53,7 @@ DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 DASHBOARD_ASSETS = {
     **{
         f"{name}.js": "text/javascript"
-        for name in ("app", "api", "format", "chart", "servers", "tasks", "stats")
+        for name in ("app", "api", "format", "chart", "servers", "tasks", "detail", "stream", "stats")
     },
     "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
