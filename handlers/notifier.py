@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.aws import update_push
-from core.aws.dynamodb_output import CHUNK_PREFIX
+from core.aws.dynamodb import stream_records
 from handlers._lambda import build_context, instrumented, logger
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
@@ -39,31 +39,18 @@ def record_handler(record: DynamoDBRecord) -> None:
 
 
 def _post(record: DynamoDBRecord) -> None:
-    change: dict[str, Any] = record.raw_event["dynamodb"]
-    image = change.get("NewImage")
-    sort_key = change["Keys"]["SK"]["S"]
-    if image is not None and sort_key.startswith(CHUNK_PREFIX):
-        logger.append_keys(task_id=image["PK"]["S"].removeprefix("TASK#"))
-        push(update_push.endpoint()).notify_output(image)
+    chunk = stream_records.output_chunk(record.raw_event)
+    if chunk is not None:  # streamed output: an `output` message
+        logger.append_keys(task_id=chunk.task_id)
+        push(update_push.endpoint()).notify_output(chunk)
         return
-    if image is None or sort_key != "TASK":  # a TTL removal; not a task
+    change = stream_records.task_change(record.raw_event)
+    if change is None or change.counts_output_only:  # a TTL removal; not a task; a chunk's count
         return
-    if _counts_output_only(change.get("OldImage"), image):  # the chunk's own record tells it
-        return
-    logger.append_keys(task_id=image["id"]["S"])
-    sent = push(update_push.endpoint()).notify(image)
+    logger.append_keys(task_id=change.task.id)
+    sent = push(update_push.endpoint()).notify(change)
     if sent:  # most task writes have no subscriber: no line for those
-        logger.info("task change posted", extra={"status": image["status"]["S"], "subscribers": sent})
-
-
-def _counts_output_only(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """The write that stored a chunk also counted it on the task: nothing a subscriber sees."""
-    if old is None:
-        return False
-    counters = {"output_chunks", "output_bytes"}
-    return old.keys() - counters == new.keys() - counters and all(
-        old[name] == new[name] for name in old.keys() - counters
-    )
+        logger.info("task change posted", extra={"status": change.task.status.value, "subscribers": sent})
 
 
 def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> PartialItemFailureResponse:

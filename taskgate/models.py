@@ -1,5 +1,5 @@
 """What the API returns, as typed values: one Struct per reply body of the reference (and of
-DESIGN.md where it adds fields). Field names are snake_case; the JSON is camelCase.
+docs/API.md where taskgate adds fields). Field names are snake_case; the JSON is camelCase.
 
 Unknown fields are ignored, not refused: a newer gateway may add fields to a reply, and an
 older client must keep working against it.

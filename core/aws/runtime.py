@@ -1,4 +1,5 @@
-"""The AWS runtime: dispatch and sweeps as blocking calls inside one Lambda invocation.
+"""The AWS runtime: dispatch and sweeps as blocking calls inside one Lambda invocation. The
+loops themselves are core.services.work's; this module drives them with urllib3 in threads.
 
 Messages on the dispatch queue say what to look at: `{"taskId": ...}` (a task was created or
 requeued), `{"drain": true}` (capacity freed: dispatch PENDING tasks in priority order),
@@ -10,20 +11,20 @@ since SQS delivers at least once: the claim is a conditional write only one call
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core.domain.models import DeliveryState, Task, TaskStatus, WebhookDelivery
-from core.domain.protocol import Kind
+from core.domain.models import DeliveryState, Server, Task, WebhookDelivery
+from core.domain.protocol import BackendRequest, Outcome
 from core.http import backend as backend_http
 from core.http import webhook as webhook_http
 from core.ports.queue import enqueue_safely
-from core.services import dispatch, servers, sweeper, webhook_delivery
+from core.services import dispatch, sweeper, webhook_delivery, work
 from core.services.context import Context
-from core.services.dispatch import Assignment, Attempt, Waiting
+from core.services.dispatch import Assignment, Waiting
+from core.services.webhook_delivery import WebhookOutcome, WebhookRequest
 
 if TYPE_CHECKING:
     import urllib3
@@ -75,6 +76,25 @@ def _snapshot(body: dict[str, Any]) -> Task | None:
     return task if task.id == body["taskId"] else None
 
 
+class PoolTransport:
+    """The blocking transport: core.http's urllib3 calls on the container's pool."""
+
+    def __init__(self, pool: urllib3.PoolManager) -> None:
+        self.pool = pool
+
+    def predict(self, request: BackendRequest) -> Outcome:
+        return backend_http.predict_sync(self.pool, request)
+
+    def health(self, server: Server, timeout_s: float) -> tuple[bool, str | None]:
+        return backend_http.health_sync(self.pool, server, timeout_s)
+
+    def cancel(self, task: Task, server: Server) -> None:
+        backend_http.cancel_sync(self.pool, task, server)
+
+    def send_webhook(self, request: WebhookRequest) -> WebhookOutcome:
+        return webhook_http.send_sync(self.pool, request)
+
+
 def dispatch_task(ctx: Context, task: Task | str, pool: urllib3.PoolManager) -> None:
     task_id = task if isinstance(task, str) else task.id
     decision = dispatch.assign(ctx, task)
@@ -86,44 +106,27 @@ def dispatch_task(ctx: Context, task: Task | str, pool: urllib3.PoolManager) -> 
 
 
 def drain(ctx: Context, pool: urllib3.PoolManager) -> int:
-    """Dispatch PENDING tasks while capacity lasts, highest priority first."""
+    """Dispatch PENDING tasks while capacity lasts (one batch: the message is retried, and a
+    task backing off has its own delayed message)."""
     # Slots were freed by other processes: this container's view of the fleet is stale.
     ctx.fleet.invalidate()
     started: list[Assignment] = []
-    for task in ctx.store.pending_tasks(DRAIN_BATCH):
-        decision = dispatch.assign(ctx, task)
-        if isinstance(decision, Assignment):
-            started.append(decision)
-        elif isinstance(decision, Waiting) and decision.fleet_full:
-            break
-    with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
-        list(workers.map(lambda a: execute(ctx, a, pool), started))
+    try:
+        work.drain(ctx, DRAIN_BATCH, started.append, max_batches=1)
+    finally:
+        # Tasks claimed before a store fault still get their predict call.
+        with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
+            list(workers.map(lambda a: execute(ctx, a, pool), started))
     return len(started)
 
 
 def execute(ctx: Context, assignment: Assignment, pool: urllib3.PoolManager) -> None:
-    """Make the predict call and record its outcome; a busy server hands over to the next."""
-    attempt = Attempt()
-    current: Assignment | None = assignment
-    while current is not None:
-        started = time.perf_counter()
-        outcome = backend_http.predict_sync(pool, current.request)
-        ctx.telemetry.duration("DispatchLatency", (time.perf_counter() - started) * 1000)
-        task = dispatch.settle(ctx, current, outcome, attempt)
-        current = None
-        if outcome.kind is Kind.BUSY and task is not None and task.status is TaskStatus.PENDING:
-            decision = dispatch.assign(ctx, task, attempt)
-            current = decision if isinstance(decision, Assignment) else None
+    # A later backoff wake-up is the requeue's delayed message: the returned time is not needed.
+    work.run(work.execute(ctx, assignment), PoolTransport(pool))
 
 
 def check_server(ctx: Context, server_id: str, pool: urllib3.PoolManager) -> None:
-    server = ctx.store.get_server(server_id)
-    if server is None:
-        return
-    healthy, why = backend_http.health_sync(pool, server, ctx.config.health_check_timeout_ms / 1000)
-    if not healthy:
-        log.info("health check of %s failed: %s", server_id, why)
-    servers.record_check(ctx, server_id, healthy)
+    work.run(work.check(ctx, server_id), PoolTransport(pool))
 
 
 def deliver_webhook(ctx: Context, task_id: str, round_: int, pool: urllib3.PoolManager) -> None:
@@ -140,19 +143,7 @@ def deliver_webhook(ctx: Context, task_id: str, round_: int, pool: urllib3.PoolM
 
 def send_webhook(ctx: Context, delivery: WebhookDelivery, pool: urllib3.PoolManager) -> bool:
     """Claim, POST and record one attempt; ask for the next one if it is to be retried."""
-    claimed = webhook_delivery.claim(ctx, delivery)
-    if claimed is None:
-        return False
-    request = webhook_delivery.request(ctx, claimed)
-    if isinstance(request, webhook_delivery.WebhookOutcome):
-        outcome = request
-    else:
-        outcome = webhook_http.send_sync(pool, request)
-    settled = webhook_delivery.settle(ctx, claimed, outcome)
-    if settled is not None and settled.state is DeliveryState.PENDING:
-        delay = max(0, settled.next_attempt_at - ctx.now())
-        ctx.queue.webhook_due(settled.task_id, settled.round, delay_ms=delay)
-    return True
+    return work.run(work.deliver(ctx, delivery), PoolTransport(pool))
 
 
 def sweep(ctx: Context, pool: urllib3.PoolManager) -> sweeper.SweepReport:
@@ -160,7 +151,7 @@ def sweep(ctx: Context, pool: urllib3.PoolManager) -> sweeper.SweepReport:
     (concurrently; a webhook whose message was lost or delayed past SQS's limit is sent here)."""
     report = sweeper.sweep(ctx)
     due = sweeper.due_for_check(ctx)
-    deliveries = ctx.store.due_deliveries(ctx.now(), WEBHOOK_BATCH)
+    deliveries = work.due_webhooks(ctx, WEBHOOK_BATCH)
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:
         list(workers.map(lambda s: check_server(ctx, s.id, pool), due))
         report.webhooks_sent = sum(workers.map(lambda d: send_webhook(ctx, d, pool), deliveries))

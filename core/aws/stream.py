@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from core.aws.dynamodb_items import task_from_item
+from core.aws.dynamodb import stream_records
 from core.domain.models import Task, TaskStatus
 from core.services import stats
 from core.services.context import Context
@@ -30,19 +30,13 @@ Change = tuple[Task, TaskStatus | None]
 def task_change(record: Mapping[str, Any]) -> Change | None:
     """The task as written and its status before (None: created); None for anything that is
     not a write of a task item (TTL removals, servers, counters, ...)."""
-    if record.get("eventName") not in ("INSERT", "MODIFY"):
-        return None
-    images = record.get("dynamodb", {})
-    new = images.get("NewImage") or {}
-    if new.get("SK", {}).get("S") != "TASK" or not new.get("PK", {}).get("S", "").startswith("TASK#"):
-        return None
-    old_status = (images.get("OldImage") or {}).get("status", {}).get("S")
     try:
-        return task_from_item(new), None if old_status is None else TaskStatus(old_status)
+        change = stream_records.task_change(record)
     except Exception:
         # One unreadable image must not hold up the shard; it is not counted.
         log.exception("stream record is not a task", extra={"event_id": record.get("eventID")})
         return None
+    return None if change is None else (change.task, change.previous_status)
 
 
 def batch_id(records: Iterable[Mapping[str, Any]]) -> str:

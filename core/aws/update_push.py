@@ -24,11 +24,10 @@ from botocore.exceptions import ClientError
 
 from core.aws.context import LazyContext, build_context
 from core.aws.dynamodb import DynamoStore
-from core.aws.dynamodb_connections import ConnectionStore
-from core.aws.dynamodb_items import OUTCOME_REF, Connection, task_from_item
-from core.aws.dynamodb_output import chunk_from_item
+from core.aws.dynamodb.connections import Connection, ConnectionStore
+from core.aws.dynamodb.stream_records import TaskChange
 from core.domain.auth import Principal
-from core.domain.models import Task
+from core.domain.models import OutputChunk, Task
 from core.errors import StaleWriteError, TaskgateError, UnauthorizedError, ValidationError
 from core.services import updates
 from core.services.context import Context
@@ -36,7 +35,6 @@ from core.services.context import Context
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
-    from core.aws.dynamodb_items import Item
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +143,10 @@ class Push:
 
     # -- the notifier ----------------------------------------------------------------------
 
-    def notify(self, new_image: Item) -> int:
-        """A task item was written (a stream record's NewImage): post it to the task's
-        subscribers. Returns how many got it. A finished task's subscriptions end."""
-        task = self._task(new_image)
+    def notify(self, change: TaskChange) -> int:
+        """A task was written (a stream record): post it to the task's subscribers. Returns
+        how many got it. A finished task's subscriptions end."""
+        task = self._task(change)
         subscribers = self.connections.subscribers(task.id)
         if not subscribers:
             return 0
@@ -163,10 +161,9 @@ class Push:
             self.connections.end_subscriptions(task.id, subscribers)
         return sent
 
-    def notify_output(self, new_image: Item) -> int:
-        """A chunk of a task's output was stored (a CHUNK# item's NewImage): post it to the
-        task's subscribers. Returns how many got it."""
-        chunk = chunk_from_item(dict(new_image))
+    def notify_output(self, chunk: OutputChunk) -> int:
+        """A chunk of a task's output was stored (a stream record): post it to the task's
+        subscribers. Returns how many got it."""
         subscribers = self.connections.subscribers(chunk.task_id)
         message = updates.output_message(chunk)
         sent = 0
@@ -177,11 +174,10 @@ class Push:
                 self.connections.delete_connection(connection_id, chunk.task_id)
         return sent
 
-    def _task(self, image: Mapping[str, Any]) -> Task:
-        task = task_from_item(dict(image))
-        if OUTCOME_REF in image:  # a large result or error lives in the task's OUTCOME item
-            task = self.ctx.store.get_task(task.id) or task
-        return task
+    def _task(self, change: TaskChange) -> Task:
+        if change.outcome_elsewhere:  # a large result or error lives beside the task
+            return self.ctx.store.get_task(change.task.id) or change.task
+        return change.task
 
 
 class LazyPush:

@@ -94,7 +94,7 @@ def _error_text(status: int, data: Any) -> str:
 
 
 def classify(status: int, body: bytes) -> Outcome:
-    """Read a predict answer (DESIGN.md, Backend protocol)."""
+    """Read a predict answer (docs/BACKENDS.md, Predict)."""
     data = _decode(body)
     if status in (429, 503):
         return Outcome(Kind.BUSY, error=_error_text(status, data))

@@ -1,4 +1,4 @@
-"""The task state machine: every transition DESIGN.md allows, and nothing else.
+"""The task state machine: every transition docs/API.md (Task states) allows, and nothing else.
 
 Stores enforce these with conditional writes; services name the transition they make and
 the store refuses it if the task moved on in the meantime.

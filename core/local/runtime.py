@@ -4,7 +4,8 @@ own event loop, beside the HTTP routes.
 The dispatcher sleeps until something can have changed (a task created or requeued, a slot
 freed, a server added or back online, a backoff ending) and then drains the PENDING index in
 priority order; it never polls. Predict calls run concurrently, so slow backends never hold
-up the API or each other.
+up the API or each other. The loops themselves are core.services.work's; this module drives
+them with aiohttp and decides when they run.
 """
 
 from __future__ import annotations
@@ -17,21 +18,41 @@ from typing import Any
 
 import aiohttp
 
-from core.domain.models import DeliveryState, Task, TaskStatus, WebhookDelivery
-from core.domain.protocol import Kind
+from core.domain.models import Server, Task, TaskStatus
+from core.domain.protocol import BackendRequest, Outcome
 from core.http import backend as backend_http
 from core.http import webhook as webhook_http
 from core.local.events import LocalEvents
 from core.local.queue import CallbackQueue
-from core.services import dispatch, servers, sweeper, webhook_delivery
+from core.services import sweeper, webhook_delivery, work
 from core.services.context import Context
-from core.services.dispatch import Assignment, Attempt, Waiting
+from core.services.dispatch import Assignment
+from core.services.webhook_delivery import WebhookOutcome, WebhookRequest
 
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 256
 WEBHOOK_BATCH = 100
 HEALTH_CHECK_CONCURRENCY = 64
+
+
+class SessionTransport:
+    """The async transport: core.http's aiohttp calls on the runtime's session."""
+
+    def __init__(self, client: aiohttp.ClientSession) -> None:
+        self.client = client
+
+    async def predict(self, request: BackendRequest) -> Outcome:
+        return await backend_http.predict_async(self.client, request)
+
+    async def health(self, server: Server, timeout_s: float) -> tuple[bool, str | None]:
+        return await backend_http.health_async(self.client, server, timeout_s)
+
+    async def cancel(self, task: Task, server: Server) -> None:
+        await backend_http.cancel_async(self.client, task, server)
+
+    async def send_webhook(self, request: WebhookRequest) -> WebhookOutcome:
+        return await webhook_http.send_async(self.client, request)
 
 
 class LocalRuntime:
@@ -47,11 +68,9 @@ class LocalRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        # Tasks whose predict call is on the wire, and those cancelled meanwhile: their cancel
-        # call waits for the predict, or it could reach the backend first and miss.
-        self._predicting: set[str] = set()
-        self._cancel_after_predict: set[str] = set()
+        self._in_flight = work.PredictsInFlight()
         self._client: aiohttp.ClientSession | None = None
+        self._transport: SessionTransport | None = None
         self._health_checks: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -61,6 +80,7 @@ class LocalRuntime:
         # No pool limit: concurrency is bounded by the servers' slots, not by the client.
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
         self._client = aiohttp.ClientSession(connector=connector)
+        self._transport = SessionTransport(self._client)
         self.queue.on_enqueue = self._on_enqueue
         self.queue.on_capacity = self.wake
         self.queue.on_check_server = self._on_check_server
@@ -88,6 +108,14 @@ class LocalRuntime:
     def client(self) -> aiohttp.ClientSession:
         assert self._client is not None, "runtime not started"
         return self._client
+
+    @property
+    def transport(self) -> SessionTransport:
+        assert self._transport is not None, "runtime not started"
+        return self._transport
+
+    async def _run(self, job: work.Job[Any]) -> Any:
+        return await work.run_async(job, self.transport, self._spawn)
 
     def _spawn(self, job: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(job)
@@ -145,55 +173,26 @@ class LocalRuntime:
                 self._wake_at(self.ctx.now() + 1000)
 
     def drain(self) -> None:
-        """Dispatch what can go now, highest priority first, FIFO within a priority."""
-        while True:
-            pending = self.ctx.store.pending_tasks(DRAIN_BATCH)
-            started = 0
-            for task in pending:
-                decision = dispatch.assign(self.ctx, task)
-                if isinstance(decision, Assignment):
-                    self._spawn(self._execute(decision))
-                    started += 1
-                elif isinstance(decision, Waiting):
-                    if decision.not_before is not None:
-                        self._wake_at(decision.not_before)
-                    if decision.fleet_full:
-                        return  # no slot anywhere: the next freed slot wakes us
-            if len(pending) < DRAIN_BATCH or not started:
-                return
+        """Start what can go now (work.drain decides), each predict call on its own."""
+        drained = work.drain(self.ctx, DRAIN_BATCH, lambda a: self._spawn(self._execute(a)))
+        if drained.wake_at is not None:
+            self._wake_at(drained.wake_at)
 
     async def _execute(self, assignment: Assignment) -> None:
-        attempt = Attempt()
-        current: Assignment | None = assignment
-        while current is not None:
-            self._predicting.add(current.task.id)
-            try:
-                outcome = await backend_http.predict_async(self.client, current.request)
-            finally:
-                self._predicting.discard(current.task.id)
-            if current.task.id in self._cancel_after_predict:
-                self._cancel_after_predict.discard(current.task.id)
-                self._spawn(backend_http.cancel_async(self.client, current.task, current.server))
-            task = dispatch.settle(self.ctx, current, outcome, attempt)
-            current = None
-            if outcome.kind is Kind.BUSY and task is not None and task.status is TaskStatus.PENDING:
-                decision = dispatch.assign(self.ctx, task, attempt)
-                if isinstance(decision, Assignment):
-                    current = decision
-                elif isinstance(decision, Waiting) and decision.not_before is not None:
-                    self._wake_at(decision.not_before)
+        wake_at = await self._run(work.execute(self.ctx, assignment, self._in_flight))
+        if wake_at is not None:
+            self._wake_at(wake_at)
 
     def _on_task_change(self, task: Task, previous: TaskStatus | None) -> None:
         # A task cancelled while PROCESSING keeps its server: tell that backend (best effort).
         if task.status is not TaskStatus.CANCELLED or previous is not TaskStatus.PROCESSING:
             return
-        if task.id in self._predicting:
-            self._cancel_after_predict.add(task.id)
+        if self._in_flight.defer_cancel(task.id):
             return
         if task.server_id is not None and self._loop is not None:
             server = self.ctx.fleet.get(task.server_id)
             if server is not None and server.endpoints.cancel:
-                call = backend_http.cancel_async(self.client, task, server)
+                call = self.transport.cancel(task, server)
                 self._loop.call_soon_threadsafe(lambda: self._spawn(call))
 
     # -- webhooks ------------------------------------------------------------------------
@@ -214,25 +213,16 @@ class LocalRuntime:
         interval = self.ctx.config.sweep_interval_ms / 1000
         while True:
             try:
-                for due in self.ctx.store.due_deliveries(self.ctx.now(), WEBHOOK_BATCH):
+                for due in work.due_webhooks(self.ctx, WEBHOOK_BATCH):
+                    # Claimed here, not in the spawned job: the next pass must not see it due.
                     claimed = webhook_delivery.claim(self.ctx, due)
                     if claimed is not None:
-                        self._spawn(self._deliver(claimed))
+                        self._spawn(self._run(work.send(self.ctx, claimed)))
             except Exception:
                 log.exception("webhook sweep failed; trying again at the next interval")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._webhooks_due.wait(), interval)
             self._webhooks_due.clear()
-
-    async def _deliver(self, claimed: WebhookDelivery) -> None:
-        request = webhook_delivery.request(self.ctx, claimed)
-        if isinstance(request, webhook_delivery.WebhookOutcome):
-            outcome = request
-        else:
-            outcome = await webhook_http.send_async(self.client, request)
-        settled = webhook_delivery.settle(self.ctx, claimed, outcome)
-        if settled is not None and settled.state is DeliveryState.PENDING:
-            self._on_webhook(max(0, settled.next_attempt_at - self.ctx.now()))
 
     # -- sweeper -------------------------------------------------------------------------
 
@@ -276,11 +266,4 @@ class LocalRuntime:
         await asyncio.gather(*(check(s.id) for s in due))
 
     async def _check_one(self, server_id: str) -> None:
-        server = self.ctx.store.get_server(server_id)
-        if server is None:
-            return
-        timeout_s = self.ctx.config.health_check_timeout_ms / 1000
-        healthy, why = await backend_http.health_async(self.client, server, timeout_s)
-        if not healthy:
-            log.info("health check of %s failed: %s", server_id, why)
-        servers.record_check(self.ctx, server_id, healthy)
+        await self._run(work.check(self.ctx, server_id))

@@ -2,6 +2,7 @@
 
 - sqlite: `SqliteStore` on a fresh file under `tmp_path`.
 - dynamodb: `DynamoStore` under moto, on a fresh table built from template.yaml's definition.
+- memory: `MemoryStore` on a fresh `MemoryData`.
 """
 
 from __future__ import annotations
@@ -57,12 +58,24 @@ def moto_dynamodb() -> Iterator[DynamoDBClient]:
             yield boto3.client("dynamodb", region_name="us-east-1")
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", "dynamodb", "memory"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Opens a Store on this test's data; each call is another instance on the same data
-    (the same file; the same table and client), as another process or Lambda would be."""
+    (the same file; the same table and client; the same data), as another process or Lambda
+    would be."""
     opened: list[Store] = []
-    if request.param == "sqlite":
+    if request.param == "memory":
+        from core.local.memory import MemoryData, MemoryStore
+
+        data = MemoryData()
+
+        def open_memory() -> Store:
+            opened.append(MemoryStore(data))
+            return opened[-1]
+
+        yield open_memory
+        _close_all(opened)
+    elif request.param == "sqlite":
         from core.local.sqlite import SqliteStore
 
         path = str(tmp_path / "taskgate.db")

@@ -13,13 +13,14 @@ import contextlib
 import itertools
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
+
+from tests.support.waiting import eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, offline, nothing started beside the page (test_docs_browser.py runs it alike).
@@ -75,12 +76,13 @@ class Browser:
             raise
 
     def _devtools_port(self, path: Path) -> int:
-        deadline = time.monotonic() + 30
-        while not (path.exists() and path.read_text().strip()):
+
+        def written() -> str:
             assert self.proc.poll() is None, f"chromium exited with {self.proc.returncode}"
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port in 30 s"
-            time.sleep(0.05)
-        return int(path.read_text().split()[0])
+            return path.read_text().strip() if path.exists() else ""
+
+        port = eventually(written, timeout=30, what="chromium's DevTools port", interval=0.05)
+        return int(port.split()[0])
 
     def close(self) -> None:
         self._closing.close()
@@ -139,14 +141,9 @@ class Browser:
 
     def wait_for(self, expression: str, *, timeout: float = 15.0, what: str | None = None) -> Any:
         """The expression's value once truthy (evaluated every 100 ms)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {timeout} s: {what or expression} (last value {value!r})")
-            time.sleep(0.1)
+        return eventually(
+            lambda: self.evaluate(expression), timeout=timeout, what=what or expression, interval=0.1
+        )
 
     def type_text(self, text: str) -> None:
         """Into the focused element, as a paste would put it."""

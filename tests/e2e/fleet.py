@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from core.local.sqlite import SqliteStore
+from tests.support.waiting import each_eventually, eventually
 
 from .dev_aws_gateway import DOOR_LINE
 from .harness import RATE_LIMITS_OFF, SECRET, Api, _free_port, unique
@@ -70,15 +71,6 @@ def free_port() -> int:
     return port
 
 
-def eventually(read: Callable[[], T], until: Callable[[T], bool], *, timeout: float, what: str) -> T:
-    """Read until `until(value)`; fail naming `what` and the last value after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not until(value := read()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s; last seen {value!r}"
-        time.sleep(0.02)
-    return value
-
-
 def holds(read: Callable[[], T], check: Callable[[T], bool], *, seconds: float, what: str) -> None:
     """Read for `seconds` s; fail naming `what` as soon as a value fails `check`."""
     deadline = time.monotonic() + seconds
@@ -98,20 +90,25 @@ def _spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) ->
 
 def _wait_up(started: Sequence[tuple[subprocess.Popen[bytes], str, Path]], patience: float = 1.0) -> None:
     """Wait until every process answers GET /health (any status: a mock may start unhealthy)."""
-    deadline = time.monotonic() + STARTUP_S * patience
-    waiting = list(started)
+    timeout = STARTUP_S * patience
+    deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0) as client:
-        while waiting:
-            proc, base, log = waiting[0]
-            assert proc.poll() is None, f"{base} exited with {proc.returncode}:\n{log.read_text()}"
+        for proc, base, log in started:
+
+            def answers(proc: subprocess.Popen[bytes] = proc, base: str = base, log: Path = log) -> bool:
+                assert proc.poll() is None, f"{base} exited with {proc.returncode}:\n{log.read_text()}"
+                try:
+                    client.get(f"{base}/health")
+                except httpx.TransportError:
+                    return False
+                return True
+
+            # One deadline for them all: they started together.
+            left = max(0.0, deadline - time.monotonic())
             try:
-                client.get(f"{base}/health")
-                waiting.pop(0)
-                continue
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"{base} did not start in time:\n{log.read_text()}"
-            time.sleep(0.03)
+                eventually(answers, timeout=left, what=f"{base} started", interval=0.03)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text()}") from None
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
@@ -519,23 +516,14 @@ class Fleet:
     def wait_terminal(self, task_ids: Collection[str] | None = None, timeout: float = 15.0) -> dict[str, Any]:
         """Poll GET until every task is terminal (only the unfinished ones are read again);
         `timeout` as on `serve`, stretched by the gateway's patience."""
-        waiting = list(self.task_ids if task_ids is None else task_ids)
-        done: dict[str, dict[str, Any]] = {}
-        timeout *= self.gateway.patience
-        deadline = time.monotonic() + timeout
-        while True:
-            for task_id in list(waiting):
-                task = self.task(task_id)
-                if task["status"] in TERMINAL:
-                    done[task_id] = task
-                    waiting.remove(task_id)
-            if not waiting:
-                return done
-            assert time.monotonic() < deadline, (
-                f"{len(waiting)} tasks not terminal within {timeout} s: "
-                f"{[(t, self.task(t)['status']) for t in waiting[:5]]}"
-            )
-            time.sleep(0.05)
+        return each_eventually(
+            list(self.task_ids if task_ids is None else task_ids),
+            self.task,
+            lambda task: task["status"] in TERMINAL,
+            timeout=timeout * self.gateway.patience,
+            what="terminal",
+            describe=lambda stragglers: {t: task["status"] for t, task in stragglers.items()},
+        )
 
     # -- the checks every dispatch test ends with ------------------------------------------
 

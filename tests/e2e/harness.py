@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from core.domain import auth
 from core.domain.ids import now_ms
 from core.domain.models import Task, TaskStatus
 from core.ports.storage import Store
+from tests.support.waiting import eventually
 from tools.moto_env import FAKE_AWS_ENV
 
 SECRET = "e2e-test-secret-" + "x" * 48
@@ -235,10 +235,13 @@ class Api:
         body = {**EXAMPLE_SERVER, "endpoints": endpoints, "id": unique("srv"), **overrides}
         reply: dict[str, Any] = self.post("/api/servers", json=body, token=self.admin).ok()
         if self.backend is not None:
-            deadline = time.monotonic() + 10
-            while self.server(reply["serverId"])["health"]["lastCheckAt"] is None:
-                assert time.monotonic() < deadline, "no first health check within 10 s"
-                time.sleep(0.01)
+            eventually(
+                lambda: self.server(reply["serverId"])["health"]["lastCheckAt"],
+                lambda checked_at: checked_at is not None,
+                timeout=10,
+                what="the first health check",
+                interval=0.01,
+            )
         return reply
 
     def task(self, task_id: str) -> dict[str, Any]:
@@ -343,17 +346,18 @@ def serve(tmp: Path) -> Iterator[Api]:
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"taskgate serve exited with {proc.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
-                return
+            return httpx.get(f"{base}/health", timeout=1.0).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"taskgate serve did not answer /health within 20 s:\n{log.read_text()}")
+            return False
+
+    try:
+        eventually(healthy, timeout=20, what="taskgate serve answering /health", interval=0.05)
+    except AssertionError as exc:
+        pytest.fail(f"{exc}:\n{log.read_text()}")
 
 
 def dynamodb() -> Iterator[Api]:

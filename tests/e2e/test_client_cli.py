@@ -1,6 +1,6 @@
 """The client commands of `taskgate` (submit, tasks, servers) run as a user runs them: real
-processes against a real `taskgate serve` and real mock backends; and the README's client
-examples, run as written."""
+processes against a real `taskgate serve` and real mock backends; and the examples of
+docs/CLIENT.md, run as written."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from .fleet import CLI, Fleet, Gateway, Mock, eventually, free_port, start_gateway
+from tests.support.waiting import eventually
+
+from .fleet import CLI, Fleet, Gateway, Mock, free_port, start_gateway
 from .harness import HELD
 
-README = Path(__file__).parents[2] / "README.md"
+CLIENT_DOC = Path(__file__).parents[2] / "docs" / "CLIENT.md"
 PROGRESS = re.compile(r"^\[[#.]{30}\] +(?P<progress>\d+)% (?P<status>[A-Z]+) *$")
 
 
@@ -314,17 +316,17 @@ def test_api_errors_print_one_line_and_exit_2(fleet: Fleet) -> None:
         assert done.stderr.startswith(expected) and done.stderr.count("\n") == 1, (args, done.stderr)
 
 
-# -- the README's examples -----------------------------------------------------------------
+# -- docs/CLIENT.md's examples --------------------------------------------------------------
 
 
 def readme_block(language: str, starts: str) -> str:
-    blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(), re.S)
+    blocks = re.findall(rf"```{language}\n(.*?)```", CLIENT_DOC.read_text(), re.S)
     found = [block for block in blocks if block.startswith(starts)]
-    assert len(found) == 1, f"README: expected one {language} block starting {starts!r}"
+    assert len(found) == 1, f"docs/CLIENT.md: expected one {language} block starting {starts!r}"
     return found[0]
 
 
-def test_readme_python_client_example_works_as_written(fleet: Fleet) -> None:
+def test_documented_python_client_example_works_as_written(fleet: Fleet) -> None:
     fleet.add(Mock(mode="async", delay_ms=1500, progress_steps=2))
     example = readme_block("python", "from taskgate.client import Client")
     env = environment(TASKGATE_URL=fleet.gateway.base, TASKGATE_TOKEN=fleet.owner)
@@ -341,7 +343,7 @@ def test_readme_python_client_example_works_as_written(fleet: Fleet) -> None:
     assert lines[-1] == "404 Not found: Task not found: task_abc123", lines
 
 
-def test_readme_cli_example_works_as_written(fleet: Fleet) -> None:
+def test_documented_cli_example_works_as_written(fleet: Fleet) -> None:
     fleet.add(Mock())
     example = readme_block("bash", "export TASKGATE_URL=").replace(
         "http://localhost:8787", fleet.gateway.base

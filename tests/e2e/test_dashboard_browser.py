@@ -20,9 +20,10 @@ import httpx
 import pytest
 
 from core.domain import auth
+from tests.support.waiting import eventually
 
 from .browser import Browser
-from .fleet import Fleet, Gateway, Mock, eventually, start_gateway
+from .fleet import Fleet, Gateway, Mock, start_gateway
 from .test_docs_browser import _chunks
 
 pytestmark = pytest.mark.timeout(240)

@@ -25,7 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .fleet import CLI, Backend, Mock, _stop, eventually, free_port, start_backends
+from tests.support.waiting import eventually
+
+from .fleet import CLI, Backend, Mock, _stop, free_port, start_backends
 from .harness import RATE_LIMITS_OFF, _wait_healthy, unique
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"}

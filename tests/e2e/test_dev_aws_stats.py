@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import httpx
 
-from .fleet import Backend, eventually
+from tests.support.waiting import eventually
+
+from .fleet import Backend
 from .test_dev_aws import backends, finished, gateway, register, submit
 
 __all__ = ["backends", "gateway"]  # fixtures, used by name

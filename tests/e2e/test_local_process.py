@@ -1,7 +1,7 @@
 """`taskgate dev`, `taskgate token` and `taskgate serve` as a user runs them: real processes.
 
-The README's cURL example is run as written (only the port differs) with the token `taskgate
-dev` prints; a `kill -9` of `taskgate serve` loses nothing it acknowledged.
+The README's cURL example and its tour are run as written (only ports and paths differ) with
+the token `taskgate dev` prints; a `kill -9` of `taskgate serve` loses nothing it acknowledged.
 """
 
 from __future__ import annotations
@@ -82,6 +82,60 @@ def test_readme_curl_example_works_with_the_printed_token(dev: tuple[str, str, P
     assert created["status"] == "PENDING"
     task = httpx.get(f"{base}/api/task/{created['id']}", headers={"Authorization": f"Bearer {token}"}).json()
     assert (task["id"], task["type"], task["priority"]) == (created["id"], "video-processing", 1)
+
+
+def readme_tour() -> tuple[str, str]:
+    """The README's tour: the command that starts the backend, then the rest as one script."""
+    text = README.read_text()
+    tour = text[text.index("## A 60-second tour") : text.index("## Configuration")]
+    blocks = re.findall(r"```bash\n(.*?)```", tour, re.S)
+    assert len(blocks) == 4, "README: the tour lost a step"
+    lines = "".join(blocks).splitlines(keepends=True)
+    backend = [line for line in lines if " mock-backend " in line]
+    assert len(backend) == 1 and backend[0].rstrip().endswith("&"), "README: the tour starts no backend"
+    rest = [line for line in lines if not line.startswith("export TOKEN=") and line not in backend]
+    return backend[0].rstrip().removesuffix("&"), "".join(rest)
+
+
+def test_readme_tour_runs_as_written(dev: tuple[str, str, Path]) -> None:
+    # GIVEN `taskgate dev` and the backend the README's tour starts (only ports and paths differ)
+    base, token, db = dev
+    backend_port, log = str(_free_port()), db.parent / "backend.log"
+    start_backend, script = readme_tour()
+
+    def here(command: str) -> str:
+        return (
+            command.replace("http://localhost:8787", base)
+            .replace("8080", backend_port)
+            .replace(".venv/bin/taskgate", " ".join(CLI))
+        )
+
+    backend = subprocess.Popen(
+        ["bash", "-c", "exec " + here(start_backend)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(backend, f"http://127.0.0.1:{backend_port}", log)
+        # WHEN the rest of the tour runs: register the backend, submit with cURL and with the CLI
+        done = subprocess.run(
+            ["bash", "-ec", here(script)],
+            env={**os.environ, "TOKEN": token, "TASKGATE_URL": base},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        stop(backend)
+    # THEN the server is registered and both tasks complete on it
+    assert done.returncode == 0, done.stderr
+    assert '"serverId":"gpu-1"' in done.stdout.replace(" ", ""), done.stdout
+    assert "100% COMPLETED" in done.stderr, done.stderr
+    created = re.search(r'"id":"(task_[A-Za-z0-9_-]+)"', done.stdout.replace(" ", ""))
+    assert created, done.stdout
+    headers = {"Authorization": f"Bearer {token}"}
+    task = httpx.get(f"{base}/api/task/{created.group(1)}", headers=headers).json()
+    assert (task["status"], task["serverId"]) == ("COMPLETED", "gpu-1"), task
 
 
 def test_the_dev_access_log_never_shows_a_websocket_token(dev: tuple[str, str, Path]) -> None:

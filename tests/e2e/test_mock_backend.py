@@ -12,13 +12,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+
+from tests.support.waiting import eventually
 
 from .harness import _free_port, unique
 
@@ -39,15 +41,6 @@ DEFAULTS = {
 T = TypeVar("T")
 
 
-def eventually(read: Callable[[], T], until: Callable[[T], bool] = bool, timeout: float = 5.0) -> T:
-    """Reads until the value satisfies `until`; returns it."""
-    deadline = time.monotonic() + timeout
-    while not until(value := read()):
-        assert time.monotonic() < deadline, f"still {value!r}"
-        time.sleep(0.02)
-    return value
-
-
 # -- the mock as a process ---------------------------------------------------------------
 
 
@@ -59,16 +52,16 @@ def start_mock(tmp: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str, Pa
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:  # /metrics, not /health: a mock may start unhealthy
+
+    def answers() -> bool:  # /metrics, not /health: a mock may start unhealthy
         assert proc.poll() is None, f"mock-backend exited with {proc.returncode}:\n{log.read_text()}"
         try:
-            if httpx.get(f"{base}/metrics", timeout=1.0).status_code == 200:
-                return proc, base, log
+            return httpx.get(f"{base}/metrics", timeout=1.0).status_code == 200
         except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"mock-backend did not start:\n{log.read_text()}"
-        time.sleep(0.05)
+            return False
+
+    eventually(answers, timeout=20, what="mock-backend answering /metrics", interval=0.05)
+    return proc, base, log
 
 
 def stop_mock(proc: subprocess.Popen[bytes]) -> None:

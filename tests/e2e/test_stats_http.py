@@ -20,6 +20,7 @@ import pytest
 
 from core.domain.balancer import ALGORITHMS
 from core.local.sqlite import SqliteStore
+from tests.support.waiting import eventually
 
 from .harness import RATE_LIMITS_OFF, SECRET, Api, _free_port, _wait_healthy, unique
 
@@ -126,11 +127,13 @@ def submit(api: Api, owner: str, capability: str) -> str:
 
 
 def wait_for(api: Api, task_id: str, *statuses: str, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (task := api.task(task_id))["status"] not in statuses:
-        assert time.monotonic() < deadline, f"{task_id} not {'/'.join(statuses)} within {timeout} s: {task}"
-        time.sleep(0.05)
-    return task
+    return eventually(
+        lambda: api.task(task_id),
+        lambda task: task["status"] in statuses,
+        timeout=timeout,
+        what=f"{task_id} {'/'.join(statuses)}",
+        interval=0.05,
+    )
 
 
 def clear_of_the_hour_end(margin_s: float = 45) -> None:

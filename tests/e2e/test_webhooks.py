@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from core.domain.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from tests.support.waiting import eventually
 
 from .fleet import (
     CLI,
@@ -27,7 +28,6 @@ from .fleet import (
     _spawn,
     _stop,
     _wait_up,
-    eventually,
     free_port,
     holds,
     start_gateway,

@@ -26,6 +26,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from tests.e2e import fleet, harness
+from tests.support.waiting import eventually
 
 
 def build(log_path: str, statuses: list[int]) -> Starlette:
@@ -66,7 +67,7 @@ class Receiver:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
     def wait_requests(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        return fleet.eventually(
+        return eventually(
             self.requests, lambda r: len(r) >= count, timeout=timeout, what=f"{count} webhook requests"
         )
 

@@ -635,7 +635,7 @@ def test_an_owners_filtered_listing_reads_at_most_its_budget_per_call(
     store: DynamoStore, calls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN an owner with many tasks of which only the oldest two FAILED, and a small read budget
-    monkeypatch.setattr("core.aws.dynamodb._FILTERED_READ_BUDGET", 4)
+    monkeypatch.setattr("core.aws.dynamodb.task_queries._FILTERED_READ_BUDGET", 4)
     for i in range(12):
         status = TaskStatus.FAILED if i < 2 else TaskStatus.COMPLETED
         store.put_task(make_task(owner="erin", status=status, created_at=NOW + i))

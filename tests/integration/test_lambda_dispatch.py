@@ -3,7 +3,7 @@
 GIVEN a table built from template.yaml, a queue, and a task and server written through the
 HTTP Lambdas (or the store), WHEN the dispatcher Lambda gets events/sqs-dispatch.json with its
 body pointed at that task, or the sweeper Lambda gets events/schedule-sweep.json, THEN the
-backend sees what DESIGN.md says it should, and the batch response names exactly the records
+backend sees what docs/BACKENDS.md says it should, and the batch response names exactly the records
 that failed.
 """
 

@@ -27,9 +27,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from core.aws import update_push
 from core.aws.dynamodb import DynamoStore
-from core.aws.dynamodb_connections import ConnectionStore
-from core.aws.dynamodb_items import task_key
-from core.aws.dynamodb_output import chunk_key
+from core.aws.dynamodb.connections import ConnectionStore
+from core.aws.dynamodb.keys import chunk_key, task_key
 from core.domain import auth
 from core.domain.ids import new_task_id, now_ms
 from core.domain.models import Endpoints, OutputChunk, Server, Task, TaskStatus

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +18,11 @@ from typing import Any
 
 import httpx
 
+from core.domain.models import Task
 from core.local.sqlite import SqliteStore
 from tests.e2e.fleet import CLI, FAST_TIMERS, TERMINAL, Backend, _spawn, _stop, _wait_up, free_port
 from tests.e2e.harness import RATE_LIMITS_OFF, SECRET, Api, unique
+from tests.support.waiting import each_eventually
 
 FIGURES_DIR = Path(os.environ.get("TASKGATE_FIGURES_DIR", "/tmp/taskgate-reliability"))
 
@@ -91,22 +92,23 @@ def submit_all(api: Api, token: str, bodies: list[dict[str, Any]], workers: int 
 
 def wait_terminal(store: SqliteStore, task_ids: Iterable[str], timeout: float) -> dict[str, Any]:
     """Read the tasks from the store until every one is terminal; fail naming the stragglers."""
-    waiting = set(task_ids)
-    done: dict[str, Any] = {}
-    deadline = time.monotonic() + timeout
-    while waiting:
-        for task_id in list(waiting):
-            task = store.get_task(task_id)
-            assert task is not None, f"task {task_id} is lost: not in the store"
-            if task.status.value in TERMINAL:
-                done[task_id] = task
-                waiting.discard(task_id)
-        if waiting:
-            stragglers = {t: store.get_task(t) for t in list(waiting)[:5]}
-            summary = {t: (s.status.value, s.attempts, s.server_id) for t, s in stragglers.items() if s}
-            assert time.monotonic() < deadline, f"{len(waiting)} tasks not terminal in {timeout} s: {summary}"
-            time.sleep(0.1)
-    return done
+
+    def read(task_id: str) -> Task:
+        task = store.get_task(task_id)
+        assert task is not None, f"task {task_id} is lost: not in the store"
+        return task
+
+    return each_eventually(
+        set(task_ids),
+        read,
+        lambda task: task.status.value in TERMINAL,
+        timeout=timeout,
+        what="terminal",
+        interval=0.1,
+        describe=lambda stragglers: {
+            t: (s.status.value, s.attempts, s.server_id) for t, s in stragglers.items()
+        },
+    )
 
 
 # -- what the backends saw -----------------------------------------------------------------

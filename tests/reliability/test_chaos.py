@@ -15,8 +15,9 @@ from pathlib import Path
 
 from core.domain.ids import now_ms
 from core.local.sqlite import SqliteStore
-from tests.e2e.fleet import Mock, _stop, eventually, start_backends
+from tests.e2e.fleet import Mock, _stop, start_backends
 from tests.e2e.harness import unique
+from tests.support.waiting import eventually
 
 from .conftest import Scale
 from .proof import Gateway, new_owner, prove, register, status_counts, submit_all, wait_terminal

@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.e2e.fleet import Mock, _stop, eventually, start_backends
+from tests.e2e.fleet import Mock, _stop, start_backends
 from tests.e2e.harness import unique
+from tests.support.waiting import eventually
 
 from .conftest import Scale
 from .proof import Gateway, new_owner, prove, register, status_counts, submit_all, wait_terminal

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from core.domain.models import TaskStatus
 from core.errors import UnavailableError
 from core.services import sweeper
 from tests.e2e.harness import Reply, unique
+from tests.support.waiting import eventually
 
 from .aws_stack import BUSY_CODES, RecordingBackend, Stack, recording_backend, register, stack
 from .conftest import Scale
@@ -69,16 +69,22 @@ def dispatch_all(stack: Stack) -> list[BaseException]:
 
 def repair(stack: Stack, owner: str) -> list[Any]:
     """Faults over: sweeps and redelivered messages until every task of `owner` is done."""
-    deadline = time.monotonic() + REPAIR_TIMEOUT_S
-    while True:
+
+    def repaired(tasks: list[Any]) -> bool:
+        return bool(tasks) and all(task.status.is_terminal for task in tasks)
+
+    def repair_round() -> list[Any]:
+        """The tasks as they stand; a sweep and the redelivered messages if not all are done."""
         stack.faults.clear()
         tasks = stack.store.tasks_by_owner(owner, limit=1000)
-        if tasks and all(task.status.is_terminal for task in tasks):
-            return tasks
-        assert time.monotonic() < deadline, [(t.id, t.status.value) for t in tasks]
-        sweeper.sweep(stack.ctx)
-        assert dispatch_all(stack) == []
-        time.sleep(0.2)
+        if not repaired(tasks):
+            sweeper.sweep(stack.ctx)
+            assert dispatch_all(stack) == []
+        return tasks
+
+    return eventually(
+        repair_round, repaired, timeout=REPAIR_TIMEOUT_S, what="every task repaired", interval=0.2
+    )
 
 
 def test_faults_at_every_step_of_create_dispatch_and_completion_are_retryable_and_repaired(

@@ -21,8 +21,8 @@ import pytest
 
 from core.domain.ids import now_ms
 from core.domain.models import TaskStatus
-from tests.e2e.fleet import eventually
 from tests.e2e.harness import HELD, unique
+from tests.support.waiting import eventually
 
 from .proof import Gateway
 

@@ -1,4 +1,4 @@
-"""The task state machine allows exactly DESIGN.md's transitions."""
+"""The task state machine allows exactly the documented transitions (docs/API.md, Task states)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Items of the DynamoDB table: key builders, `to_item` / `from_item`, the derived index keys
-of a task, and a builder for expressions. The table and its access patterns are described in
-`core.aws.dynamodb`.
+"""Items of the DynamoDB table: attribute values, `to_item` / `from_item`, the derived index
+keys of a task and of a delivery. The table and its access patterns are described in
+`core.aws.dynamodb`; the keys are built in `core.aws.dynamodb.keys`.
 
 Task and server fields are stored under their own names. JSON-valued fields are stored as JSON
 strings so that floats and nested data round-trip exactly (DynamoDB numbers would come back as
@@ -9,12 +9,21 @@ Decimal, and cannot hold every float). None-valued fields are not stored.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from core.aws.dynamodb.keys import (
+    DELIVERIES_DUE,
+    delivery_key,
+    owner_partition,
+    pending_prefix,
+    recent_partition,
+    server_key,
+    server_partition,
+    task_key,
+)
 from core.domain.models import DeliveryState, Server, Task, TaskStatus, WebhookDelivery
 
 if TYPE_CHECKING:
@@ -26,8 +35,6 @@ S = TypeVar("S", Task, Server, WebhookDelivery)
 
 TTL = "expiresAt"
 JSON_FIELDS = frozenset({"payload", "result", "error", "reported", "endpoints", "log", "history"})
-# Sorts after every character a task id may hold ([A-Za-z0-9_-]).
-HIGHEST = "~"
 NO_DEADLINE = 9_999_999_999_999
 
 
@@ -71,7 +78,7 @@ def field_values(changes: Mapping[str, Any]) -> dict[str, AttributeValueTypeDef 
     return {name: None if value is None else field_value(name, value) for name, value in changes.items()}
 
 
-def _fields_from_item(kind: type[S], item: Item) -> S:
+def fields_from_item(kind: type[S], item: Item) -> S:
     fields: dict[str, Any] = {}
     for name in kind.__struct_fields__:
         if name in item:
@@ -84,65 +91,6 @@ def check_fields(kind: type[S], names: Iterable[str]) -> None:
     unknown = set(names) - set(kind.__struct_fields__)
     if unknown:
         raise ValueError(f"unknown {kind.__name__} fields: {sorted(unknown)}")
-
-
-# -- keys ------------------------------------------------------------------------------------
-
-
-def key(pk: str, sk: str) -> Item:
-    return {"PK": {"S": pk}, "SK": {"S": sk}}
-
-
-def task_key(task_id: str) -> Item:
-    return key(f"TASK#{task_id}", "TASK")
-
-
-def server_key(server_id: str) -> Item:
-    return key("SERVERS", f"SERVER#{server_id}")
-
-
-def setting_key(name: str) -> Item:
-    return key("SETTINGS", name)
-
-
-def sequence_key(name: str) -> Item:
-    return key("SEQUENCE", name)
-
-
-def counter_key(counters: str) -> Item:
-    return key(f"COUNTER#{counters}", "COUNTER")
-
-
-def counter_batch_key(batch: str) -> Item:
-    return key(f"COUNTERBATCH#{batch}", "COUNTERBATCH")
-
-
-def rate_key(window: str) -> Item:
-    return key(f"RATE#{window}", "RATE")
-
-
-def outcome_key(task_id: str) -> Item:
-    return key(f"TASK#{task_id}", "OUTCOME")
-
-
-def idempotency_key(idempotency: str) -> Item:
-    return key(f"IDEMPOTENCY#{idempotency}", "IDEMPOTENCY")
-
-
-def connection_key(connection_id: str) -> Item:
-    return key(f"CONN#{connection_id}", "CONN")
-
-
-def subscription_key(task_id: str, connection_id: str) -> Item:
-    return key(f"SUBS#{task_id}", f"CONN#{connection_id}")
-
-
-def subscriptions_partition(task_id: str) -> str:
-    return f"SUBS#{task_id}"
-
-
-def counters_name(item: Item) -> str:
-    return item["PK"]["S"].removeprefix("COUNTER#")
 
 
 # -- tasks -----------------------------------------------------------------------------------
@@ -175,14 +123,6 @@ def index_inputs(group: str, status: TaskStatus) -> tuple[str, ...]:
     return ()
 
 
-def recent_partition(status: TaskStatus) -> str:
-    return f"RECENT#{status.value}"
-
-
-def pending_prefix(priority: int) -> str:
-    return f"{10 - priority:02d}#"
-
-
 def index_attributes(group: str, task: Mapping[str, Any]) -> dict[str, str | int | None]:
     """The attributes of `group` for a task with these field values (None: not present).
 
@@ -192,7 +132,7 @@ def index_attributes(group: str, task: Mapping[str, Any]) -> dict[str, str | int
     task_id = task["id"]
     if group == "ByOwner":
         return {
-            "GSI1PK": f"OWNER#{task['owner']}",
+            "GSI1PK": owner_partition(task["owner"]),
             "GSI1SK": f"{task['created_at']:013d}#{task_id}",
         }
     if group == "ByStatus":
@@ -205,7 +145,7 @@ def index_attributes(group: str, task: Mapping[str, Any]) -> dict[str, str | int
         return {"GSI2PK": None, "GSI2SK": None}
     if group == "ByServer":
         if status is TaskStatus.PROCESSING:
-            return {"GSI3PK": f"SERVER#{task['server_id']}", "GSI3SK": task_id}
+            return {"GSI3PK": server_partition(task["server_id"]), "GSI3SK": task_id}
         return {"GSI3PK": None, "GSI3SK": None}
     if group == "ByRecent":
         return {"GSI4PK": recent_partition(status), "GSI4SK": f"{task['created_at']:013d}#{task_id}"}
@@ -231,7 +171,7 @@ def task_to_item(task: Task) -> Item:
 
 
 def task_from_item(item: Item) -> Task:
-    return _fields_from_item(Task, item)
+    return fields_from_item(Task, item)
 
 
 # A task's result and error may be as large as a request body (256 KiB), next to a payload as
@@ -270,17 +210,10 @@ def server_to_item(server: Server) -> Item:
 
 
 def server_from_item(item: Item) -> Server:
-    return _fields_from_item(Server, item)
+    return fields_from_item(Server, item)
 
 
 # -- webhook deliveries ------------------------------------------------------------------------
-
-# The due index shares ByStatus with tasks, under its own partition value.
-DELIVERIES_DUE = "WEBHOOK_DUE"
-
-
-def delivery_key(task_id: str, round_: int) -> Item:
-    return key(f"WEBHOOK#{task_id}", f"DELIVERY#{round_:06d}")
 
 
 def delivery_index_attributes(delivery: Mapping[str, Any]) -> dict[str, str | int | None]:
@@ -304,137 +237,4 @@ def delivery_to_item(delivery: WebhookDelivery) -> Item:
 
 
 def delivery_from_item(item: Item) -> WebhookDelivery:
-    return _fields_from_item(WebhookDelivery, item)
-
-
-# -- WebSocket connections -------------------------------------------------------------------
-
-
-class Connection(msgspec.Struct, kw_only=True):
-    """An API Gateway WebSocket connection: who opened it, and the tasks it follows (so that
-    closing it finds their subscription items without a query)."""
-
-    id: str
-    sub: str
-    roles: list[str]
-    server_id: str | None = None
-    connected_at: int
-    expires_at: int
-    tasks: list[str] = []
-
-
-def connection_to_item(connection: Connection) -> Item:
-    item = connection_key(connection.id)
-    item.update(
-        {
-            "sub": to_value(connection.sub),
-            "roles": to_value(connection.roles),
-            "connected_at": to_value(connection.connected_at),
-            TTL: to_value(connection.expires_at),
-        }
-    )
-    if connection.server_id is not None:
-        item["server_id"] = to_value(connection.server_id)
-    return item
-
-
-def connection_from_item(item: Item) -> Connection:
-    return Connection(
-        id=item["PK"]["S"].removeprefix("CONN#"),
-        sub=item["sub"]["S"],
-        roles=from_value(item["roles"]),
-        server_id=item["server_id"]["S"] if "server_id" in item else None,
-        connected_at=int(item["connected_at"]["N"]),
-        expires_at=int(item[TTL]["N"]),
-        tasks=sorted(item["tasks"]["SS"]) if "tasks" in item else [],
-    )
-
-
-def subscription_to_item(task_id: str, connection: Connection) -> Item:
-    item = subscription_key(task_id, connection.id)
-    item["connection_id"] = to_value(connection.id)
-    item[TTL] = to_value(connection.expires_at)
-    return item
-
-
-# -- expressions -----------------------------------------------------------------------------
-
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
-
-
-class Expression:
-    """One request's update and condition expressions, with a placeholder for every
-    attribute name (status and many others are reserved words) and every value."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, str] = {}
-        self.values: dict[str, AttributeValueTypeDef] = {}
-        self._placeholders: dict[str, str] = {}
-        self._set: list[str] = []
-        self._remove: list[str] = []
-        self._add: list[str] = []
-        self._conditions: list[str] = []
-
-    def name(self, attribute: str) -> str:
-        if attribute in self._placeholders:
-            return self._placeholders[attribute]
-        base = f"#{attribute}" if _PLAIN_NAME.fullmatch(attribute) else "#n"
-        placeholder, suffix = base, 0
-        while placeholder in self.names:
-            suffix += 1
-            placeholder = f"{base}{suffix}"
-        self.names[placeholder] = attribute
-        self._placeholders[attribute] = placeholder
-        return placeholder
-
-    def value(self, value: AttributeValueTypeDef | str | int) -> str:
-        placeholder = f":v{len(self.values)}"
-        self.values[placeholder] = value if isinstance(value, dict) else to_value(value)
-        return placeholder
-
-    def assign(self, attribute: str, value: AttributeValueTypeDef | str | int | None) -> None:
-        """SET the attribute, or REMOVE it when `value` is None."""
-        if value is None:
-            self._remove.append(self.name(attribute))
-        else:
-            self._set.append(f"{self.name(attribute)} = {self.value(value)}")
-
-    def set(self, clause: str) -> None:
-        self._set.append(clause)
-
-    def add(self, attribute: str, amount: int) -> None:
-        self._add.append(f"{self.name(attribute)} {self.value(amount)}")
-
-    def condition(self, clause: str) -> None:
-        self._conditions.append(clause)
-
-    def equals(self, attribute: str, value: AttributeValueTypeDef | str | int | None) -> None:
-        """Condition: the attribute has `value` (None: the attribute is absent)."""
-        if value is None:
-            self.condition(f"attribute_not_exists({self.name(attribute)})")
-        else:
-            self.condition(f"{self.name(attribute)} = {self.value(value)}")
-
-    def update_expression(self) -> str:
-        parts = [
-            f"{verb} {', '.join(clauses)}"
-            for verb, clauses in (("SET", self._set), ("REMOVE", self._remove), ("ADD", self._add))
-            if clauses
-        ]
-        return " ".join(parts)
-
-    def key_condition(self) -> str:
-        return " AND ".join(self._conditions)
-
-    def request(self) -> dict[str, Any]:
-        """The expression parameters of a request (Update, ConditionExpression, names, values)."""
-        params: dict[str, Any] = {}
-        if update := self.update_expression():
-            params["UpdateExpression"] = update
-        if self._conditions:
-            params["ConditionExpression"] = " AND ".join(f"({c})" for c in self._conditions)
-        if self.names:
-            params["ExpressionAttributeNames"] = self.names
-        if self.values:
-            params["ExpressionAttributeValues"] = self.values
-        return params
+    return fields_from_item(WebhookDelivery, item)

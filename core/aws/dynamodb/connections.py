@@ -14,42 +14,85 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
+import msgspec
 from botocore.exceptions import ClientError
 
 # The table adapter's client settings and error translation, shared so both behave alike.
-from core.aws.dynamodb import _CLIENT_CONFIG, _CONDITION_FAILED, BUSY, _code, _translated_errors
-from core.aws.dynamodb_items import (
-    Connection,
-    connection_from_item,
-    connection_key,
-    connection_to_item,
-    subscription_key,
-    subscription_to_item,
-    subscriptions_partition,
-)
+from core.aws.dynamodb._requests import BUSY, CLIENT_CONFIG, CONDITION_FAILED, code, translated_errors
+from core.aws.dynamodb.items import TTL, from_value, to_value
+from core.aws.dynamodb.keys import connection_id_of, connection_key, subscription_key, subscriptions_partition
 from core.errors import StaleWriteError, UnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import WriteRequestTypeDef
 
+    from core.aws.dynamodb.items import Item
+
 _BATCH_WRITE_LIMIT = 25
 _UNPROCESSED_RETRIES = 5
+
+
+class Connection(msgspec.Struct, kw_only=True):
+    """An API Gateway WebSocket connection: who opened it, and the tasks it follows (so that
+    closing it finds their subscription items without a query)."""
+
+    id: str
+    sub: str
+    roles: list[str]
+    server_id: str | None = None
+    connected_at: int
+    expires_at: int
+    tasks: list[str] = []
+
+
+def connection_to_item(connection: Connection) -> Item:
+    item = connection_key(connection.id)
+    item.update(
+        {
+            "sub": to_value(connection.sub),
+            "roles": to_value(connection.roles),
+            "connected_at": to_value(connection.connected_at),
+            TTL: to_value(connection.expires_at),
+        }
+    )
+    if connection.server_id is not None:
+        item["server_id"] = to_value(connection.server_id)
+    return item
+
+
+def connection_from_item(item: Item) -> Connection:
+    return Connection(
+        id=connection_id_of(item),
+        sub=item["sub"]["S"],
+        roles=from_value(item["roles"]),
+        server_id=item["server_id"]["S"] if "server_id" in item else None,
+        connected_at=int(item["connected_at"]["N"]),
+        expires_at=int(item[TTL]["N"]),
+        tasks=sorted(item["tasks"]["SS"]) if "tasks" in item else [],
+    )
+
+
+def subscription_to_item(task_id: str, connection: Connection) -> Item:
+    item = subscription_key(task_id, connection.id)
+    item["connection_id"] = to_value(connection.id)
+    item[TTL] = to_value(connection.expires_at)
+    return item
 
 
 class ConnectionStore:
     def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
         self.table_name = table_name
-        self._client = client or boto3.client("dynamodb", config=_CLIENT_CONFIG)
+        self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
 
     def put_connection(self, connection: Connection) -> None:
         """Pattern 20."""
-        with _translated_errors():
+        with translated_errors():
             self._client.put_item(TableName=self.table_name, Item=connection_to_item(connection))
 
     def get_connection(self, connection_id: str) -> Connection | None:
         """Pattern 21."""
-        with _translated_errors():
+        with translated_errors():
             found = self._client.get_item(
                 TableName=self.table_name, Key=connection_key(connection_id), ConsistentRead=True
             )
@@ -61,7 +104,7 @@ class ConnectionStore:
         follows fewer than `limit` tasks), then write the subscription item.
         StaleWriteError(the connection as it is, or None if closed) when the condition fails."""
         try:
-            with _translated_errors():
+            with translated_errors():
                 self._client.update_item(
                     TableName=self.table_name,
                     Key=connection_key(connection.id),
@@ -78,11 +121,11 @@ class ConnectionStore:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
         except ClientError as error:
-            if _code(error) != _CONDITION_FAILED:
+            if code(error) != CONDITION_FAILED:
                 raise
             old: Any = error.response.get("Item")
             raise StaleWriteError(None if old is None else connection_from_item(old)) from None
-        with _translated_errors():
+        with translated_errors():
             self._client.put_item(TableName=self.table_name, Item=subscription_to_item(task_id, connection))
 
     def unsubscribe(self, connection_id: str, task_id: str) -> None:
@@ -104,7 +147,7 @@ class ConnectionStore:
             }
             if start is not None:
                 request["ExclusiveStartKey"] = start
-            with _translated_errors():
+            with translated_errors():
                 page = self._client.query(**request)
             found.extend(item["connection_id"]["S"] for item in page.get("Items", []))
             start = page.get("LastEvaluatedKey")
@@ -120,7 +163,7 @@ class ConnectionStore:
     def delete_connection(self, connection_id: str, *also_tasks: str) -> Connection | None:
         """Pattern 25: the connection and the subscription items of the tasks it followed
         (and of `also_tasks`, a subscription it may not list). Returns what was deleted."""
-        with _translated_errors():
+        with translated_errors():
             deleted = self._client.delete_item(
                 TableName=self.table_name, Key=connection_key(connection_id), ReturnValues="ALL_OLD"
             )
@@ -132,7 +175,7 @@ class ConnectionStore:
 
     def _forget_task(self, connection_id: str, task_id: str) -> None:
         try:
-            with _translated_errors():
+            with translated_errors():
                 self._client.update_item(
                     TableName=self.table_name,
                     Key=connection_key(connection_id),
@@ -142,7 +185,7 @@ class ConnectionStore:
                     ExpressionAttributeValues={":task": {"SS": [task_id]}},
                 )
         except ClientError as error:
-            if _code(error) != _CONDITION_FAILED:
+            if code(error) != CONDITION_FAILED:
                 raise
 
     def _batch_delete(self, keys: list[Any]) -> None:
@@ -151,7 +194,7 @@ class ConnectionStore:
                 {"DeleteRequest": {"Key": key}} for key in keys[start : start + _BATCH_WRITE_LIMIT]
             ]
             for attempt in range(_UNPROCESSED_RETRIES):
-                with _translated_errors():
+                with translated_errors():
                     answer = self._client.batch_write_item(RequestItems={self.table_name: requests})
                 requests = cast(
                     "list[WriteRequestTypeDef]", answer.get("UnprocessedItems", {}).get(self.table_name, [])

@@ -1,0 +1,157 @@
+"""DynamoDB adapter of the Store: one table, on-demand, every key a string (`PK`, `SK`), TTL
+on `expiresAt` (epoch seconds). The table is the `Table` resource in template.yaml.
+
+One module per entity, each method naming its pattern (row) in the access-pattern table
+below, around what they share:
+
+| Module              | What                                                              |
+|---------------------|-------------------------------------------------------------------|
+| keys.py             | every key and index-key layout (the tables below, in code)        |
+| items.py            | attribute values; `to_item` / `from_item`; derived index keys     |
+| _expressions.py     | update and condition expressions with placeholders                |
+| _requests.py        | conditional writes, transactions, paged queries; error translation |
+| tasks.py            | patterns 1-5: create, read, transition, claim, release            |
+| task_queries.py     | patterns 6-9c: the task indexes                                   |
+| servers.py          | patterns 10-13                                                    |
+| settings.py         | patterns 14-15                                                    |
+| counters.py         | patterns 16, 19                                                   |
+| rate_windows.py     | pattern 17                                                        |
+| idempotency.py      | pattern 18                                                        |
+| connections.py      | patterns 20-25 (WebSocket connections; not part of the Store)     |
+| deliveries.py       | patterns 26-29                                                    |
+| output.py           | patterns 30-31: a task's streamed output                          |
+| stream_records.py   | the table's stream records, read as task changes                  |
+
+| Item        | PK                | SK          | Other attributes                              |
+|-------------|-------------------|-------------|-----------------------------------------------|
+| Task        | TASK#<id>         | TASK        | Task fields; GSI1-3 keys; expiresAt when done |
+| Server      | SERVERS           | SERVER#<id> | Server fields                                 |
+| Setting     | SETTINGS          | <name>      | value (JSON)                                  |
+| Sequence    | SEQUENCE          | <name>      | n                                             |
+| Counters    | COUNTER#<key>     | COUNTER     | one number per counter name; expiresAt        |
+| Rate window | RATE#<key>        | RATE        | hits; expiresAt                               |
+| Idempotency | IDEMPOTENCY#<key> | IDEMPOTENCY | body_hash, task_id; expiresAt                 |
+| Delivery    | WEBHOOK#<task id> | DELIVERY#<round:6> | WebhookDelivery fields; GSI2 while due; expiresAt |
+| Connection  | CONN#<conn>       | CONN        | sub, roles, tasks (string set); expiresAt     |
+| Subscription| SUBS#<task>       | CONN#<conn> | connection_id; expiresAt                      |
+| Chunk       | TASK#<id>         | CHUNK#<index:8> | data (JSON), attempt, created_at; expiresAt |
+
+All servers share one partition, so listing them is one strongly consistent Query. A partition
+takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
+
+Sparse global secondary indexes (projection ALL). This adapter derives their keys from the
+task on every task write: set while the state needs them, removed otherwise.
+
+| Index    | PK                | SK                                         | Present while |
+|----------|-------------------|--------------------------------------------|---------------|
+| ByOwner  | GSI1PK OWNER#<o>  | GSI1SK <createdAt:13>#<id>                 | always        |
+| ByStatus | GSI2PK PENDING    | GSI2SK <10-priority:2>#<queuedAt:13>#<id>  | PENDING       |
+| ByStatus | GSI2PK PROCESSING | GSI2SK <deadline:13, 9999999999999>#<id>   | PROCESSING    |
+| ByServer | GSI3PK SERVER#<s> | GSI3SK <id>                                | PROCESSING    |
+| ByStatus | GSI2PK WEBHOOK_DUE | GSI2SK <nextAttemptAt:13>#<task>#<round:6> | delivery PENDING |
+| ByRecent | GSI4PK RECENT#<st>| GSI4SK <createdAt:13>#<id>                 | always        |
+
+A finished task carries expiresAt (its `expires_at`) and TTL drops it. Index reads are
+eventually consistent; every write is conditional on the base item, so a stale index entry
+costs a lost write (StaleWriteError), never a wrong one.
+
+| Access pattern              | Index    | Key condition                     | Example           |
+|-----------------------------|----------|-----------------------------------|-------------------|
+| 1 Create a task             | table    | TASK#<id> / TASK, if new          | TASK#t-1          |
+| 2 Get a task                | table    | PK = TASK#<id> AND SK >= OUTCOME  | TASK#t-1          |
+|   (and its OUTCOME, if any) |          | (chunks sort before: never read)  |                   |
+| 3 Transition a task         | table    | TASK#<id> / TASK, if status IN    | TASK#t-1          |
+| 4 Claim a task: one write   | table    | SERVER#<s> if a slot is free,     | SERVER#gpu-1,     |
+|                             |          | + TASK#<id> if still PENDING      | TASK#t-1          |
+| 5 Release a task: one write | table    | TASK#<id> if PROCESSING on <s>,   | TASK#t-1,         |
+|                             |          | + SERVER#<s> (slot, counters)     | SERVER#gpu-1      |
+| 6 Tasks of an owner, newest | ByOwner  | GSI1PK = OWNER#<owner>, desc.     | OWNER#alice       |
+| 7 Pending, best first       | ByStatus | GSI2PK = PENDING                  | PENDING           |
+|   ... of one priority       | ByStatus | AND begins_with(GSI2SK, <10-p>#)  | 03# (priority 7)  |
+| 8 Processing past deadline  | ByStatus | GSI2PK = PROCESSING AND           | PROCESSING,       |
+|                             |          | GSI2SK <= <before:13>#~           | 1700000000000#~   |
+| 9 Processing on a server    | ByServer | GSI3PK = SERVER#<id>              | SERVER#gpu-1      |
+| 9a Tasks newest first       | ByRecent | GSI4PK = RECENT#<status> AND      | RECENT#COMPLETED, |
+|    (one status, or all six  |          | GSI4SK < <before>, descending     | 1700000000000#t-9 |
+|    partitions merged)       |          |                                   |                   |
+| 9b An owner's, one status   | ByOwner  | pattern 6, FilterExpression on    | OWNER#alice       |
+|                             |          | status; at most 1,000 read a call |                   |
+| 9c PENDING per priority     | ByStatus | GSI2PK = PENDING, GSI2SK only     | PENDING           |
+| 10 Register a server        | table    | SERVERS / SERVER#<id>, if new     | SERVER#gpu-1      |
+| 11 Get, update, delete one  | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
+|                             |          | update if version = :v            |                   |
+| 12 List servers, by id      | table    | PK = SERVERS, strongly consistent | SERVERS           |
+| 13 Reconcile a slot count   | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
+|                             |          | if active_tasks = :expected (and  |                   |
+|                             |          | last_claim_at = :last, if given)  |                   |
+| 14 Get, put a setting       | table    | SETTINGS / <name>                 | lb_algorithm      |
+| 15 Next in a sequence       | table    | SEQUENCE / <name>, ADD n :1       | round_robin       |
+| 16 Add to, read counters    | table    | COUNTER#<key> / COUNTER; BatchGet | COUNTER#<day>     |
+| 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
+| 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |
+|                             |          | expiresAt <= :now                 |                   |
+| 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new or  | COUNTERBATCH#9f2e#0 |
+|                             |          | expiresAt <= :now,                |                   |
+|                             |          | + up to 99 COUNTER#<key> ADDs     |                   |
+| 20 Open a WebSocket conn.   | table    | CONN#<conn> / CONN                | CONN#R2D2dcQ5oA=  |
+| 21 Get a connection         | table    | CONN#<conn> / CONN, consistent    | CONN#R2D2dcQ5oA=  |
+| 22 Subscribe to a task      | table    | CONN#<conn>: ADD tasks if open    | CONN#R2D2dcQ5oA=, |
+|                             |          | and size(tasks) < max; then put   | SUBS#t-1 /        |
+|                             |          | SUBS#<task> / CONN#<conn>         | CONN#R2D2dcQ5oA=  |
+| 23 Unsubscribe, end one     | table    | delete SUBS#<task> / CONN#<conn>; | SUBS#t-1          |
+|                             |          | CONN#<conn>: DELETE tasks if open |                   |
+| 24 Subscribers of a task    | table    | PK = SUBS#<task>, consistent      | SUBS#t-1          |
+| 25 Close a connection       | table    | delete CONN#<conn> (ALL_OLD), then| CONN#R2D2dcQ5oA=  |
+|                             |          | BatchWrite delete its SUBS items  |                   |
+| 26 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>;    | WEBHOOK#t-1       |
+|                             |          | with pattern 3 or 5 when finishing |                  |
+| 27 Deliveries of a task     | table    | PK = WEBHOOK#<task>               | WEBHOOK#t-1       |
+| 28 Deliveries due           | ByStatus | GSI2PK = WEBHOOK_DUE AND          | WEBHOOK_DUE,      |
+|                             |          | GSI2SK <= <now:13>#~              | 1700000000000#~   |
+| 29 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
+|                             |          | state = pending AND attempts = :n |                   |
+| 30 Append an output chunk   | table    | TASK#<id> / TASK if PROCESSING on | TASK#t-1,         |
+|                             |          | <s>, attempt <a>, output_chunks = | CHUNK#00000003    |
+|                             |          | <n>: ADD 1; + put CHUNK#<n>: one  |                   |
+|                             |          | transaction                       |                   |
+| 31 Chunks after <i>         | table    | PK = TASK#<id> AND SK BETWEEN     | TASK#t-1          |
+|                             |          | CHUNK#<i+1> AND CHUNK#~, consist. |                   |
+
+Patterns 20-25 are `connections.py` (AWS only; one machine follows tasks in memory). A task's
+stream records carry its changes to the WebSocket notifier and the statistics; both read them
+through `stream_records.task_change`.
+
+Nothing scans. Throttling and timeouts (after botocore's own retries) become UnavailableError;
+a failed condition becomes StaleWriteError or NoCapacityError.
+"""
+
+from __future__ import annotations
+
+from core.aws.dynamodb.counters import DynamoCounterStore
+from core.aws.dynamodb.deliveries import DynamoDeliveryStore
+from core.aws.dynamodb.idempotency import DynamoIdempotencyStore
+from core.aws.dynamodb.output import DynamoOutputStore
+from core.aws.dynamodb.rate_windows import DynamoRateWindowStore
+from core.aws.dynamodb.servers import DynamoServerStore
+from core.aws.dynamodb.settings import DynamoSettingStore
+from core.aws.dynamodb.task_queries import DynamoTaskQueries
+from core.aws.dynamodb.tasks import DynamoTaskWrites
+from core.ports.storage import Store
+
+__all__ = ["DynamoStore"]
+
+
+class DynamoStore(
+    DynamoTaskWrites,
+    DynamoTaskQueries,
+    DynamoOutputStore,
+    DynamoServerStore,
+    DynamoSettingStore,
+    DynamoCounterStore,
+    DynamoRateWindowStore,
+    DynamoIdempotencyStore,
+    DynamoDeliveryStore,
+    Store,
+):
+    """The Store on one table: `DynamoStore(table_name, client=None)` (the client is created
+    once per process when not given; Lambda reuses it)."""

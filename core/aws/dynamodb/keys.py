@@ -1,0 +1,144 @@
+"""The key layout of the table: every partition and sort key, and every index key prefix, is
+built (or recognised) here and nowhere else. The layout is the package's access-pattern table;
+template.yaml names the key attributes, the indexes and the streams' filter on `SK = TASK`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from core.domain.models import TaskStatus
+
+if TYPE_CHECKING:
+    from core.aws.dynamodb.items import Item
+
+# Sorts after every character a task id may hold ([A-Za-z0-9_-]).
+HIGHEST = "~"
+# The sort key of a task item (template.yaml's stream filters select it).
+TASK = "TASK"
+# The sort key of a task's large result and error, beside the task item.
+OUTCOME = "OUTCOME"
+# A task's streamed output, one item per chunk in its partition: sorts before OUTCOME and TASK,
+# so reading a task (SK >= OUTCOME) never reads its chunks.
+CHUNK_PREFIX = "CHUNK#"
+# The one partition of every server.
+SERVERS = "SERVERS"
+# The due index shares ByStatus with tasks, under its own partition value.
+DELIVERIES_DUE = "WEBHOOK_DUE"
+
+
+def key(pk: str, sk: str) -> Item:
+    return {"PK": {"S": pk}, "SK": {"S": sk}}
+
+
+# -- table keys --------------------------------------------------------------------------------
+
+
+def task_partition(task_id: str) -> str:
+    return f"TASK#{task_id}"
+
+
+def task_key(task_id: str) -> Item:
+    return key(task_partition(task_id), TASK)
+
+
+def outcome_key(task_id: str) -> Item:
+    """A task's large result and error, beside the task in its partition."""
+    return key(task_partition(task_id), OUTCOME)
+
+
+def chunk_key(task_id: str, index: int) -> Item:
+    return key(task_partition(task_id), f"{CHUNK_PREFIX}{index:08d}")
+
+
+def is_chunk_key(keys: Mapping[str, Any]) -> bool:
+    """Whether a record's key attributes are an output chunk's."""
+    pk, sk = keys.get("PK", {}).get("S", ""), keys.get("SK", {}).get("S", "")
+    return (
+        isinstance(pk, str) and pk.startswith("TASK#") and isinstance(sk, str) and sk.startswith(CHUNK_PREFIX)
+    )
+
+
+def is_task_key(keys: Mapping[str, Any]) -> bool:
+    """Whether a record's key attributes (DynamoDB JSON) are a task item's."""
+    pk, sk = keys.get("PK", {}).get("S", ""), keys.get("SK", {}).get("S")
+    return isinstance(pk, str) and sk == TASK and pk.startswith("TASK#")
+
+
+def server_key(server_id: str) -> Item:
+    return key(SERVERS, f"SERVER#{server_id}")
+
+
+def setting_key(name: str) -> Item:
+    return key("SETTINGS", name)
+
+
+def sequence_key(name: str) -> Item:
+    return key("SEQUENCE", name)
+
+
+def counter_key(counters: str) -> Item:
+    return key(f"COUNTER#{counters}", "COUNTER")
+
+
+def counters_name(item: Item) -> str:
+    return item["PK"]["S"].removeprefix("COUNTER#")
+
+
+def counter_batch_key(batch: str) -> Item:
+    return key(f"COUNTERBATCH#{batch}", "COUNTERBATCH")
+
+
+def rate_key(window: str) -> Item:
+    return key(f"RATE#{window}", "RATE")
+
+
+def idempotency_key(idempotency: str) -> Item:
+    return key(f"IDEMPOTENCY#{idempotency}", "IDEMPOTENCY")
+
+
+def delivery_partition(task_id: str) -> str:
+    return f"WEBHOOK#{task_id}"
+
+
+def delivery_key(task_id: str, round_: int) -> Item:
+    return key(delivery_partition(task_id), f"DELIVERY#{round_:06d}")
+
+
+def connection_key(connection_id: str) -> Item:
+    return key(f"CONN#{connection_id}", "CONN")
+
+
+def connection_id_of(item: Item) -> str:
+    return item["PK"]["S"].removeprefix("CONN#")
+
+
+def subscriptions_partition(task_id: str) -> str:
+    return f"SUBS#{task_id}"
+
+
+def subscription_key(task_id: str, connection_id: str) -> Item:
+    return key(subscriptions_partition(task_id), f"CONN#{connection_id}")
+
+
+# -- index keys --------------------------------------------------------------------------------
+
+
+def owner_partition(owner: str) -> str:
+    """ByOwner (GSI1PK)."""
+    return f"OWNER#{owner}"
+
+
+def server_partition(server_id: str) -> str:
+    """ByServer (GSI3PK): the tasks PROCESSING on a server."""
+    return f"SERVER#{server_id}"
+
+
+def recent_partition(status: TaskStatus) -> str:
+    """ByRecent (GSI4PK): one partition per task status."""
+    return f"RECENT#{status.value}"
+
+
+def pending_prefix(priority: int) -> str:
+    """The start of a PENDING task's ByStatus sort key: highest priority sorts first."""
+    return f"{10 - priority:02d}#"

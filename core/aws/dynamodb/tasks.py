@@ -1,0 +1,266 @@
+"""Tasks in the table, written: patterns 1-5 of the access-pattern table (see the package).
+Every write derives the task's index keys from the task as it leaves it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from core.aws.dynamodb._expressions import Expression
+from core.aws.dynamodb._requests import DynamoTable
+from core.aws.dynamodb.items import (
+    INDEX_GROUPS,
+    OUTCOME_FIELDS,
+    OUTCOME_INLINE_LIMIT,
+    OUTCOME_REF,
+    TTL,
+    check_fields,
+    delivery_to_item,
+    field_value,
+    field_values,
+    index_attributes,
+    index_inputs,
+    merge_outcome,
+    outcome_size,
+    task_from_item,
+    task_index_attributes,
+    task_to_item,
+    to_value,
+)
+from core.aws.dynamodb.keys import OUTCOME, TASK, outcome_key, server_key, task_key, task_partition
+from core.domain.models import Server, ServerStatus, Task, TaskStatus, WebhookDelivery
+from core.errors import NoCapacityError, StaleWriteError
+from core.ports.storage import CLOCK_SKEW_MS, TaskStore, update_sources
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import QueryInputTypeDef
+
+    from core.aws.dynamodb.items import Item
+
+
+class DynamoTaskWrites(DynamoTable, TaskStore):
+    def put_task(self, task: Task) -> None:
+        """Pattern 1."""
+        self._put_new(task_to_item(task))
+
+    def get_task(self, task_id: str) -> Task | None:
+        """Pattern 2: the task item and, when its outcome is large, the OUTCOME item."""
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            # OUTCOME and TASK; the partition's output chunks (CHUNK#...) sort before both.
+            "KeyConditionExpression": "PK = :task AND SK >= :outcome",
+            "ExpressionAttributeValues": {
+                ":task": {"S": task_partition(task_id)},
+                ":outcome": {"S": OUTCOME},
+            },
+            "ConsistentRead": True,
+        }
+        items = {item["SK"]["S"]: item for item in self._query(request)}
+        if TASK not in items:
+            return None
+        return task_from_item(merge_outcome(items[TASK], items.get(OUTCOME)))
+
+    def update_task(
+        self,
+        task_id: str,
+        changes: Mapping[str, Any],
+        *,
+        from_status: Collection[TaskStatus],
+        attempts: int | None = None,
+        server_id: str | None = None,
+        retries: int | None = None,
+        delivery: WebhookDelivery | None = None,
+    ) -> Task:
+        """Pattern 3 (with pattern 26 in one transaction when there is a delivery)."""
+        check_fields(Task, changes)
+        if "id" in changes:
+            raise ValueError("a task's id never changes")
+        statuses = update_sources(from_status, changes)
+        if not statuses:
+            raise StaleWriteError(self.get_task(task_id))
+        update = Expression()
+        values = field_values(changes)
+        if outcome_size(values) > OUTCOME_INLINE_LIMIT:
+            raise ValueError("a large result or error is written by release_task")
+        for name, value in values.items():
+            update.assign(name, value)
+        if any(name in changes for name in OUTCOME_FIELDS):
+            update.assign(OUTCOME_REF, None)
+        if not changes:  # an update needs an action; this one checks the condition only
+            update.assign("id", task_id)
+        status = update.name("status")
+        update.condition(f"{status} IN ({', '.join(update.value(s.value) for s in statuses)})")
+        if attempts is not None:
+            update.equals("attempts", attempts)
+        if server_id is not None:
+            update.equals("server_id", server_id)
+        if retries is not None:
+            update.equals("retries", retries)
+        self._derive_index_keys(update, task_id, changes, statuses, server_id)
+        if delivery is None:
+            return self._update_or_stale(task_key(task_id), update, task_from_item)
+        (task_reason, _) = self._transact(
+            self._update(task_key(task_id), update, return_old=True), self._put(delivery_to_item(delivery))
+        )
+        current = self.get_task(task_id)
+        if task_reason is not None or current is None:
+            raise StaleWriteError(self._current_task(task_id, task_reason) if task_reason else current)
+        return current
+
+    def _derive_index_keys(
+        self,
+        update: Expression,
+        task_id: str,
+        changes: Mapping[str, Any],
+        statuses: frozenset[TaskStatus],
+        server_id: str | None,
+    ) -> None:
+        """Add to `update` the index keys that `changes` move, computed from the task as it
+        will be. A field they need that neither `changes` nor the condition pins (priority,
+        when a task is retried) is read first, and the write made conditional on it."""
+        status_moves = "status" in changes and statuses != {TaskStatus(changes["status"])}
+        groups = [
+            group
+            for group, inputs in INDEX_GROUPS.items()
+            if any(name in changes for name in inputs if name != "status")
+            or (status_moves and "status" in inputs)
+        ]
+        if not groups:
+            return
+        known: dict[str, Any] = {"id": task_id, **changes}
+        if server_id is not None:
+            known.setdefault("server_id", server_id)
+        if "status" not in known and len(statuses) == 1:
+            (known["status"],) = statuses
+
+        def missing() -> set[str]:
+            if "status" not in known:
+                return {"status"}
+            status = TaskStatus(known["status"])
+            return {name for g in groups for name in index_inputs(g, status)} - known.keys()
+
+        if missing():
+            current = self.get_task(task_id)
+            if current is None or current.status not in statuses:
+                raise StaleWriteError(current)
+            if "status" not in known:
+                known["status"] = current.status
+                update.equals("status", current.status.value)
+            for name in missing():
+                value = known[name] = getattr(current, name)
+                update.equals(name, None if value is None else field_value(name, value))
+        for group in groups:
+            for attribute, derived in index_attributes(group, known).items():
+                update.assign(attribute, None if derived is None else to_value(derived))
+
+    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
+        """Pattern 4: one transaction takes the slot and moves the task."""
+        claimed = msgspec.structs.replace(task, **changes)
+        if TaskStatus(claimed.status) is not TaskStatus.PROCESSING or claimed.server_id is None:
+            raise ValueError("a claim sets status PROCESSING and server_id")
+        slot = Expression()
+        active = slot.name("active_tasks")
+        slot.set(f"{active} = {active} + {slot.value(1)}")
+        if "updated_at" in changes:
+            slot.assign("last_claim_at", changes["updated_at"])
+        slot.condition("attribute_exists(PK)")
+        slot.equals("status", ServerStatus.ONLINE.value)
+        slot.condition(f"{active} < {slot.name('max_concurrent')}")
+        move = self._task_write(claimed, changes)
+        move.equals("status", TaskStatus.PENDING.value)
+        move.equals("attempts", task.attempts)
+        server_reason, task_reason = self._transact(
+            self._update(server_key(claimed.server_id), slot),
+            self._update(task_key(task.id), move, return_old=True),
+        )
+        if task_reason is not None:
+            raise StaleWriteError(self._current_task(task.id, task_reason))
+        if server_reason is not None:
+            raise NoCapacityError(claimed.server_id)
+        return claimed
+
+    def release_task(
+        self,
+        task: Task,
+        changes: Mapping[str, Any],
+        *,
+        server_counters: Mapping[str, int] | None = None,
+        server_values: Mapping[str, Any] | None = None,
+        delivery: WebhookDelivery | None = None,
+    ) -> Task:
+        """Pattern 5: one transaction moves the task and frees the slot (and puts the
+        delivery, pattern 26, when given). If the server was unregistered meanwhile (or
+        registered afresh under the same id after the task started), the task still moves,
+        alone, on the same condition."""
+        released = msgspec.structs.replace(task, **changes)
+        if TaskStatus(released.status) is TaskStatus.PROCESSING or task.server_id is None:
+            raise ValueError("a release moves a task that has a server out of PROCESSING")
+        counters = dict(server_counters or {})
+        check_fields(Server, counters)
+        check_fields(Server, server_values or {})
+        if {"active_tasks", "version", "id"} & (counters.keys() | (server_values or {}).keys()):
+            raise ValueError(
+                f"not server counters or values: {sorted(counters)}, {sorted(server_values or {})}"
+            )
+        values = field_values(changes)
+        outcome: dict[str, Any] | None = None
+        if outcome_size(values) > OUTCOME_INLINE_LIMIT:
+            outcome = outcome_key(task.id)
+            for name in OUTCOME_FIELDS:
+                if (value := values.pop(name, None)) is not None:
+                    outcome[name] = value
+            if released.expires_at is not None:
+                outcome[TTL] = to_value(released.expires_at)
+        move = self._task_write(released, changes, values)
+        move.assign(OUTCOME_REF, True if outcome is not None else None)
+        move.equals("status", TaskStatus.PROCESSING.value)
+        move.equals("attempts", task.attempts)
+        move.equals("server_id", task.server_id)
+        slot = Expression()
+        active = slot.name("active_tasks")
+        slot.set(f"{active} = {active} - {slot.value(1)}")
+        for name, amount in counters.items():
+            slot.add(name, amount)
+        for name, value in field_values(server_values or {}).items():
+            slot.assign(name, value)
+        slot.condition(f"attribute_exists(PK) AND {active} > {slot.value(0)}")
+        if task.started_at is not None:  # not a registration made after the task started
+            newest = task.started_at + CLOCK_SKEW_MS
+            slot.condition(f"{slot.name('registered_at')} <= {slot.value(newest)}")
+        puts = [] if outcome is None else [self._put(outcome)]
+        if delivery is not None:
+            puts.append(self._put(delivery_to_item(delivery)))
+        task_reason, server_reason, *_ = self._transact(
+            self._update(task_key(task.id), move, return_old=True),
+            self._update(server_key(task.server_id), slot),
+            *puts,
+        )
+        if task_reason is not None:
+            raise StaleWriteError(self._current_task(task.id, task_reason))
+        if server_reason is not None and not puts:
+            self._update_or_stale(task_key(task.id), move, task_from_item)
+        elif server_reason is not None:
+            (task_reason,) = self._transact(self._update(task_key(task.id), move, return_old=True), *puts)[:1]
+            if task_reason is not None:
+                raise StaleWriteError(self._current_task(task.id, task_reason))
+        return released
+
+    def _task_write(
+        self, task: Task, changes: Mapping[str, Any], values: Mapping[str, Any] | None = None
+    ) -> Expression:
+        """`changes` (or their attribute `values`, when given) and every index key of `task`
+        (the task as they leave it)."""
+        check_fields(Task, changes)
+        write = Expression()
+        for name, value in (field_values(changes) if values is None else values).items():
+            write.assign(name, value)
+        for attribute, derived in task_index_attributes(task).items():
+            write.assign(attribute, None if derived is None else to_value(derived))
+        return write
+
+    def _current_task(self, task_id: str, reason: Mapping[str, Any]) -> Task | None:
+        if "Item" in reason:
+            return task_from_item(cast("Item", reason["Item"]))
+        return self.get_task(task_id)
