@@ -30,6 +30,7 @@ from core.domain.models import (
     WebhookDelivery,
 )
 from core.errors import NoCapacityError, StaleWriteError
+from core.local import sqlite_output
 from core.ports.storage import CLOCK_SKEW_MS, IdempotencyRecord, Store, TaskPage, position, update_sources
 
 S = TypeVar("S", Task, Server, WebhookDelivery)
@@ -77,16 +78,6 @@ CREATE INDEX IF NOT EXISTS tasks_processing_deadline ON tasks (deadline, id)
 CREATE INDEX IF NOT EXISTS tasks_processing_server ON tasks (server_id, id)
     WHERE status = 'PROCESSING';
 CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS task_output (
-    task_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    attempt INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (task_id, idx)
-);
 
 CREATE TABLE IF NOT EXISTS servers (
     id TEXT PRIMARY KEY,
@@ -221,7 +212,7 @@ class SqliteStore(Store):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         conn = self._conn()
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + sqlite_output.SCHEMA)
         present = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
         for name, declaration in _ADDED_TASK_COLUMNS.items():
             if name not in present:
@@ -456,46 +447,13 @@ class SqliteStore(Store):
 
     def append_output(self, task: Task, chunk: OutputChunk, size: int) -> Task:
         with self._transaction() as conn:
-            row = conn.execute(
-                "UPDATE tasks SET output_chunks = output_chunks + 1, output_bytes = output_bytes + ?"
-                " WHERE id = ? AND status = 'PROCESSING' AND attempts = ? AND server_id IS ?"
-                " AND output_chunks = ? RETURNING *",
-                (size, task.id, task.attempts, task.server_id, task.output_chunks),
-            ).fetchone()
-            if row is not None:
-                conn.execute(
-                    "INSERT INTO task_output (task_id, idx, data, attempt, created_at, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        task.id,
-                        task.output_chunks,
-                        msgspec.json.encode(chunk.data),
-                        chunk.attempt,
-                        chunk.created_at,
-                        chunk.expires_at,
-                    ),
-                )
+            row = sqlite_output.append(conn, task, chunk, size)
         if row is None:
             raise StaleWriteError(self.get_task(task.id))
         return _from_row(Task, row)
 
     def task_output(self, task_id: str, *, after: int = -1, limit: int = 100) -> list[OutputChunk]:
-        rows = self._conn().execute(
-            "SELECT task_id, idx, data, attempt, created_at, expires_at FROM task_output"
-            " WHERE task_id = ? AND idx > ? ORDER BY idx LIMIT ?",
-            (task_id, after, limit),
-        )
-        return [
-            OutputChunk(
-                task_id=row["task_id"],
-                index=row["idx"],
-                data=msgspec.json.decode(row["data"]),
-                attempt=row["attempt"],
-                created_at=row["created_at"],
-                expires_at=row["expires_at"],
-            )
-            for row in rows
-        ]
+        return sqlite_output.read(self._conn(), task_id, after, limit)
 
     # -- servers -------------------------------------------------------------------------
 
@@ -692,12 +650,7 @@ class SqliteStore(Store):
 
     def purge_expired(self, now_s: int) -> int:
         with self._transaction() as conn:
-            # A task's output goes with it (and, at the latest, at its own expiry).
-            conn.execute(
-                "DELETE FROM task_output WHERE expires_at <= ? OR task_id IN"
-                " (SELECT id FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?)",
-                (now_s, now_s),
-            )
+            sqlite_output.purge(conn, now_s)  # before the tasks: a task's output goes with it
             purged = conn.execute(
                 "DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?", (now_s,)
             ).rowcount
