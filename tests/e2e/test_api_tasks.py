@@ -25,6 +25,7 @@ TASK_FIELDS = {
     "attempts",
     "createdAt",
     "updatedAt",
+    "history",
 }
 OPTIONAL_TASK_FIELDS = {"startedAt", "completedAt", "message"}
 
@@ -241,6 +242,7 @@ def test_the_owner_reads_a_new_task_with_every_design_field(api: Api) -> None:
         "attempts": 0,
         "createdAt": created["createdAt"],
         "updatedAt": created["updatedAt"],
+        "history": [],  # not sent to a backend yet
     }
 
 
