@@ -8,6 +8,10 @@ into the emulated table. It takes a free port and prints `side door: <url>` firs
 left a slot taken (tests/e2e/test_dispatch_recovery.py); on `taskgate serve` it opens the
 SQLite file instead, but moto's table lives only in this process's memory.
 
+`GET /queue-idle` says whether the dispatch queue holds no message, visible or in flight
+(delayed ones aside): every message sent before was handled and deleted. A test that must
+show the dispatcher did NOT do something waits for that instead of sleeping.
+
 The write goes through `DynamoStore.set_active_tasks`, a boto3 call that moto answers under
 the same one-request-at-a-time lock as every call of the gateway itself.
 """
@@ -21,7 +25,7 @@ import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tools import cli
 
@@ -49,7 +53,36 @@ def store() -> DynamoStore:
         return _store
 
 
+_sqs: Any = None
+
+
+def queue_idle() -> bool:
+    global _sqs
+    with _store_made:
+        if _sqs is None:
+            import boto3
+
+            _sqs = boto3.session.Session().client("sqs", region_name="us-east-1")
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    found = _sqs.get_queue_attributes(QueueUrl=os.environ["QUEUE_URL"], AttributeNames=names)["Attributes"]
+    return all(int(found.get(name, "0")) == 0 for name in names)
+
+
 class SideDoor(BaseHTTPRequestHandler):
+    def _reply(self, body: dict[str, Any]) -> None:
+        reply = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def do_GET(self) -> None:
+        if self.path != "/queue-idle":
+            self.send_error(404)
+            return
+        self._reply({"idle": queue_idle()})
+
     def do_POST(self) -> None:
         if self.path != "/set-active-tasks":
             self.send_error(404)
@@ -58,12 +91,7 @@ class SideDoor(BaseHTTPRequestHandler):
         changed = store().set_active_tasks(
             body["serverId"], int(body["value"]), expected=int(body["expected"])
         )
-        reply = json.dumps({"changed": changed}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
+        self._reply({"changed": changed})
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # the gateway's log is for the gateway

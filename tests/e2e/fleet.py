@@ -71,15 +71,6 @@ def free_port() -> int:
     return port
 
 
-def holds(read: Callable[[], T], check: Callable[[T], bool], *, seconds: float, what: str) -> None:
-    """Read for `seconds` s; fail naming `what` as soon as a value fails `check`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = read()
-        assert check(value), f"{what}: no longer true; seen {value!r}"
-        time.sleep(0.05)
-
-
 # -- processes -----------------------------------------------------------------------------
 
 
@@ -143,6 +134,8 @@ class Gateway:
     settings: dict[str, str]
     backends: BackendPool
 
+    door: DevAwsSideDoor | None = None
+
     @property
     def patience(self) -> float:
         """How many times longer than on `serve` a test waits for something here."""
@@ -191,7 +184,7 @@ def start_gateway(
                 store, api_store = door, None
             client = resources.enter_context(httpx.Client(base_url=base, timeout=30.0))
             api = Api(deployment, client, api_store, SECRET)
-            yield Gateway(deployment, base, proc, log, api, store, chosen, pool)
+            yield Gateway(deployment, base, proc, log, api, store, chosen, pool, door)
     finally:
         if pool is not None:
             pool.close()
@@ -219,6 +212,11 @@ class DevAwsSideDoor:
         reply = httpx.post(f"{self.base}/set-active-tasks", json=body, timeout=10.0)
         assert reply.status_code == 200, reply.text
         return bool(reply.json()["changed"])
+
+    def queue_idle(self) -> bool:
+        reply = httpx.get(f"{self.base}/queue-idle", timeout=10.0)
+        assert reply.status_code == 200, reply.text
+        return bool(reply.json()["idle"])
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -504,6 +502,26 @@ class Fleet:
     ) -> T:
         """`eventually`, with `timeout` (as on `serve`) stretched by the gateway's patience."""
         return eventually(read, until, timeout=timeout * self.gateway.patience, what=what)
+
+    def dispatcher_caught_up(self) -> None:
+        """Returns once the gateway's dispatcher has looked at every task PENDING at the call
+        (of priority above 0) in the state the call found: after this, a task still PENDING
+        is one it could not place, not one it has not reached yet. The event a test waits on
+        to show that something did NOT happen, instead of sleeping.
+
+        `dev-aws`: the dispatch queue idle (every message sent before, each task's own and
+        every drain, handled and deleted). `serve`: a marker task at priority 0, for a
+        capability only a server registered after it has, is started; the registration's
+        drain reads the PENDING index in priority order, so it reached every other task first."""
+        if self.gateway.door is not None:
+            door = self.gateway.door
+            self.eventually(door.queue_idle, bool, timeout=10, what="the dispatch queue idle")
+            return
+        marker = unique("marker")
+        task_id = self.submit(priority=0, capabilities=[marker])
+        (backend,) = self.start(Mock("marker"))
+        self.register(backend, capabilities=[marker])
+        self.wait_status(task_id, "COMPLETED")
 
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
         return self.eventually(

@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,6 +151,13 @@ def moto_queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str, str,
         yield sqs, url, dlq_url, sent
 
 
+def queue_depth(sqs: Any, url: str) -> int:
+    """Messages in the queue, visible or received and not yet deleted (delayed ones aside)."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return sum(int(found.get(name, "0")) for name in names)
+
+
 def test_event_source_mapping_deletes_all_but_the_reported_failures(
     moto_queue: tuple[Any, str, str, threading.Event],
 ) -> None:
@@ -217,7 +223,8 @@ def test_event_source_mapping_keeps_the_batch_of_a_failed_invocation(
     poller.start()
     try:
         eventually(lambda: len(calls), lambda n: n >= 2, timeout=5, what="the batch delivered again")
-        time.sleep(1.5)  # past the visibility timeout: deleted this time, so not delivered again
+        # Deleted this time: with no message left, visible or in flight, none can come again.
+        eventually(lambda: queue_depth(sqs, url), lambda depth: depth == 0, timeout=5, what="the queue empty")
     finally:
         stop.set()
         poller.join(timeout=5)

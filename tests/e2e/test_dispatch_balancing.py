@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .fleet import DEPLOYMENTS, Fleet, Gateway, Mock, holds, start_gateway
+from .fleet import DEPLOYMENTS, Fleet, Gateway, Mock, start_gateway
 
 HEALTH_CHECK_INTERVAL_MS = 300
 
@@ -93,11 +93,10 @@ def test_a_backend_reporting_another_server_id_is_taken_offline(fleet: Fleet) ->
     assert seen[-1]["health"]["consecutiveFailures"] >= 3
 
     task_id = fleet.submit()
-    holds(
-        lambda: (fleet.task(task_id)["status"], fleet.server(impostor.server_id)["status"]),
-        lambda statuses: statuses == ("PENDING", "offline"),
-        seconds=0.6,
-        what="the task waits while the only capable server is offline",
+    fleet.dispatcher_caught_up()  # the task waits while the only capable server is offline
+    assert (fleet.task(task_id)["status"], fleet.server(impostor.server_id)["status"]) == (
+        "PENDING",
+        "offline",
     )
     assert impostor.received(task_id) == 0
     fleet.cancel(task_id)
@@ -123,12 +122,8 @@ def test_unhealthy_goes_offline_after_3_checks_and_back_after_2(fleet: Fleet) ->
 
     # an offline server gets no tasks
     task_id = fleet.submit()
-    holds(
-        lambda: (fleet.task(task_id)["status"], fleet.server(server_id)["status"]),
-        lambda statuses: statuses == ("PENDING", "offline"),
-        seconds=0.6,
-        what="the task waits while the only capable server is offline",
-    )
+    fleet.dispatcher_caught_up()  # the task waits while the only capable server is offline
+    assert (fleet.task(task_id)["status"], fleet.server(server_id)["status"]) == ("PENDING", "offline")
     assert backend.received(task_id) == 0
 
     backend.control(healthy=True)

@@ -6,7 +6,6 @@ the default grace keeps it from hiding a leak)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -137,7 +136,7 @@ def test_a_leaked_slot_is_reconciled_by_the_sweeper(repairing: Fleet) -> None:
     )
     more = [fleet.submit() for _ in range(3)]
     fleet.wait_status(more[0], "PROCESSING", timeout=3)
-    time.sleep(0.5)  # would a third slot be handed out?
+    fleet.dispatcher_caught_up()  # would a third slot be handed out?
     statuses = [fleet.task(t)["status"] for t in more]
     assert statuses == ["PROCESSING", "PENDING", "PENDING"], statuses
     assert fleet.server(server_id)["activeTasks"] == 2

@@ -41,6 +41,7 @@ from core.services import dispatch, servers, stats, tasks
 from core.services.context import Context
 from core.services.dispatch import Assignment
 from tests.contract.conftest import StoreFactory, moto_dynamodb, open_store  # noqa: F401 - fixtures
+from tests.support.waiting import eventually_async
 
 DAY, NEXT_DAY = "2024-01-06", "2024-01-07"
 ADMIN_P = Principal("root", frozenset({ADMIN}))
@@ -432,7 +433,8 @@ def test_held_back_counts_are_merged_into_one_write_per_key_and_never_read_late(
         assert report["successfulTasks"] == 3
         assert sorted(writes) == ["hour:2024-01-06T07", "server:2024-01-06:gpu-a"]
         create(ctx, "a")
-        await asyncio.sleep(0.2)  # the timer writes what came after the read
+        # The timer writes what came after the read.
+        await eventually_async(lambda: writes[2:], timeout=5, what="the timer's write")
         assert writes[2:] == ["hour:2024-01-06T07"]
 
     asyncio.run(scenario())

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,8 +30,14 @@ SWEEP_MS = 300
 HEALTH_TIMEOUT_MS = 4000
 
 
+@dataclass
+class SilentPort:
+    port: int
+    accepted: list[socket.socket]
+
+
 @pytest.fixture
-def silent_port() -> Iterator[int]:
+def silent_port() -> Iterator[SilentPort]:
     """A loopback port that accepts connections and never says a word."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -50,7 +56,7 @@ def silent_port() -> Iterator[int]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield int(listener.getsockname()[1])
+        yield SilentPort(int(listener.getsockname()[1]), accepted)
     finally:
         stop.set()
         thread.join()
@@ -59,7 +65,7 @@ def silent_port() -> Iterator[int]:
         listener.close()
 
 
-def test_a_hanging_health_check_does_not_delay_timeouts(tmp_path: Path, silent_port: int) -> None:
+def test_a_hanging_health_check_does_not_delay_timeouts(tmp_path: Path, silent_port: SilentPort) -> None:
     gateway = Gateway(
         tmp_path,
         SWEEP_INTERVAL=SWEEP_MS,
@@ -71,7 +77,7 @@ def test_a_hanging_health_check_does_not_delay_timeouts(tmp_path: Path, silent_p
     try:
         gateway.start()
         api = gateway.api
-        hanging = f"http://127.0.0.1:{silent_port}"
+        hanging = f"http://127.0.0.1:{silent_port.port}"
         endpoints = {"predict": f"{hanging}/predict", "health": f"{hanging}/health"}
         api.post(
             "/api/servers",
@@ -80,7 +86,9 @@ def test_a_hanging_health_check_does_not_delay_timeouts(tmp_path: Path, silent_p
         ).ok()
         holder = {"id": unique("holder"), "name": "holder", "endpoints": endpoints, "capabilities": [HELD]}
         api.post("/api/servers", json=holder, token=api.admin).ok()
-        time.sleep(3 * SWEEP_MS / 1000)  # the health checks of both are now hanging
+        # The checks of both are hanging: the two made at registration and the two of the
+        # sweeper's own round (both servers are due: neither check ever returns).
+        eventually(lambda: len(silent_port.accepted), lambda n: n >= 4, timeout=10, what="4 hanging checks")
 
         # GIVEN a task PROCESSING on the holder, due in 300 ms
         task_id = api.create_task(api.user())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -90,11 +90,3 @@ async def eventually_async(
         )
         await asyncio.sleep(interval)
     return value
-
-
-async def within(awaitable: Awaitable[T], timeout: float, what: str) -> T:
-    """An awaitable's result, or a failure naming `what` after `timeout` s."""
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except TimeoutError:
-        raise AssertionError(f"{what}: not within {timeout} s") from None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import time
+from types import SimpleNamespace
 
 import jwt
 import pytest
@@ -58,13 +60,37 @@ def test_wrong_secret_is_unauthorized() -> None:
         auth.verify(SECRET, bearer(token))
 
 
-def test_a_cached_token_still_expires() -> None:
+class FrozenTime:
+    """The wall clock both the token cache (time.time) and PyJWT (datetime.now) read, moved
+    by hand."""
+
+    def __init__(self, now_s: float) -> None:
+        self.now_s = now_s
+
+    def time(self) -> float:
+        return self.now_s
+
+    def datetime(self) -> type[datetime.datetime]:
+        clock = self
+
+        class Frozen(datetime.datetime):
+            @classmethod
+            def now(cls, tz: datetime.tzinfo | None = None) -> Frozen:
+                return cls.fromtimestamp(clock.now_s, tz)
+
+        return Frozen
+
+
+def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     """Verified tokens are cached; the cache rechecks the time claims at every use."""
-    issued = int(time.time()) - 59  # expires within the next second
-    token = auth.mint(SECRET, sub="alice", roles=["user"], ttl_s=60, now_s=issued)
+    clock = FrozenTime(1_700_000_000.0)
+    monkeypatch.setattr(auth, "time", SimpleNamespace(time=clock.time))  # auth's clock only
+    monkeypatch.setattr(jwt.api_jwt, "datetime", clock.datetime())
+    token = auth.mint(SECRET, sub="alice", roles=["user"], ttl_s=60, now_s=int(clock.now_s))
     assert auth.verify(SECRET, bearer(token)).sub == "alice"
+    clock.now_s += 59.9
     assert auth.verify(SECRET, bearer(token)).sub == "alice"  # from the cache
-    time.sleep(max(0.0, issued + 60 - time.time()) + 0.05)
+    clock.now_s += 0.1  # exp is exclusive: expired at exactly iat + ttl
     with pytest.raises(UnauthorizedError, match="expired"):
         auth.verify(SECRET, bearer(token))
 

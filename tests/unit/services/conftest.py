@@ -1,14 +1,13 @@
 """Service tests: the services and the sans-IO work loops on a real store, with a fake clock,
 a recording queue and a scripted transport. No HTTP, no processes, no sleeps.
 
-`store` is SQLite on a fresh file. The in-memory store (core/local/memory.py, on its way from
-another branch) becomes a second parameter when it lands on main.
+`store` is the in-memory store (core/local/memory), which passes the same storage contract as
+SQLite and DynamoDB (tests/contract): no file, no emulator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from core.config import Config
 from core.domain.auth import ADMIN, USER, Principal
 from core.domain.models import Endpoints, Server, Task
 from core.domain.schemas import CreateTask
-from core.local.sqlite import SqliteStore
+from core.local.memory import MemoryData, MemoryStore
 from core.ports.storage import Store
 from core.services import tasks, work
 from core.services.context import Context
@@ -29,9 +28,9 @@ ALICE = Principal(sub="alice", roles=frozenset({USER}))
 ADMIN_USER = Principal(sub="root", roles=frozenset({ADMIN}))
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = SqliteStore(str(tmp_path / "taskgate.db"))
+@pytest.fixture
+def store() -> Iterator[Store]:
+    opened = MemoryStore(MemoryData())
     yield opened
     opened.close()
 
