@@ -114,10 +114,11 @@ def classify(status: int, body: bytes) -> Outcome:
     return Outcome(Kind.COMPLETED, result=data)
 
 
-def transport_failure(error: BaseException, url: str) -> Outcome:
-    """A connection error or timeout: a failed attempt."""
-    kind = type(error).__name__
-    return Outcome(Kind.RETRY, error=f"Backend unreachable ({kind}) at {url}"[:MAX_ERROR_CHARS])
+def transport_failure(error: BaseException) -> Outcome:
+    """A connection error or timeout: a failed attempt. The error names the kind of failure,
+    not the address: users read it (dispatch adds the server's id), and a backend's URL is
+    the operator's business."""
+    return Outcome(Kind.RETRY, error=f"Backend unreachable ({type(error).__name__})")
 
 
 def health_ok(status: int, body: bytes, server_id: str) -> tuple[bool, str | None]:

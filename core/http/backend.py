@@ -41,7 +41,7 @@ async def predict_async(client: aiohttp.ClientSession, request: BackendRequest) 
         ) as response:
             return protocol.classify(response.status, await response.read())
     except Exception as exc:  # connection refused, reset, timeout, bad URL
-        return protocol.transport_failure(exc, request.url)
+        return protocol.transport_failure(exc)
 
 
 def predict_sync(pool: urllib3.PoolManager, request: BackendRequest) -> Outcome:
@@ -59,7 +59,7 @@ def predict_sync(pool: urllib3.PoolManager, request: BackendRequest) -> Outcome:
             retries=False,
         )
     except Exception as exc:
-        return protocol.transport_failure(exc, request.url)
+        return protocol.transport_failure(exc)
     return protocol.classify(response.status, response.data)
 
 
