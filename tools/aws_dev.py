@@ -254,7 +254,6 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
     import boto3
-    import uvicorn
     from moto import mock_aws
 
     with moto_env.one_request_at_a_time() as sent, moto_env.faster_dynamodb(), mock_aws():
@@ -270,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         from handlers import stats_stream, sweeper
         from handlers._http import create_app
         from handlers.routes import ROUTES
+        from tools import serving
         from tools.cli import uvicorn_logging
 
         ctx = build_context()
@@ -318,8 +318,9 @@ def run(args: argparse.Namespace) -> int:
         for quiet in ("httpx", "botocore", "urllib3"):
             logging.getLogger(quiet).setLevel(logging.WARNING)
         try:
-            uvicorn.run(
+            serving.run(
                 create_app(ROUTES, ctx),
+                on_shutdown=ctx.events.close,
                 host=args.host,
                 port=args.port,
                 log_level="info",

@@ -14,9 +14,8 @@ from core.domain import auth
 
 
 def _serve(args: argparse.Namespace, *, dev: bool) -> int:
-    import uvicorn
-
     from handlers.local.app import build_app, build_context
+    from tools import serving
 
     overrides: dict[str, object] = {"public_url": f"http://{args.host}:{args.port}"}
     if dev:
@@ -34,8 +33,9 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvicorn.run(
+    serving.run(
         app,
+        on_shutdown=ctx.events.close,
         host=args.host,
         port=args.port,
         log_level="info" if dev else "warning",

@@ -64,6 +64,12 @@ class LocalEvents(TaskEvents):
         super().publish_output(chunk)
         self._wake(chunk.task_id)
 
+    def close(self) -> None:
+        super().close()
+        for watches in list(self._watches.values()):
+            for watch in list(watches):
+                watch.wake()
+
     def watch(self, task_id: str) -> Watch:
         watch = LocalWatch(self, task_id)
         self._watches[task_id].add(watch)

@@ -51,6 +51,12 @@ class TaskEvents:
     def __init__(self) -> None:
         self.listeners: list[Listener] = []
         self.output_listeners: list[OutputListener] = []
+        # The process is shutting down: readers of task streams end (their clients reconnect).
+        self.closing = False
+
+    def close(self) -> None:
+        """The server stops: wake every reader so that it ends."""
+        self.closing = True
 
     def publish(self, task: Task, previous: TaskStatus | None) -> None:
         """A task was written (created, dispatched, progressed, finished, requeued);

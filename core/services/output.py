@@ -116,6 +116,8 @@ async def events(ctx: Context, task: Task, after: int) -> AsyncIterator[bytes]:
     deadline = time.monotonic() + ctx.config.stream_wait_ms / 1000
     if bounded:
         yield f"retry: {RETRY_MS}\n\n".encode()
+    if ctx.events.closing:
+        return
     watch = ctx.events.watch(task.id)
     shown: tuple[Any, ...] | None = None
     try:
@@ -144,6 +146,8 @@ async def events(ctx: Context, task: Task, after: int) -> AsyncIterator[bytes]:
             wait = min(left, KEEPALIVE_S) if bounded else KEEPALIVE_S
             started = time.monotonic()
             await watch.wait(wait)
+            if ctx.events.closing:  # the server stops: the client reconnects with Last-Event-ID
+                return
             if not bounded and time.monotonic() - started >= KEEPALIVE_S:
                 yield b": keep-alive\n\n"
     finally:

@@ -10,7 +10,9 @@ chunk arrives and when the task ends.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -211,3 +213,27 @@ def test_get_root_redirects_to_the_dashboard(gateway: Gateway) -> None:
     assert reply.status_code == 302 and reply.headers["location"] == "dashboard"
     page = httpx.get(f"{gateway.base}/", follow_redirects=True, timeout=10)
     assert page.status_code == 200 and "dashboard/assets/app.js" in page.text
+
+
+def test_a_stopping_server_ends_its_open_streams_at_once(tmp_path: Path) -> None:
+    # GIVEN `taskgate serve` with a stream open on a task that will not finish
+    with start_gateway(tmp_path, "serve", spares=0) as gateway:
+        api = gateway.api
+        owner = api.user()
+        task_id = api.create_task(owner)
+        headers = {"Authorization": f"Bearer {owner}"}
+        with (
+            httpx.Client(base_url=gateway.base, timeout=httpx.Timeout(10.0, read=5.0)) as client,
+            client.stream("GET", f"/api/task/{task_id}/stream", headers=headers) as reply,
+        ):
+            lines = reply.iter_lines()
+            assert next(lines) == "event: status"
+
+            # WHEN the server is told to stop
+            gateway.proc.send_signal(signal.SIGTERM)
+
+            # THEN the response ends cleanly (no read timeout, no reset) and the server exits
+            rest = list(lines)
+        assert rest[0].startswith("data: ") and "event: done" not in rest
+        gateway.proc.wait(timeout=3)
+        assert "Traceback" not in gateway.log.read_text()

@@ -214,3 +214,20 @@ def test_an_open_stream_is_woken_by_the_writes_themselves(ctx: Context) -> None:
     events = asyncio.run(scenario())
     assert [kind for kind, _ in events] == ["status", "output", "status", "done"]
     assert events[2][1]["progress"] == 50 and events[3][1]["error"] == "out of memory"
+
+
+def test_an_open_stream_ends_when_the_server_stops(ctx: Context) -> None:
+    ctx.events = LocalEvents()
+    task_id, _ = running(ctx)
+
+    async def scenario() -> list[bytes]:
+        task = ctx.store.get_task(task_id)
+        assert task is not None
+        stream = output.events(ctx, task, -1)
+        first = await anext(stream)
+        ctx.events.close()  # what `taskgate serve` does when it starts to shut down
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(stream), 2)
+        return [first]
+
+    assert [kind for kind, _ in parse(asyncio.run(scenario()))] == ["status"]
