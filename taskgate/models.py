@@ -48,14 +48,15 @@ class TaskCreated(Reply):
 
 
 class Attempt(Reply):
-    """One time the task was sent to a backend (`outcome` is None while it runs)."""
+    """One time the task was sent to a backend (`ended_at` and `outcome` are None while it
+    runs). Every field is always sent, and kept when turned back into JSON."""
 
     attempt: int
     server_id: str
     started_at: int
-    ended_at: int | None = None
-    outcome: str | None = None
-    error: Any = None
+    ended_at: int | None
+    outcome: str | None
+    error: Any
 
 
 class Task(Reply):
