@@ -285,28 +285,21 @@ def write_keys(operation: str, params: dict[str, Any], names: tuple[str, str]) -
 
 
 def _pk(entry: dict[str, Any]) -> str:
-    source = entry.get("Key") or entry.get("Item") or {}
-    return str(source.get("PK", {}).get("S", ""))
+    from core.aws.dynamodb import keys
 
-
-KINDS = (
-    ("TASK#", "task"),
-    ("SERVERS", "server"),
-    ("SETTINGS", "setting"),
-    ("SEQUENCE", "sequence"),
-    ("COUNTERBATCH#", "counter batch"),
-    ("COUNTER#", "counter"),
-    ("RATE#", "rate-limit window"),
-    ("IDEMPOTENCY#", "idempotency key"),
-)
+    return keys.partition_of(entry.get("Key") or entry.get("Item") or {})
 
 
 def kind(pk: str) -> str:
-    return next((name for prefix, name in KINDS if pk.startswith(prefix)), pk or "?")
+    from core.aws.dynamodb import keys
+
+    return keys.partition_kind(pk) or pk or "?"
 
 
 def describe(operation: str, params: dict[str, Any]) -> str:
     """What a request is for, from the keys it names."""
+    from core.aws.dynamodb import keys
+
     if operation == "SendMessage":
         body = json.loads(params["MessageBody"])
         delay = f", delay {params['DelaySeconds']} s" if params.get("DelaySeconds") else ""
@@ -322,7 +315,7 @@ def describe(operation: str, params: dict[str, Any]) -> str:
             return f"index {params['IndexName']}"
         values: dict[str, dict[str, str]] = params.get("ExpressionAttributeValues", {})
         value = next(iter(values.values()), {}).get("S", "")
-        return "fleet (list servers)" if value == "SERVERS" else kind(value)
+        return "fleet (list servers)" if value == keys.SERVERS else kind(value)
     if operation == "BatchGetItem":
         return "counters"
     return kind(_pk(params))
@@ -587,9 +580,10 @@ class Run:
 def scenario(name: str, tasks: int, result_bytes: int, indexes: dict[str, tuple[str, str]]) -> Run:
     from moto import mock_aws
 
+    from core.aws.dynamodb import keys
     from core.domain import auth
 
-    meter = Meter(table="", key_names=("PK", "SK"), indexes=indexes)
+    meter = Meter(table="", key_names=keys.KEY_ATTRIBUTES, indexes=indexes)
     backend = Backend()
     body = json.loads(load_event("api-create-task.json")["body"])
     result = {"output_url": "https://example.com/out.mp4", "notes": "x" * max(0, result_bytes - 60)}

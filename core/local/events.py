@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from core.domain.models import OutputChunk, Task, TaskStatus
 from core.ports.events import TaskEvents, Watch
-from core.ports.storage import Store
+from core.ports.storage import TaskStore
 
 
 class LocalWatch(Watch):
@@ -86,7 +86,7 @@ class LocalEvents(TaskEvents):
             if not watches:
                 del self._watches[task_id]
 
-    async def wait_finished(self, store: Store, task_id: str, timeout_s: float) -> Task | None:
+    async def wait_finished(self, store: TaskStore, task_id: str, timeout_s: float) -> Task | None:
         waiter: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
         self._waiters[task_id].append(waiter)
         try:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from core.domain.models import OutputChunk, Task, TaskStatus
-from core.ports.storage import Store
+from core.ports.storage import TaskStore
 
 Listener = Callable[[Task, TaskStatus | None], None]
 OutputListener = Callable[[OutputChunk], None]
@@ -73,7 +73,7 @@ class TaskEvents:
         """Something to wait on for changes of `task_id` (close it when done)."""
         return Watch()
 
-    async def wait_finished(self, store: Store, task_id: str, timeout_s: float) -> Task | None:
+    async def wait_finished(self, store: TaskStore, task_id: str, timeout_s: float) -> Task | None:
         """The task once terminal, or as it stands when `timeout_s` runs out."""
         deadline = time.monotonic() + timeout_s
         pause = 0.05

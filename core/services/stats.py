@@ -53,7 +53,7 @@ from core.domain.auth import Principal
 from core.domain.models import Server, Task, TaskStatus
 from core.domain.schemas import SetAlgorithm
 from core.errors import NotFoundError, ValidationError
-from core.ports.storage import Store
+from core.ports.storage import CounterStore
 from core.services import dispatch
 from core.services.context import Context
 
@@ -147,17 +147,17 @@ def expiry_s(now: int) -> int:
     return now // 1000 + RETENTION_DAYS * 86_400
 
 
-def apply(store: Store, found: Mapping[str, Mapping[str, int]], *, expires_at: int) -> None:
+def apply(store: CounterStore, found: Mapping[str, Mapping[str, int]], *, expires_at: int) -> None:
     for key, counts in found.items():
         if counts:
             store.add_counters(key, counts, expires_at=expires_at)
 
 
-def record(store: Store, task: Task, previous: TaskStatus | None, expires_at: int) -> None:
+def record(store: CounterStore, task: Task, previous: TaskStatus | None, expires_at: int) -> None:
     apply(store, increments(task, previous), expires_at=expires_at)
 
 
-def record_health(store: Store, server_id: str, healthy: bool, now: int) -> None:
+def record_health(store: CounterStore, server_id: str, healthy: bool, now: int) -> None:
     """Count one health observation (heartbeat or check). Best effort: a lost count must not
     fail the heartbeat that was otherwise recorded."""
     counts = {"observations": 1, "healthy": 1} if healthy else {"observations": 1}

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
 
 
-# Both storage adapters, as the contract suite opens them (SQLite file; DynamoDB on moto).
+# Every storage adapter, as the contract suite opens them (SQLite file; DynamoDB on moto; memory).
 from tests.contract.conftest import moto_dynamodb, open_store, store  # noqa: E402
 
 __all__ = ["LONG", "SHORT", "Scale", "moto_dynamodb", "open_store", "scale", "store"]

@@ -1,4 +1,4 @@
-"""Races on one task through the services, on both stores: 50 callers released together
+"""Races on one task through the services, on every store: 50 callers released together
 (completion and failure callbacks, progress, cancels and retries) on a PROCESSING task.
 
 Every caller either wins its transition or is told why not (409; never a 5xx, never a silent

@@ -1,4 +1,5 @@
-"""The SQLite file of an earlier release opens in this one, and a task's output goes with it."""
+"""A SQLite file of schema version 1 (before history and streamed output) opens in this release
+with its tasks readable, and a task's output goes with it when it is purged."""
 
 from __future__ import annotations
 
@@ -6,42 +7,35 @@ import sqlite3
 from pathlib import Path
 
 from core.domain.models import OutputChunk, TaskStatus
-from core.local.sqlite import SCHEMA, SqliteStore
+from core.local.sqlite import SqliteStore
+from core.local.sqlite._schema import MIGRATIONS, migrate
 from tests.contract.factories import NOW, claim_changes, completed_changes, put_online_server, put_pending
 
-ADDED = (
-    "history BLOB,",
-    "output_chunks INTEGER NOT NULL DEFAULT 0,",
-    "output_bytes INTEGER NOT NULL DEFAULT 0",
-)
 
-
-def test_a_database_made_before_history_and_output_gets_their_columns(tmp_path: Path) -> None:
-    # GIVEN a database made by the release before (no history or output columns), with a task
+def test_a_version_1_file_gets_history_and_output(tmp_path: Path) -> None:
+    # GIVEN a file of schema version 1 with a task in it
     path = str(tmp_path / "old.db")
-    added = "    expires_at INTEGER,\n" + "\n".join(f"    {line}" for line in ADDED).rstrip(",") + "\n);"
-    assert added in SCHEMA
-    old_schema = SCHEMA.replace(added, "    expires_at INTEGER\n);")
-    assert "history" not in old_schema.split("CREATE INDEX")[0]
-    with sqlite3.connect(path) as conn:
-        conn.executescript(old_schema)
-        conn.execute(
-            "INSERT INTO tasks (id, owner, type, priority, payload, capabilities, is_async, status, progress,"
-            " attempts, attempt_limit, retries, created_at, updated_at, queued_at, not_before)"
-            " VALUES ('t-old', 'alice', 'img', 1, '{}', '[]', 1, 'PENDING', 0, 0, 3, 0, 1, 1, 1, 0)"
-        )
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, MIGRATIONS[:1]) == 1
+    conn.execute(
+        "INSERT INTO tasks (id, owner, type, priority, payload, capabilities, is_async, status, progress,"
+        " attempts, attempt_limit, retries, created_at, updated_at, queued_at, not_before)"
+        " VALUES ('t-old', 'alice', 'img', 1, '{}', '[]', 1, 'PENDING', 0, 0, 3, 0, 1, 1, 1, 0)"
+    )
+    conn.close()
 
     # WHEN this release opens it
     store = SqliteStore(path)
 
-    # THEN the old task reads with an empty history and no output, and new tasks store both
+    # THEN the old task reads with an empty history and no output, and it can run and stream
     old = store.get_task("t-old")
     assert old is not None and (old.history, old.output_chunks, old.output_bytes) == ([], 0, 0)
     server = put_online_server(store)
     claimed = store.claim_task(old, claim_changes(old, server.id))
     assert store.append_output(claimed, _chunk(claimed.id), 3).output_chunks == 1
     store.close()
-    SqliteStore(path).close()  # opening again adds nothing twice
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_purging_a_task_drops_its_output(tmp_path: Path) -> None:

@@ -27,8 +27,35 @@ SERVERS = "SERVERS"
 DELIVERIES_DUE = "WEBHOOK_DUE"
 
 
+# The table's key attributes: partition, sort.
+KEY_ATTRIBUTES = ("PK", "SK")
+
+# Each partition-key prefix and the kind of item under it, the more specific first.
+_PARTITION_KINDS = (
+    ("TASK#", "task"),
+    ("SERVERS", "server"),
+    ("SETTINGS", "setting"),
+    ("SEQUENCE", "sequence"),
+    ("COUNTERBATCH#", "counter batch"),
+    ("COUNTER#", "counter"),
+    ("RATE#", "rate-limit window"),
+    ("IDEMPOTENCY#", "idempotency key"),
+)
+
+
 def key(pk: str, sk: str) -> Item:
     return {"PK": {"S": pk}, "SK": {"S": sk}}
+
+
+def partition_of(item: Mapping[str, Any]) -> str:
+    """The partition key of a key or an item (DynamoDB JSON); "" if it has none."""
+    return str(item.get("PK", {}).get("S", ""))
+
+
+def partition_kind(pk: str) -> str | None:
+    """What kind of item lives under the partition key `pk` (task, server, counter, ...), for
+    reports of the requests made (bench/cost.py); None for the kinds it does not name."""
+    return next((name for prefix, name in _PARTITION_KINDS if pk.startswith(prefix)), None)
 
 
 # -- table keys --------------------------------------------------------------------------------

@@ -11,18 +11,20 @@ the stored object, and a value that would not survive a database round trip does
 here either. Lists are scans sorted as the other adapters' indexes sort: this store holds
 test data, a few thousand items at most.
 
-One module per entity, as the other adapters: tasks, their streamed output, servers, settings and counters,
-per-request records (rate windows, idempotency), deliveries; `_data` holds what they share.
+One module per entity, as the other adapters: tasks, their streamed output, servers, settings,
+counters, rate windows, idempotency, deliveries; `_data` holds what they share.
 """
 
 from __future__ import annotations
 
 from core.local.memory._data import MemoryData
+from core.local.memory.counters import MemoryCounterStore
 from core.local.memory.deliveries import MemoryDeliveryStore
+from core.local.memory.idempotency import MemoryIdempotencyStore
 from core.local.memory.output import MemoryOutputStore
-from core.local.memory.requests import MemoryIdempotencyStore, MemoryRateWindowStore
+from core.local.memory.rate_windows import MemoryRateWindowStore
 from core.local.memory.servers import MemoryServerStore
-from core.local.memory.settings import MemoryCounterStore, MemorySettingStore
+from core.local.memory.settings import MemorySettingStore
 from core.local.memory.tasks import MemoryTaskStore
 from core.ports.storage import Store
 
