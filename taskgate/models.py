@@ -77,6 +77,7 @@ class Task(Reply):
     completed_at: int | None = None
     message: str | None = None
     payload: dict[str, Any] | None = None  # what it was created with (None from a gateway that omits it)
+    capabilities: list[str] = []
     history: list[Attempt] = []  # one entry per attempt, oldest first
 
     @property

@@ -104,6 +104,7 @@ class Task(msgspec.Struct, kw_only=True):
             "attempts": self.attempts,
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
+            "capabilities": list(self.capabilities),
         }
         if self.message is not None:
             body["message"] = self.message

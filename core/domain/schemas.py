@@ -150,6 +150,9 @@ class TaskCreated(Reply):
     updated_at: Ms
 
 
+Capabilities = Annotated[list[str], msgspec.Meta(description="What a server must offer to take the task")]
+
+
 class AttemptView(Reply):
     """One time the task was sent to a backend."""
 
@@ -182,6 +185,7 @@ class TaskView(Reply):
     attempts: Annotated[int, msgspec.Meta(description="Times the task was sent to a backend")]
     created_at: Ms
     updated_at: Ms
+    capabilities: Capabilities
     history: Annotated[list[AttemptView], msgspec.Meta(description="One entry per attempt, oldest first")]
     started_at: Ms | msgspec.UnsetType = msgspec.UNSET
     completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
@@ -230,6 +234,7 @@ class TaskSummary(Reply):
     attempts: int
     created_at: Ms
     updated_at: Ms
+    capabilities: Capabilities
     started_at: Ms | msgspec.UnsetType = msgspec.UNSET
     completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
     message: str | msgspec.UnsetType = msgspec.UNSET

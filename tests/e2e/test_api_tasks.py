@@ -25,6 +25,7 @@ TASK_FIELDS = {
     "attempts",
     "createdAt",
     "updatedAt",
+    "capabilities",
     "history",
 }
 OPTIONAL_TASK_FIELDS = {"startedAt", "completedAt", "message"}
@@ -242,6 +243,7 @@ def test_the_owner_reads_a_new_task_with_every_design_field(api: Api) -> None:
         "attempts": 0,
         "createdAt": created["createdAt"],
         "updatedAt": created["updatedAt"],
+        "capabilities": sorted(EXAMPLE_TASK["capabilities"]),
         "history": [],  # not sent to a backend yet
     }
 
