@@ -34,6 +34,24 @@ class RateLimits:
 
 
 @dataclass(frozen=True)
+class OutlierPolicy:
+    """Passive outlier detection (core/domain/outlier.py); durations in milliseconds."""
+
+    # Failed attempts in a row that eject a server; 0 turns outlier detection off.
+    consecutive_failures: int = 3
+    base_ejection_ms: int = 30_000
+    max_ejection_ms: int = 300_000
+    # At most this share of the fleet is ejected at once (always at least one server).
+    max_ejection_percent: int = 50
+    # A returning server's share of slots grows from one slot to all over this window; 0 is off.
+    slow_start_ms: int = 30_000
+
+    @property
+    def enabled(self) -> bool:
+        return self.consecutive_failures > 0
+
+
+@dataclass(frozen=True)
 class Config:
     jwt_secret: str = ""
     max_attempts: int = 3
@@ -65,6 +83,7 @@ class Config:
     fleet_cache_ms: int = 1_000
     health_check_timeout_ms: int = 5_000
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    outlier: OutlierPolicy = field(default_factory=OutlierPolicy)
     # Where backends send callbacks: the public base URL of this deployment.
     public_url: str = "http://127.0.0.1:8787"
     # Webhooks: the signing secret (empty: derived from the JWT secret, see core.domain.signing),
@@ -108,6 +127,13 @@ class Config:
                 server_register=_int(env, "RATE_LIMIT_SERVER_REGISTER", 10),
                 service=_int(env, "RATE_LIMIT_SERVICE", 1000),
             ),
+            "outlier": OutlierPolicy(
+                consecutive_failures=_int(env, "OUTLIER_CONSECUTIVE_FAILURES", 3),
+                base_ejection_ms=_int(env, "OUTLIER_BASE_EJECTION", 30_000),
+                max_ejection_ms=_int(env, "OUTLIER_MAX_EJECTION", 300_000),
+                max_ejection_percent=_int(env, "OUTLIER_MAX_EJECTION_PERCENT", 50),
+                slow_start_ms=_int(env, "SLOW_START_WINDOW", 30_000),
+            ),
             "webhook_secret": env.get("WEBHOOK_SECRET", ""),
             "webhook_max_attempts": _int(env, "WEBHOOK_MAX_ATTEMPTS", 6),
             "webhook_retry_base_ms": _int(env, "WEBHOOK_RETRY_BASE_DELAY", 5_000),
@@ -137,6 +163,14 @@ class Config:
             raise ValueError("WEBHOOK_MAX_ATTEMPTS must be at least 1")
         if config.webhook_timeout_ms < 1 or config.webhook_retry_base_ms < 0:
             raise ValueError("WEBHOOK_TIMEOUT must be positive and WEBHOOK_RETRY_BASE_DELAY not negative")
+        outlier = config.outlier
+        if min(vars(outlier).values()) < 0 or outlier.max_ejection_percent > 100:
+            raise ValueError(
+                "OUTLIER_* and SLOW_START_WINDOW must not be negative;"
+                " OUTLIER_MAX_EJECTION_PERCENT is at most 100"
+            )
+        if outlier.max_ejection_ms < outlier.base_ejection_ms:
+            raise ValueError("OUTLIER_MAX_EJECTION must be at least OUTLIER_BASE_EJECTION")
         for name, value in vars(config.rate_limits).items():
             if value < 0:
                 raise ValueError(f"RATE_LIMIT_{name.upper()} must be 0 (off) or more, got {value}")

@@ -122,7 +122,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Tasks",
         s.TaskView,
         errors=(400, 404),
-        description="Retrieves the current status of a task.",
+        description="Retrieves the current status of a task; while it is PENDING, `queue` says why it"
+        " waits (`reason`, `details`) and, when known, its `position` and `estimatedStartAt`. `history`"
+        " has one entry per attempt.",
     ),
     ("PUT", "/api/task/{id}"): Operation(
         "Update task",
@@ -252,7 +254,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Statistics",
         s.QueueSummary,
         errors=(403,),
-        description="The backlog by priority, the tasks in flight and the capacity online now.",
+        description="The backlog by priority, the tasks in flight, the capacity online now, and the"
+        " backlog by capability set with why each set waits.",
     ),
     ("GET", "/api/overview"): Operation(
         "Get the dashboard's overview",

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from core.domain import prefer
 from core.domain.schemas import AppendOutput, CreateTask, UpdateTask, decode
-from core.services import idempotency, output, task_listing, tasks, webhook_delivery
+from core.services import idempotency, output, task_listing, task_view, tasks, webhook_delivery
 from handlers._http import (
     authenticated,
     aws_context,
@@ -72,8 +72,9 @@ async def list_tasks(request: Request) -> Response:
 
 @authenticated
 async def get_task(request: Request) -> Response:
-    task = tasks.get_task(context(request), principal(request), path_id(request, "id", "task"))
-    return json_response(task.to_api())
+    ctx = context(request)
+    task = tasks.get_task(ctx, principal(request), path_id(request, "id", "task"))
+    return json_response(task_view.describe(ctx, task))
 
 
 @authenticated

@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
 
 from taskgate.client import Client
 from taskgate.errors import TaskgateError, WaitTimeout
-from taskgate.models import Server, Task, TaskStatus
+from taskgate.models import QueueInfo, Server, Task, TaskStatus
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
@@ -73,8 +74,23 @@ def submit(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -
 
 
 def task_get(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    print(_json(client.get_task(args.task_id)), file=out)
+    """The task as JSON on `out`; while it waits, why, as a sentence on `err` (so `out` stays JSON)."""
+    task = client.get_task(args.task_id)
+    print(_json(task), file=out)
+    if task.queue is not None:
+        print(waiting_line(task.queue), file=err)
     return EXIT_OK
+
+
+def waiting_line(queue: QueueInfo) -> str:
+    """`waiting (capacity_full, position 3, start expected 2026-12-04T15:30:02Z): <details>`"""
+    facts = [str(queue.reason)]
+    if queue.position is not None:
+        facts.append(f"position {queue.position}")
+    if queue.estimated_start_at is not None:
+        when = datetime.fromtimestamp(queue.estimated_start_at / 1000, tz=UTC)
+        facts.append(f"start expected {when.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    return f"waiting ({', '.join(facts)}): {queue.details}"
 
 
 def task_cancel(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

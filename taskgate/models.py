@@ -59,6 +59,19 @@ class Attempt(Reply):
     error: Any
 
 
+QueueReason = Literal["no_capable_server", "no_server_online", "capacity_full", "backoff", "dispatching"]
+
+
+class QueueInfo(Reply):
+    """Why a PENDING task waits. `position` (1-based, among the tasks ahead of it for the same
+    servers) and `estimated_start_at` (epoch ms) are None when the gateway does not know them."""
+
+    reason: QueueReason | str  # str: a reason added by a newer gateway
+    details: str
+    position: int | None = None
+    estimated_start_at: int | None = None
+
+
 class Task(Reply):
     """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds."""
 
@@ -79,6 +92,7 @@ class Task(Reply):
     payload: dict[str, Any] | None = None  # what it was created with (None from a gateway that omits it)
     capabilities: list[str] = []
     history: list[Attempt] = []  # one entry per attempt, oldest first
+    queue: QueueInfo | None = None  # while PENDING, from a gateway that explains the wait
 
     @property
     def is_finished(self) -> bool:
@@ -115,6 +129,8 @@ class ServerHealth(Reply):
     last_heartbeat: int | None
     last_check_at: int | None
     consecutive_failures: int
+    # Epoch ms: outlier detection left it out of selection after failed attempts until then.
+    ejected_until: int | None = None
 
 
 class Server(Reply):

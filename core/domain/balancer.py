@@ -11,7 +11,7 @@ import functools
 import itertools
 import operator
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import NamedTuple
 
 from core.domain.fleet_index import CapableGroup, has_free_slot
@@ -48,12 +48,13 @@ def order(
     *,
     sequence: Callable[[], int],
     rng: random.Random,
-    avoid: str | None = None,
+    avoid: Collection[str] = (),
 ) -> list[Server]:
     """Every candidate, in the order the dispatcher should try them.
 
     `sequence()` is called at most once, for round-robin and weighted-round-robin only, and not
-    when there is nothing to choose (it is a shared counter: a write in the store).
+    when there is nothing to choose (it is a shared counter: a write in the store). Servers in
+    `avoid` (those that just failed the task) go last, in the same order.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown load-balancing algorithm: {algorithm!r}")
@@ -77,8 +78,8 @@ def order(
         first, second = sorted((candidates[i], candidates[j]), key=_lightness)
         rest = [s for s in _sort(candidates, _load, _active) if s is not first and s is not second]
         ordered = [first, second, *rest]
-    if avoid is not None:
-        ordered = [s for s in ordered if s.id != avoid] + [s for s in ordered if s.id == avoid]
+    if avoid:
+        ordered = [s for s in ordered if s.id not in avoid] + [s for s in ordered if s.id in avoid]
     return ordered
 
 

@@ -66,6 +66,9 @@ class Task(msgspec.Struct, kw_only=True):
     server_id: str | None = None
     # The server of the last attempt that did not finish: the next attempt prefers another.
     previous_server_id: str | None = None
+    # Every server whose attempt failed since the task last entered the queue afresh (create or
+    # retry): the next attempts prefer the others.
+    failed_servers: list[str] = []
     result: Any = None
     error: Any = None
     # Times the task was sent to a backend, ever; dispatch stops when it reaches attempt_limit.
@@ -173,6 +176,12 @@ class Server(msgspec.Struct, kw_only=True):
     last_claim_at: int | None = None
     # Exponentially weighted moving average of processing time (response-time balancing).
     latency_ewma_ms: int | None = None
+    # Passive outlier detection (core/domain/outlier.py): failed attempts in a row, recent
+    # ejections, when the current or last ejection ends, and when the slow start began.
+    outlier_failures: int = 0
+    ejections: int = 0
+    ejected_until: int | None = None
+    slow_start_from: int | None = None
     # Lifetime counters, bumped in the same write that frees the slot.
     tasks_processed: int = 0
     success_count: int = 0
@@ -212,6 +221,11 @@ class Server(msgspec.Struct, kw_only=True):
                 "lastHeartbeat": self.last_heartbeat,
                 "lastCheckAt": self.last_check_at,
                 "consecutiveFailures": self.consecutive_failures,
+                "ejectedUntil": (
+                    self.ejected_until
+                    if self.ejected_until is not None and now < self.ejected_until
+                    else None
+                ),
             },
         }
 

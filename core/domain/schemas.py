@@ -170,6 +170,19 @@ class AttemptView(Reply):
     error: Annotated[Any, msgspec.Meta(description="Why it ended, naming the server; never a URL")]
 
 
+class QueueInfo(Reply):
+    """Why a PENDING task waits (docs/SCHEDULING.md)."""
+
+    reason: Literal["no_capable_server", "no_server_online", "capacity_full", "backoff", "dispatching"]
+    details: Annotated[str, msgspec.Meta(description="The missing capabilities, the servers and their state")]
+    position: Annotated[int, msgspec.Meta(ge=1, description="1-based place among the tasks ahead of it")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+    estimated_start_at: Annotated[int, msgspec.Meta(description="Epoch ms, when it can be estimated")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+
+
 class TaskView(Reply):
     """A task as it stands."""
 
@@ -190,6 +203,9 @@ class TaskView(Reply):
     started_at: Ms | msgspec.UnsetType = msgspec.UNSET
     completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
     message: str | msgspec.UnsetType = msgspec.UNSET
+    queue: Annotated[QueueInfo, msgspec.Meta(description="While PENDING: why it waits")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
 
 
 class WebhookAttemptView(Reply):
@@ -254,6 +270,15 @@ class PriorityCount(Reply):
     count: int
 
 
+class BacklogGroup(Reply):
+    capabilities: Capabilities
+    count: int
+    reason: Literal["no_capable_server", "no_server_online", "capacity_full", "dispatching"]
+    details: Annotated[
+        str, msgspec.Meta(description='e.g. "312 tasks need `tpu`: no registered server has `tpu`"')
+    ]
+
+
 class QueueSummary(Reply):
     """The queue now."""
 
@@ -263,6 +288,10 @@ class QueueSummary(Reply):
     ]
     processing: Annotated[int, msgspec.Meta(description="Tasks in flight (slots taken on the servers)")]
     capacity: Annotated[int, msgspec.Meta(description="Slots of the servers online now")]
+    backlog: Annotated[
+        list[BacklogGroup],
+        msgspec.Meta(description="The backlog by capability set, largest first, and why it waits"),
+    ]
 
 
 class RetryReply(Reply):
@@ -297,6 +326,10 @@ class ServerHealth(Reply):
     last_heartbeat: Ms | None
     last_check_at: Ms | None
     consecutive_failures: int
+    ejected_until: Annotated[
+        int | None,
+        msgspec.Meta(description="Epoch ms: left out of selection after failed attempts until then"),
+    ] = None
 
 
 class ServerView(Reply):

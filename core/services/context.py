@@ -32,7 +32,7 @@ class Context:
     fleet: FleetView = field(init=False)
 
     def __post_init__(self) -> None:
-        self.fleet = FleetView(self.store, self.config.fleet_cache_ms, self.clock)
+        self.fleet = FleetView(self.store, self.config.fleet_cache_ms, self.clock, self.config.outlier)
 
     def now(self) -> int:
         return self.clock()

@@ -20,7 +20,7 @@ from core.domain import attempts, auth, balancer, protocol
 from core.domain.models import Server, ServerStatus, Task, TaskStatus
 from core.domain.protocol import BackendRequest, Kind, Outcome
 from core.errors import NoCapacityError, StaleWriteError
-from core.services import tasks
+from core.services import outlier_detection, tasks
 from core.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,17 @@ def _order(ctx: Context, task: Task, busy: set[str]) -> Iterator[Server]:
         algorithm(ctx),
         sequence=lambda: ctx.store.next_in_sequence(ROUND_ROBIN_SEQUENCE),
         rng=_rng,
-        avoid=task.previous_server_id,
+        avoid=_failed_on(task),
         exclude=busy,
     )
+
+
+def _failed_on(task: Task) -> set[str]:
+    """The servers that just failed the task: its next attempt tries them last."""
+    failed = set(task.failed_servers)
+    if task.previous_server_id is not None:
+        failed.add(task.previous_server_id)
+    return failed
 
 
 def _claim_changes(ctx: Context, task: Task, server: Server, now: int) -> dict[str, Any]:
@@ -180,7 +188,11 @@ def settle(ctx: Context, assignment: Assignment, outcome: Outcome, attempt: Atte
                 ctx, task, outcome.error or "busy", counts=False, backoff_ms=ctx.config.busy_retry_ms
             )
         reason = f"{outcome.error} (attempt {task.attempts} of {task.attempt_limit}, server {server.id})"
-        return tasks.requeue(ctx, task, reason, backoff_ms=tasks.backoff_ms(ctx, task.attempts))
+        requeued = tasks.requeue(
+            ctx, task, reason, backoff_ms=tasks.backoff_ms(ctx, task.attempts), server_failed=True
+        )
+        outlier_detection.after_failure(ctx, server.id)
+        return requeued
     except StaleWriteError:
         # A callback, a cancel or the sweeper moved the task first; their write stands.
         log.info("task moved before its predict answer was recorded", extra={"task_id": task.id})

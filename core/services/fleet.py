@@ -8,6 +8,11 @@ tried), never an overbooked server.
 `order` is the dispatch decision: the capable servers of each capability requirement are
 indexed (core/domain/fleet_index.py) when first asked for after a refresh, so the first server to try
 comes in O(log n); the full order of the rest is only computed if that server's claim fails.
+
+Outlier detection acts here: at each refresh a server ejected now is left out of selection and
+one in its slow start offers only its share of slots (core/domain/outlier.py), so the view is
+right to within `ttl_ms`. The store's claim enforces the real slot count only: the share is a
+preference, not a limit a stale view could break.
 """
 
 from __future__ import annotations
@@ -19,19 +24,25 @@ from typing import Any
 
 import msgspec
 
-from core.domain import balancer
+from core.config import OutlierPolicy
+from core.domain import balancer, outlier
 from core.domain.fleet_index import CapableGroup
 from core.domain.models import Server, ServerStatus, Task
 from core.ports.storage import Store
 
 
 class FleetView:
-    def __init__(self, store: Store, ttl_ms: int, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, store: Store, ttl_ms: int, clock: Callable[[], int], policy: OutlierPolicy | None = None
+    ) -> None:
         self._store = store
         self._ttl_ms = ttl_ms
         self._clock = clock
+        self.policy = policy or OutlierPolicy()
         self._lock = threading.Lock()
         self._servers: dict[str, Server] = {}
+        # Servers whose selectable slots are fewer than their own (ejected, slow start): id -> limit.
+        self._limits: dict[str, int] = {}
         self._loaded_at: int | None = None
         self._settings: dict[str, tuple[int, Any]] = {}
         # Capable servers by capability requirement (the task's sorted capabilities).
@@ -46,8 +57,29 @@ class FleetView:
         now = self._clock()
         if self._loaded_at is None or now - self._loaded_at >= self._ttl_ms:
             self._servers = {s.id: s for s in self._store.list_servers()}
+            self._limits = {}
+            for server in self._servers.values():
+                limit = outlier.slot_limit(server, now, self.policy)
+                if limit < server.max_concurrent:
+                    self._limits[server.id] = limit
             self._groups = {}
             self._loaded_at = now
+
+    def _selectable(self, server: Server) -> Server:
+        """`server` as selection sees it: its slot count cut to what outlier detection allows."""
+        limit = self._limits.get(server.id)
+        if limit is None:
+            return server
+        return msgspec.structs.replace(server, max_concurrent=limit)
+
+    def _selectable_servers(self) -> list[Server]:
+        with self._lock:
+            self._refresh()
+            return [self._selectable(s) for s in self._servers.values()]
+
+    def slot_limit(self, server: Server) -> int:
+        """How many of `server`'s slots selection may fill (as of the last refresh)."""
+        return self._limits.get(server.id, server.max_concurrent)
 
     def order(
         self,
@@ -56,7 +88,7 @@ class FleetView:
         *,
         sequence: Callable[[], int],
         rng: random.Random,
-        avoid: str | None = None,
+        avoid: Collection[str] = (),
         exclude: Collection[str] = (),
     ) -> Iterator[Server]:
         """The servers to try for `task`, in `balancer.order`'s order (see
@@ -72,12 +104,12 @@ class FleetView:
             self._refresh()
             group = self._group(task.capabilities)
             first = balancer.first_choice(algorithm, group, sequence=once, rng=rng)
-        if first is not None and first.id != avoid and first.id not in exclude:
+        if first is not None and first.id not in avoid and first.id not in exclude:
             yield first
             exclude = {*exclude, first.id}
         elif first is None and not drawn:
             return  # no candidate at all
-        rest = [s for s in balancer.candidates(self.servers(), task) if s.id not in exclude]
+        rest = [s for s in balancer.candidates(self._selectable_servers(), task) if s.id not in exclude]
         yield from balancer.order(algorithm, rest, sequence=once, rng=rng, avoid=avoid)
 
     def _group(self, capabilities: list[str]) -> CapableGroup:
@@ -87,7 +119,7 @@ class FleetView:
             wanted = frozenset(capabilities)
             group = self._groups[key] = CapableGroup(
                 [
-                    s
+                    self._selectable(s)
                     for s in self._servers.values()
                     if s.status is ServerStatus.ONLINE and wanted.issubset(s.capabilities)
                 ]
@@ -126,6 +158,7 @@ class FleetView:
                 server = self._servers[server_id] = msgspec.structs.replace(
                     server, active_tasks=active, **values
                 )
+                selectable = self._selectable(server)
                 for group in self._groups.values():
                     if server_id in group.position:
-                        group.update(server)
+                        group.update(selectable)

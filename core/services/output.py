@@ -23,6 +23,7 @@ from core.domain import auth
 from core.domain.auth import Principal
 from core.domain.models import OutputChunk, Task, TaskStatus
 from core.errors import ConflictError, NotFoundError, PayloadTooLargeError, StaleWriteError, ValidationError
+from core.services import task_view
 from core.services.context import Context
 
 # Chunks read per store call while catching up.
@@ -129,7 +130,7 @@ async def events(ctx: Context, task: Task, after: int) -> AsyncIterator[bytes]:
             state = (current.status, current.progress, current.message, current.updated_at, current.attempts)
             if state != shown and not current.status.is_terminal:
                 shown = state
-                yield event("status", current.to_api())
+                yield event("status", task_view.describe(ctx, current))  # as GET shows it
             while True:
                 chunks = ctx.store.task_output(task.id, after=after, limit=PAGE)
                 for chunk in chunks:
@@ -138,7 +139,7 @@ async def events(ctx: Context, task: Task, after: int) -> AsyncIterator[bytes]:
                 if len(chunks) < PAGE:
                     break
             if current.status.is_terminal:
-                yield event("done", current.to_api())
+                yield event("done", task_view.describe(ctx, current))
                 return
             left = deadline - time.monotonic()
             if bounded and left <= 0:

@@ -29,7 +29,7 @@ def overview(
     servers = ctx.store.list_servers()
     return {
         "generatedAt": now,
-        "queue": task_listing.queue_view(ctx.store.pending_by_priority(), servers),
+        "queue": task_listing.queue_view(ctx, servers),
         "tasks": page,
         "servers": [s.to_api(now) for s in servers] if principal.is_admin else None,
         "stats": stats_range.range_stats(ctx, last_day, day_count, servers),

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from core.domain import auth, health
+from core.domain import auth, health, outlier
 from core.domain.auth import Principal
 from core.domain.ids import new_server_id
 from core.domain.models import Endpoints, Server, ServerStatus
@@ -111,17 +111,28 @@ def heartbeat(ctx: Context, principal: Principal, server_id: str, body: Heartbea
 def record_check(ctx: Context, server_id: str, healthy: bool) -> Server | None:
     """An active health check's result (None if the server was unregistered meanwhile)."""
 
+    ended: list[bool] = []  # whether the write that won ended an ejection
+
     def changes(current: Server) -> dict[str, Any]:
-        return health.observe(current, healthy, ctx.now(), heartbeat=False)
+        now = ctx.now()
+        observed = health.observe(current, healthy, now, heartbeat=False)
+        ended[:] = [healthy and outlier.is_ejected(current, now)]
+        if ended[0]:
+            # As Envoy does: a passed active check ends an ejection, into a slow start.
+            observed |= {"ejected_until": now, "slow_start_from": now}
+        return observed
 
     server = ctx.store.get_server(server_id)
     if server is None:
         return None
     stats.record_health(ctx.store, server_id, healthy, ctx.now())
     try:
-        return update_server(ctx, server, changes)
+        checked = update_server(ctx, server, changes)
     except NotFoundError:
         return None
+    if ended and ended[0]:
+        ctx.queue.capacity_changed()  # back in selection: waiting tasks may go there now
+    return checked
 
 
 def mark_silent(ctx: Context, server: Server) -> Server | None:

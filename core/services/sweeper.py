@@ -90,9 +90,7 @@ def _queue_timeouts(ctx: Context, fleet: list[Server], now: int) -> int:
     cutoff = now - ctx.config.queue_timeout_ms
     count = 0
     for priority in PRIORITIES:
-        for task in ctx.store.pending_tasks(BATCH, priority=priority):
-            if task.queued_at > cutoff:
-                break  # oldest first: the rest of this priority is younger
+        for task in ctx.store.pending_queued_before(cutoff, BATCH, priority=priority):
             reason = (
                 f"No server took the task within {ctx.config.queue_timeout_ms} ms:"
                 f" {balancer.why_waiting(fleet, task)}"

@@ -13,7 +13,7 @@ import binascii
 import re
 from typing import Any
 
-from core.domain import auth
+from core.domain import auth, outlier, queue_reason
 from core.domain.auth import Principal
 from core.domain.models import Server, ServerStatus, TaskStatus
 from core.errors import ValidationError
@@ -44,13 +44,26 @@ def list_tasks(
 
 def queue_summary(ctx: Context, principal: Principal) -> dict[str, Any]:
     """The backlog by priority (highest first), the tasks in flight (the slots taken: each is a
-    task PROCESSING there) and the slots of the servers taking tasks now."""
+    task PROCESSING there), the slots of the servers taking tasks now, and the backlog by
+    capability set with why each set waits ("312 tasks need `tpu`, which no server has")."""
     auth.require_any(principal, auth.USER, auth.ADMIN)
-    return queue_view(ctx.store.pending_by_priority(), ctx.store.list_servers())
+    return queue_view(ctx, ctx.store.list_servers())
 
 
-def queue_view(by_priority: dict[int, int], servers: list[Server]) -> dict[str, Any]:
-    """The QueueSummary body."""
+def queue_view(ctx: Context, servers: list[Server]) -> dict[str, Any]:
+    """The QueueSummary body, on the fleet as the caller read it (the overview shares it)."""
+    by_need = ctx.store.pending_by_need()
+    by_priority: dict[int, int] = {}
+    by_capabilities: dict[tuple[str, ...], int] = {}
+    for (priority, capabilities), count in by_need.items():
+        by_priority[priority] = by_priority.get(priority, 0) + count
+        by_capabilities[capabilities] = by_capabilities.get(capabilities, 0) + count
+    backlog = queue_reason.backlog_rows(
+        by_capabilities.items(),
+        servers,
+        ctx.now(),
+        slot_limit=lambda s: outlier.slot_limit(s, ctx.now(), ctx.config.outlier),
+    )
     return {
         "pending": sum(by_priority.values()),
         "pendingByPriority": [
@@ -59,6 +72,7 @@ def queue_view(by_priority: dict[int, int], servers: list[Server]) -> dict[str, 
         ],
         "processing": sum(server.active_tasks for server in servers),
         "capacity": sum(s.max_concurrent for s in servers if s.status is ServerStatus.ONLINE),
+        "backlog": backlog,
     }
 
 

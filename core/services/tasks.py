@@ -183,7 +183,8 @@ def finish(
         "success_count" if succeeded else "failure_count": 1,
         "processing_ms_total": elapsed,
     }
-    values: dict[str, Any] = {}
+    # The backend answered: its run of failed attempts (outlier detection) ends.
+    values: dict[str, Any] = {"outlier_failures": 0}
     if succeeded and task.server_id is not None:
         known = ctx.fleet.get(task.server_id)
         values["latency_ewma_ms"] = balancer.next_ewma(known.latency_ewma_ms if known else None, elapsed)
@@ -198,17 +199,21 @@ def requeue(
     backoff_ms: int = 0,
     counts: bool = True,
     outcome: str = attempts.FAILED,
+    server_failed: bool = False,
 ) -> Task:
     """End a PROCESSING attempt that did not finish (its history entry says `outcome`): back
     to PENDING while attempts remain (after `backoff_ms`), else FAILED with `reason`. Frees
     the slot in the same write. `counts=False` (a busy backend): the attempt is given back,
-    as if never made."""
+    as if never made. `server_failed` (no answer, or a 5xx): one more failure in a row for
+    outlier detection."""
     now = ctx.now()
     made = task.attempts if counts else task.attempts - 1
     changes: dict[str, Any] = {"updated_at": now, "deadline": None}
     if counts:
         changes["error"] = reason
         changes["history"] = attempts.closed(task, now, outcome, reason)
+        if task.server_id is not None and task.server_id not in task.failed_servers:
+            changes["failed_servers"] = [*task.failed_servers, task.server_id]
     else:
         changes["history"] = attempts.given_back(task)
     if made < task.attempt_limit:
@@ -224,7 +229,10 @@ def requeue(
         }
     else:
         changes |= _finished(ctx, TaskStatus.FAILED, now)
-    released = _release(ctx, task, changes, {"failure_count": 1} if counts else {}, {})
+    counters = {"failure_count": 1} if counts else {}
+    if server_failed:
+        counters["outlier_failures"] = 1
+    released = _release(ctx, task, changes, counters, {})
     if released.status is PENDING:
         enqueue_safely(ctx.queue, released.id, delay_ms=backoff_ms, snapshot=released)
     return released
@@ -310,6 +318,7 @@ def retry_task(ctx: Context, principal: Principal, task_id: str) -> Task:
             "not_before": 0,
             "progress": 0,
             "server_id": None,
+            "failed_servers": [],
             "result": None,
             "error": None,
             "message": None,

@@ -82,16 +82,6 @@ function addOutput(chunk) {
   $("detail-output").append(el("li", { "data-index": chunk.index, text }));
 }
 
-function waiting(task) {
-  const queue = task.queue;
-  if (task.status !== "PENDING") return null;
-  if (!queue) return "Waiting for a capable server with a free slot";
-  const parts = [queue.details || queue.reason];
-  if (queue.position !== undefined && queue.position !== null) parts.push(`position ${queue.position}`);
-  if (queue.estimatedStartAt) parts.push(`expected to start about ${clock(queue.estimatedStartAt)}`);
-  return parts.filter(Boolean).join("; ");
-}
-
 function drawDetail(task) {
   current = task;
   const took = task.completedAt && task.startedAt ? duration(task.completedAt - task.startedAt) : "–";
@@ -107,9 +97,8 @@ function drawDetail(task) {
     ["Finished", clock(task.completedAt)],
     ["Last attempt took", took],
   ];
-  const why = waiting(task);
-  if (why) fields.splice(1, 0, ["Why it waits", why]);
   if (task.message) fields.push(["Message", task.message]);
+  drawWaiting(task.status === "PENDING" ? task.queue : null);
   $("detail-fields").replaceChildren(
     ...fields.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: String(value) })]),
   );
@@ -125,6 +114,18 @@ function drawDetail(task) {
   $("detail-retry").hidden = !RETRYABLE.has(task.status);
   $("detail-cancel").disabled = false;
   $("detail-retry").disabled = false;
+}
+
+// Why a PENDING task waits (the API's `queue`): its reason, place and expected start.
+function drawWaiting(queue) {
+  const waiting = $("detail-queue");
+  waiting.hidden = !queue;
+  if (!queue) return;
+  const known = [queue.reason];
+  if (queue.position) known.push(`position ${queue.position}`);
+  if (queue.estimatedStartAt) known.push(`start expected ${clock(queue.estimatedStartAt)}`);
+  waiting.dataset.reason = queue.reason;
+  waiting.textContent = `Waiting (${known.join(", ")}): ${queue.details}`;
 }
 
 function drawHistory(history) {

@@ -65,8 +65,11 @@ function row(server, now) {
     el("th", { scope: "row" }, el("span", { class: "name", text: server.name }), el("small", { text: server.id })),
     el("td", {}, el("span", { class: `badge ${server.status}`, text: server.status }),
       server.maintenanceReason ? el("small", { text: server.maintenanceReason }) : null),
-    el("td", { class: "health", text: health.status || "unknown",
-      title: `${health.consecutiveFailures || 0} consecutive failures` }),
+    el("td", { class: "health",
+      text: health.ejectedUntil ? `${health.status || "unknown"}, ejected` : health.status || "unknown",
+      title: health.ejectedUntil
+        ? `Left out of selection after failed attempts until ${new Date(health.ejectedUntil).toLocaleTimeString()}`
+        : `${health.consecutiveFailures || 0} consecutive failures` }),
     el("td", { class: "load" }, bar(server.activeTasks, server.maxConcurrent,
       `Load of ${server.name}`, `${server.activeTasks}/${server.maxConcurrent}`, 0.9)),
     el("td", { class: "tags", text: server.capabilities.join(", ") || "–" }),

@@ -39,6 +39,12 @@ export function drawQueue(queue) {
             bar(count, queue.pending, `Pending tasks of priority ${priority}`, String(count))))
       : [el("li", { class: "empty", text: "Nothing waiting." })]),
   );
+  $("queue-backlog").replaceChildren(
+    ...(queue.backlog.length
+      ? queue.backlog.map((group) =>
+          el("li", { "data-reason": group.reason, text: `${group.details} (${group.reason})` }))
+      : [el("li", { class: "empty", text: "Nothing waiting." })]),
+  );
 }
 
 export function drawTasks(page) {

@@ -212,7 +212,14 @@ def test_list_items_carry_the_reference_and_design_fields(api: Api) -> None:
     assert server["priority"] == 2
     assert server["activeTasks"] == 0
     assert server["maintenanceReason"] is None
-    assert set(server["health"]) == {"status", "lastHeartbeat", "lastCheckAt", "consecutiveFailures"}
+    assert set(server["health"]) == {
+        "status",
+        "lastHeartbeat",
+        "lastCheckAt",
+        "consecutiveFailures",
+        "ejectedUntil",
+    }
+    assert server["health"]["ejectedUntil"] is None  # outlier detection has not ejected it
     assert server["health"]["consecutiveFailures"] == 0
     assert server["lastHeartbeat"] is None
     # Never null (existing clients read a number): since the last sign of life, at the latest

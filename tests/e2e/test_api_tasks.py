@@ -28,7 +28,8 @@ TASK_FIELDS = {
     "capabilities",
     "history",
 }
-OPTIONAL_TASK_FIELDS = {"startedAt", "completedAt", "message"}
+OPTIONAL_TASK_FIELDS = {"startedAt", "completedAt", "message", "queue"}
+QUEUE_REASONS = {"no_capable_server", "no_server_online", "capacity_full", "backoff", "dispatching"}
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -229,8 +230,11 @@ def test_the_owner_reads_a_new_task_with_every_design_field(api: Api) -> None:
     task = api.get(f"/api/task/{created['id']}", token=owner).ok()
 
     assert TASK_FIELDS <= set(task) <= TASK_FIELDS | OPTIONAL_TASK_FIELDS
+    # PENDING: it says why it waits (which reason depends on the servers other tests left)
+    assert task["queue"]["reason"] in QUEUE_REASONS and task["queue"]["details"], task["queue"]
     assert task == {
         **{k: v for k, v in task.items() if k in OPTIONAL_TASK_FIELDS},
+        "capabilities": EXAMPLE_TASK["capabilities"],
         "id": created["id"],
         "type": "video-processing",
         "priority": 1,
@@ -243,7 +247,6 @@ def test_the_owner_reads_a_new_task_with_every_design_field(api: Api) -> None:
         "attempts": 0,
         "createdAt": created["createdAt"],
         "updatedAt": created["updatedAt"],
-        "capabilities": sorted(EXAMPLE_TASK["capabilities"]),
         "history": [],  # not sent to a backend yet
     }
 

@@ -229,6 +229,22 @@ def test_tasks_get_prints_the_task_as_indented_json(fleet: Fleet) -> None:
     fleet.assert_settled()
 
 
+def test_tasks_get_of_a_waiting_task_says_why_on_stderr(fleet: Fleet) -> None:
+    # GIVEN a server, and a task that needs a capability it does not have
+    fleet.add(Mock())
+    task_id = fleet.submit(capabilities=[HELD])
+
+    # WHEN the CLI reads it
+    done = taskgate("tasks", "get", task_id, *gateway_flags(fleet))
+
+    # THEN stdout is the task as JSON, queue included, and stderr says why it waits
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert (shown["status"], shown["queue"]["reason"]) == ("PENDING", "no_capable_server")
+    assert done.stderr == f"waiting (no_capable_server): no registered server has `{HELD}`\n"
+    fleet.cancel(task_id)
+
+
 def test_servers_list_prints_an_aligned_table(fleet: Fleet) -> None:
     first, second = fleet.start(Mock(prefix="a"), Mock(prefix="b"))
     fleet.register(first, max_concurrent=3)

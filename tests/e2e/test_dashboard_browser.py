@@ -135,6 +135,12 @@ def test_an_operator_watches_and_steers_the_fleet(fleet: Fleet, browser: Browser
 
     # AND the queue shows the waiting task under its priority, and today's chart has 24 hours
     browser.wait_for("!!document.querySelector('#queue-priorities li[data-priority=\"7\"]')")
+    # AND why tasks wait, by capability set
+    browser.wait_for(
+        "[...document.querySelectorAll('#queue-backlog li')].some(li => li.innerText.startsWith("
+        "'1 task needs ') && li.innerText.endsWith('no registered server has `nobody-has-it` (no_capable_server)'))",
+        what="the backlog's reasons",
+    )
     assert browser.evaluate("document.querySelectorAll('#chart svg g.hour').length") == 24
     created_now = browser.evaluate(
         f"Number(document.querySelector('#chart g.hour[data-hour=\"{_utc_hour()}\"] rect.created')"
@@ -160,6 +166,9 @@ def test_an_operator_watches_and_steers_the_fleet(fleet: Fleet, browser: Browser
     browser.wait_for("document.activeElement?.id === 'detail-close'", what="focus on Close")
     # (Fleet numbers its payloads: the waiting task was the sixth submitted)
     assert json.loads(browser.evaluate("document.getElementById('detail-payload').innerText")) == {"n": 5}
+    # AND it says why it waits
+    waiting_line = browser.evaluate("document.getElementById('detail-queue').innerText")
+    assert waiting_line == "Waiting (no_capable_server): no registered server has `nobody-has-it`"
     assert browser.evaluate("document.getElementById('detail-title').innerText") == f"Task {waiting}"
     browser.press("Enter")
     browser.wait_for("!document.getElementById('task-detail').open", what="Close to close it")

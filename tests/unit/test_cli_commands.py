@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from taskgate.cli_commands import progress_line, servers_table
-from taskgate.models import Server, Task
+from taskgate.cli_commands import progress_line, servers_table, waiting_line
+from taskgate.models import QueueInfo, Server, Task
 
 
 def task(status: str, progress: int) -> Task:
@@ -77,3 +77,38 @@ def test_the_table_keeps_its_columns_when_names_hold_tabs_and_newlines() -> None
 
 def test_no_servers_is_the_header_alone() -> None:
     assert servers_table([]) == "ID  NAME  STATUS  HEALTH  ACTIVE/MAX  CAPABILITIES"
+
+
+def test_the_waiting_line_gives_the_reason_and_what_is_known() -> None:
+    full = msgspec.convert(
+        {
+            "reason": "capacity_full",
+            "details": "every slot is taken",
+            "position": 3,
+            "estimatedStartAt": 1_796_398_202_000,
+        },
+        QueueInfo,
+    )
+    assert waiting_line(full) == (
+        "waiting (capacity_full, position 3, start expected 2026-12-04T15:30:02Z): every slot is taken"
+    )
+    bare = msgspec.convert(
+        {"reason": "no_capable_server", "details": "no registered server has `tpu`"}, QueueInfo
+    )
+    assert waiting_line(bare) == "waiting (no_capable_server): no registered server has `tpu`"
+
+
+def test_a_task_from_a_gateway_without_explanations_still_reads() -> None:
+    old = task("PENDING", 0)
+    assert (old.capabilities, old.queue) == ([], None)
+    newer = msgspec.convert(
+        {
+            **msgspec.to_builtins(old),
+            "capabilities": ["gpu"],
+            "queue": {"reason": "some_new_reason", "details": "d"},
+        },
+        Task,
+    )
+    assert (
+        newer.capabilities == ["gpu"] and newer.queue is not None and newer.queue.reason == "some_new_reason"
+    )

@@ -202,7 +202,7 @@ def test_view_order_lists_every_candidate_once_after_the_first(algorithm: str) -
 def test_view_order_leaves_out_excluded_and_tries_the_previous_server_last() -> None:
     fleet = [server(f"s{i}") for i in range(4)]
     order = view(fleet).order(
-        task(), "least-connections", sequence=lambda: 1, rng=random.Random(), avoid="s0", exclude={"s1"}
+        task(), "least-connections", sequence=lambda: 1, rng=random.Random(), avoid={"s0"}, exclude={"s1"}
     )
     assert [s.id for s in order] == ["s2", "s3", "s0"]
 
@@ -216,8 +216,26 @@ def test_view_order_counts_the_shared_counter_once_per_decision() -> None:
         return drawn[-1]
 
     listed = list(
-        view(fleet).order(task(), "round-robin", sequence=sequence, rng=random.Random(), avoid="s0")
+        view(fleet).order(task(), "round-robin", sequence=sequence, rng=random.Random(), avoid={"s0"})
     )
     assert sorted(s.id for s in listed) == ["s0", "s1", "s2", "s3"]
     assert listed[-1].id == "s0"
     assert drawn == [1]
+
+
+def test_view_leaves_out_an_ejected_server_and_offers_a_slow_start_share() -> None:
+    # GIVEN (at time 0) s0 ejected, s1 in the first tenth of its slow start, s2 as usual
+    fleet = [
+        server("s0", ejected_until=5_000, slow_start_from=5_000),
+        server("s1", max_concurrent=10, active_tasks=1, slow_start_from=0),
+        server("s2"),
+    ]
+    fleet_view = view(fleet)
+
+    # WHEN s2 just failed the task (tried last), THEN s0 is not tried at all and s1, whose one
+    # slow-start slot is taken, neither
+    order = fleet_view.order(
+        task(), "least-connections", sequence=lambda: 1, rng=random.Random(), avoid={"s2"}
+    )
+    assert [s.id for s in order] == ["s2"]
+    assert [fleet_view.slot_limit(s) for s in fleet] == [0, 1, 10]

@@ -68,6 +68,9 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 6 Tasks of an owner, newest | ByOwner  | GSI1PK = OWNER#<owner>, desc.     | OWNER#alice       |
 | 7 Pending, best first       | ByStatus | GSI2PK = PENDING                  | PENDING           |
 |   ... of one priority       | ByStatus | AND begins_with(GSI2SK, <10-p>#)  | 03# (priority 7)  |
+| 7b Queue timeouts due, one  | ByStatus | GSI2PK = PENDING AND GSI2SK       | 03# AND           |
+|    priority                 |          | BETWEEN <10-p># AND               | 03#1700000000000#~|
+|                             |          | <10-p>#<cutoff:13>#~              |                   |
 | 8 Processing past deadline  | ByStatus | GSI2PK = PROCESSING AND           | PROCESSING,       |
 |                             |          | GSI2SK <= <before:13>#~           | 1700000000000#~   |
 | 9 Processing on a server    | ByServer | GSI3PK = SERVER#<id>              | SERVER#gpu-1      |
@@ -77,6 +80,7 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 9b An owner's, one status   | ByOwner  | pattern 6, FilterExpression on    | OWNER#alice       |
 |                             |          | status; at most 1,000 read a call |                   |
 | 9c PENDING per priority     | ByStatus | GSI2PK = PENDING, GSI2SK only     | PENDING           |
+|    ... and capability set   | ByStatus | the same, projecting capabilities | PENDING           |
 | 10 Register a server        | table    | SERVERS / SERVER#<id>, if new     | SERVER#gpu-1      |
 | 11 Get, update, delete one  | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
 |                             |          | update if version = :v            |                   |

@@ -1,4 +1,4 @@
-"""Tasks in the table, read from the indexes: patterns 6-9c of the access-pattern table."""
+"""Tasks in the table, read from the indexes: patterns 6-9c (and 7b) of the access-pattern table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from core.aws.dynamodb._expressions import Expression
 from core.aws.dynamodb._requests import DynamoTable, translated_errors
-from core.aws.dynamodb.items import task_from_item
+from core.aws.dynamodb.items import from_value, task_from_item
 from core.aws.dynamodb.keys import (
     HIGHEST,
     owner_partition,
@@ -15,7 +15,7 @@ from core.aws.dynamodb.keys import (
     server_partition,
 )
 from core.domain.models import Task, TaskStatus
-from core.ports.storage import TaskPage, TaskStore, position
+from core.ports.storage import TaskPage, TaskStore, capability_set, position
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import QueryInputTypeDef
@@ -118,6 +118,38 @@ class DynamoTaskQueries(DynamoTable, TaskStore):
                 return counts
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
+        """Pattern 9c, with each task's capabilities projected too."""
+        request: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": "ByStatus",
+            "KeyConditionExpression": "GSI2PK = :pending",
+            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
+            "ProjectionExpression": "GSI2SK, capabilities",
+        }
+        counts: dict[tuple[int, tuple[str, ...]], int] = {}
+        while True:
+            with translated_errors():
+                response = self._client.query(**request)
+            for item in response["Items"]:
+                needs = from_value(item["capabilities"]) if "capabilities" in item else []
+                key = (10 - int(item["GSI2SK"]["S"][:2]), capability_set(needs))
+                counts[key] = counts.get(key, 0) + 1
+            if "LastEvaluatedKey" not in response:
+                return counts
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
+        """Pattern 7b: one priority's range of GSI2SK up to the cutoff, oldest first."""
+        prefix = pending_prefix(priority)
+        return self._query_tasks(
+            limit,
+            "ByStatus",
+            "GSI2PK",
+            TaskStatus.PENDING.value,
+            sort_between=(prefix, f"{prefix}{max(0, cutoff):013d}#{HIGHEST}"),
+        )
+
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """Pattern 7: ascending GSI2SK is highest priority first, then oldest queued_at."""
         prefix = None if priority is None else pending_prefix(priority)
@@ -164,6 +196,7 @@ class DynamoTaskQueries(DynamoTable, TaskStore):
         *,
         sort_prefix: str | None = None,
         sort_at_most: str | None = None,
+        sort_between: tuple[str, str] | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
         query = Expression()
@@ -173,6 +206,9 @@ class DynamoTaskQueries(DynamoTable, TaskStore):
             query.condition(f"begins_with({query.name(sort_key)}, {query.value(sort_prefix)})")
         if sort_at_most is not None:
             query.condition(f"{query.name(sort_key)} <= {query.value(sort_at_most)}")
+        if sort_between is not None:
+            low, high = sort_between
+            query.condition(f"{query.name(sort_key)} BETWEEN {query.value(low)} AND {query.value(high)}")
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
             "IndexName": index,

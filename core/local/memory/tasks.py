@@ -11,7 +11,7 @@ import msgspec
 from core.domain.models import Server, ServerStatus, Task, TaskStatus, WebhookDelivery
 from core.errors import NoCapacityError, StaleWriteError
 from core.local.memory._data import MemoryBase, changed, check_fields, copy
-from core.ports.storage import CLOCK_SKEW_MS, TaskPage, TaskStore, position, update_sources
+from core.ports.storage import CLOCK_SKEW_MS, TaskPage, TaskStore, capability_set, position, update_sources
 
 
 class MemoryTaskStore(MemoryBase, TaskStore):
@@ -146,6 +146,22 @@ class MemoryTaskStore(MemoryBase, TaskStore):
                 if task.status is TaskStatus.PENDING:
                     counts[task.priority] = counts.get(task.priority, 0) + 1
         return counts
+
+    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
+        counts: dict[tuple[int, tuple[str, ...]], int] = {}
+        with self._lock:
+            for task in self.data.tasks.values():
+                if task.status is TaskStatus.PENDING:
+                    key = (task.priority, capability_set(task.capabilities))
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
+        return self._tasks(
+            lambda t: t.status is TaskStatus.PENDING and t.priority == priority and t.queued_at <= cutoff,
+            lambda t: (t.queued_at, t.id),
+            limit,
+        )
 
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """Ordered as SQLite's and DynamoDB's PENDING index: priority down, queued_at, id."""

@@ -15,7 +15,7 @@ S = TypeVar("S", Task, Server, WebhookDelivery)
 
 # Fields stored as JSON text; the rest are plain columns.
 _JSON_FIELDS: dict[type, frozenset[str]] = {
-    Task: frozenset({"payload", "capabilities", "result", "error", "history"}),
+    Task: frozenset({"payload", "capabilities", "failed_servers", "result", "error", "history"}),
     Server: frozenset({"endpoints", "capabilities", "groups", "reported"}),
     WebhookDelivery: frozenset({"log"}),
 }

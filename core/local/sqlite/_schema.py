@@ -133,9 +133,19 @@ def _statements(script: str) -> tuple[str, ...]:
     return tuple(statement.strip() for statement in script.split(";") if statement.strip())
 
 
-# Version 2: a task's history (one entry per attempt, JSON) and streamed output (its chunks in
+# Step 2: failover and outlier detection (docs/SCHEDULING.md): the servers that failed a task,
+# and a server's failures in a row, ejections and slow start.
+_STEP_2 = (
+    "ALTER TABLE tasks ADD COLUMN failed_servers BLOB NOT NULL DEFAULT '[]'",
+    "ALTER TABLE servers ADD COLUMN outlier_failures INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE servers ADD COLUMN ejections INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE servers ADD COLUMN ejected_until INTEGER",
+    "ALTER TABLE servers ADD COLUMN slow_start_from INTEGER",
+)
+
+# Step 3: a task's history (one entry per attempt, JSON) and streamed output (its chunks in
 # their own table, counted on the task).
-_SCHEMA_2 = """
+_STEP_3 = """
 ALTER TABLE tasks ADD COLUMN history BLOB;
 ALTER TABLE tasks ADD COLUMN output_chunks INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT 0;
@@ -150,7 +160,7 @@ CREATE TABLE IF NOT EXISTS task_output (
 );
 """
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _statements(_SCHEMA_2))
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2, _statements(_STEP_3))
 
 
 class SchemaVersionError(RuntimeError):

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+import msgspec
+
 from core.domain.models import Task, TaskStatus
 from core.local.sqlite._connection import SqliteDatabase
 from core.local.sqlite._rows import from_row
-from core.ports.storage import TaskPage, TaskStore, position
+from core.ports.storage import TaskPage, TaskStore, capability_set, position
 
 
 class SqliteTaskQueries(SqliteDatabase, TaskStore):
@@ -54,6 +56,24 @@ class SqliteTaskQueries(SqliteDatabase, TaskStore):
             "SELECT priority, COUNT(*) FROM tasks WHERE status = 'PENDING' GROUP BY priority"
         )
         return {int(priority): int(count) for priority, count in rows}
+
+    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
+        rows = self._conn().execute(
+            "SELECT priority, capabilities, COUNT(*) FROM tasks WHERE status = 'PENDING'"
+            " GROUP BY priority, capabilities"
+        )
+        counts: dict[tuple[int, tuple[str, ...]], int] = {}
+        for priority, capabilities, count in rows:
+            key = (int(priority), capability_set(msgspec.json.decode(capabilities)))
+            counts[key] = counts.get(key, 0) + int(count)
+        return counts
+
+    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
+        return self._tasks(
+            "SELECT * FROM tasks WHERE status = 'PENDING' AND priority = ? AND queued_at <= ?"
+            " ORDER BY priority DESC, queued_at, id LIMIT ?",
+            (priority, cutoff, limit),
+        )
 
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         if priority is None:

@@ -23,7 +23,14 @@ from core.ports.storage.rate_windows import RateWindowStore
 from core.ports.storage.servers import ServerStore
 from core.ports.storage.settings import CounterStore, SettingStore
 from core.ports.storage.store import Store
-from core.ports.storage.tasks import CLOCK_SKEW_MS, TaskPage, TaskStore, position, update_sources
+from core.ports.storage.tasks import (
+    CLOCK_SKEW_MS,
+    TaskPage,
+    TaskStore,
+    capability_set,
+    position,
+    update_sources,
+)
 
 __all__ = [
     "CLOCK_SKEW_MS",
@@ -38,6 +45,7 @@ __all__ = [
     "Store",
     "TaskPage",
     "TaskStore",
+    "capability_set",
     "position",
     "update_sources",
 ]

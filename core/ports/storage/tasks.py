@@ -9,7 +9,7 @@ from typing import Any
 
 from core.domain.models import Task, TaskStatus, WebhookDelivery
 
-__all__ = ["CLOCK_SKEW_MS", "TaskPage", "TaskStore", "position", "update_sources"]
+__all__ = ["CLOCK_SKEW_MS", "TaskPage", "TaskStore", "capability_set", "position", "update_sources"]
 
 # Writers' clocks may differ this much (Lambdas on different hosts): a release frees a slot of
 # the server registered under the task's server id unless that registration is clearly newer
@@ -33,6 +33,11 @@ def position(task: Task) -> str:
     """Where a task stands in the newest-first listing: `<createdAt:13>#<id>`. Plain strings
     of this form sort as the listing does (every adapter compares them byte by byte)."""
     return f"{task.created_at:013d}#{task.id}"
+
+
+def capability_set(capabilities: Collection[str]) -> tuple[str, ...]:
+    """A task's capabilities as a key: sorted, without repeats (the order never matters)."""
+    return tuple(sorted(set(capabilities)))
 
 
 @dataclass(frozen=True)
@@ -130,8 +135,18 @@ class TaskStore(ABC):
         """How many tasks are PENDING at each priority (only priorities with some)."""
 
     @abstractmethod
+    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
+        """How many tasks are PENDING at each (priority, capability set), the set sorted and
+        without repeats; only the pairs with some. One read of the PENDING index."""
+
+    @abstractmethod
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """PENDING tasks, highest priority first, then oldest `queued_at` first."""
+
+    @abstractmethod
+    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
+        """PENDING tasks of `priority` that entered the queue at or before `cutoff`, oldest
+        `queued_at` first (the queue timeouts due): reads only those, however long the queue."""
 
     @abstractmethod
     def count_pending(self) -> int:
