@@ -42,10 +42,10 @@ async def create_task(request: Request) -> Response:
         applied_s = tasks.applied_wait_s(ctx, preferred_s)
         headers |= {"Preference-Applied": f"wait={applied_s}", "Vary": "Prefer"}
         return json_response(
-            (await tasks.wait_finished(ctx, task, applied_s * 1000)).to_api(), headers=headers
+            task_view.describe(ctx, await tasks.wait_finished(ctx, task, applied_s * 1000)), headers=headers
         )
     if not body.is_async:
-        return json_response((await tasks.wait_finished(ctx, task)).to_api(), headers=headers)
+        return json_response(task_view.describe(ctx, await tasks.wait_finished(ctx, task)), headers=headers)
     return json_response(
         {
             "id": task.id,

@@ -181,7 +181,8 @@ def test_prefer_wait_returns_the_task_when_it_ends_or_as_it_stands(fleet: Fleet)
     waited = api.post("/api/task", json=held, token=fleet.owner, headers={"Prefer": "respond-async, wait=60"})
 
     # THEN the wait is capped and the reply is the task as it stands
-    assert waited.ok()["status"] == "PENDING"
+    pending = waited.ok()
+    assert pending["status"] == "PENDING" and pending["queue"]["reason"] == "no_capable_server"  # as GET
     assert waited.response.headers["preference-applied"] == "wait=3"
     for bad in ("wait=0", "wait=61", "wait=soon"):
         api.post("/api/task", json=held, token=fleet.owner, headers={"Prefer": bad}).error(
