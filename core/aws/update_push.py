@@ -139,7 +139,7 @@ class Push:
             # Read again now that the subscription is stored: a change after this read reaches
             # the notifier with the subscription in place.
             task = self.ctx.store.get_task(task.id) or task
-        self.post(connection_id, updates.task_message(task))
+        self.post(connection_id, updates.snapshot_message(self.ctx, task))
 
     # -- the notifier ----------------------------------------------------------------------
 

@@ -104,7 +104,7 @@ class UpdateHub:
                 f"A connection follows at most {updates.MAX_SUBSCRIPTIONS} tasks; unsubscribe from one first"
             )
         task = updates.current_task(ctx, follower.principal, task_id)
-        follower.offer(updates.task_message(task))
+        follower.offer(updates.snapshot_message(ctx, task))
         if not task.status.is_terminal:
             self._followers[task_id].add(follower)
             follower.following.add(task_id)

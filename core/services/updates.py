@@ -29,6 +29,7 @@ from core.errors import (
     UnavailableError,
     ValidationError,
 )
+from core.services import task_view
 from core.services.context import Context
 
 # A subscribe message is tens of bytes; anything much larger is not one.
@@ -100,6 +101,12 @@ def current_task(ctx: Context, principal: auth.Principal, task_id: str) -> Task:
 
 def task_message(task: Task) -> bytes:
     return msgspec.json.encode({"type": "task", "task": task.to_api()})
+
+
+def snapshot_message(ctx: Context, task: Task) -> bytes:
+    """The first message of a subscription: the task exactly as GET shows it (while PENDING,
+    why it waits). Later messages are the writes themselves (`task_message`)."""
+    return msgspec.json.encode({"type": "task", "task": task_view.describe(ctx, task)})
 
 
 def output_message(chunk: OutputChunk) -> bytes:

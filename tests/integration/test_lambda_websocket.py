@@ -182,6 +182,14 @@ def api_task(aws: SimpleNamespace, task_id: str) -> dict[str, Any]:
     return task.to_api()
 
 
+def pending_snapshot(aws: SimpleNamespace, task_id: str) -> dict[str, Any]:
+    """What GET shows of a PENDING task on a table without servers: why it waits included."""
+    return {
+        **api_task(aws, task_id),
+        "queue": {"reason": "no_capable_server", "details": "no server is registered"},
+    }
+
+
 def not_found(task_id: str) -> dict[str, Any]:
     return {"type": "error", "error": "Not found", "details": f"Task not found: {task_id}"}
 
@@ -237,7 +245,7 @@ def test_subscribe_posts_the_current_state_and_records_the_subscription(aws: Sim
     task = new_task(aws, "alice")
     connect("conn-1", token("alice"))
     subscribe("conn-1", task.id)
-    assert posted("conn-1") == [{"type": "task", "task": api_task(aws, task.id)}]
+    assert posted("conn-1") == [{"type": "task", "task": pending_snapshot(aws, task.id)}]
     assert aws.connections.subscribers(task.id) == ["conn-1"]
     connection = aws.connections.get_connection("conn-1")
     assert connection is not None and connection.tasks == [task.id]
@@ -263,7 +271,7 @@ def test_an_admin_may_follow_anyones_task(aws: SimpleNamespace) -> None:
     task = new_task(aws, "alice")
     connect("conn-admin", token("root", "admin"))
     subscribe("conn-admin", task.id)
-    assert posted("conn-admin") == [{"type": "task", "task": api_task(aws, task.id)}]
+    assert posted("conn-admin") == [{"type": "task", "task": pending_snapshot(aws, task.id)}]
     assert aws.connections.subscribers(task.id) == ["conn-admin"]
 
 
