@@ -5,7 +5,9 @@ Every knob is listed in the README's configuration table."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +23,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma- or space-separated CIDR list."""
+    networks = []
+    for item in filter(None, re.split(r"[\s,]+", env.get(name, "").strip())):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,9 @@ class Config:
     webhook_retry_base_ms: int = 5_000
     webhook_retry_max_ms: int = HOUR_MS
     webhook_timeout_ms: int = 10_000
-    # Loopback and private backends are normal for a GPU fleet; metadata addresses never are.
-    allow_private_endpoints: bool = True
+    # Webhooks go to public addresses only, and to these networks (WEBHOOK_ALLOWED_NETWORKS);
+    # `taskgate dev` adds loopback. Backends may be private; metadata addresses never.
+    webhook_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, /, **overrides: object) -> Config:
@@ -107,7 +121,12 @@ class Config:
             "task_timeout_ms": _int(env, "TASK_TIMEOUT", HOUR_MS),
             "heartbeat_timeout_ms": _int(env, "HEARTBEAT_TIMEOUT", 90_000),
             "task_ttl_days": _int(env, "TASK_TTL_DAYS", 7),
-            "sync_wait_ms": _int(env, "SYNC_WAIT_S", 25) * 1000,
+            # SYNC_WAIT_S (seconds, the issue's name) or SYNC_WAIT (ms, like every other duration).
+            "sync_wait_ms": (
+                _int(env, "SYNC_WAIT_S", 25) * 1000
+                if env.get("SYNC_WAIT_S")
+                else _int(env, "SYNC_WAIT", 25_000)
+            ),
             "sync_wait_max_ms": _int(env, "SYNC_WAIT_MAX", 60) * 1000,
             "output_chunk_max_bytes": _int(env, "OUTPUT_CHUNK_MAX_BYTES", 64 * 1024),
             "output_task_max_bytes": _int(env, "OUTPUT_TASK_MAX_BYTES", 4 * 1024 * 1024),
@@ -139,6 +158,7 @@ class Config:
             "webhook_retry_base_ms": _int(env, "WEBHOOK_RETRY_BASE_DELAY", 5_000),
             "webhook_retry_max_ms": _int(env, "WEBHOOK_RETRY_MAX_DELAY", HOUR_MS),
             "webhook_timeout_ms": _int(env, "WEBHOOK_TIMEOUT", 10_000),
+            "webhook_allowed_networks": _networks(env, "WEBHOOK_ALLOWED_NETWORKS"),
             "public_url": env.get("PUBLIC_URL", "http://127.0.0.1:8787").rstrip("/"),
         }
         values.update(overrides)

@@ -15,13 +15,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import errors
 from core.domain import auth
 from core.domain.ids import check_path_id
-from core.services import ratelimit
+from core.services import ratelimit, servers
 from core.services.context import Context
 
 log = logging.getLogger("taskgate.http")
@@ -72,7 +72,7 @@ async def read_body(request: Request) -> bytes:
     limit = context(request).config.max_body_bytes
     too_large = errors.PayloadTooLargeError(f"Request body is over {limit // 1024} KiB")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
@@ -93,6 +93,7 @@ def authenticated(endpoint: Endpoint) -> Endpoint:
     async def wrapper(request: Request) -> Response:
         ctx = context(request)
         found = auth.verify(ctx.jwt_secret, request.headers.get("authorization"))
+        servers.check_service_token(ctx, found)
         request.state.principal = found
         route = request.scope.get("route")
         bucket = ratelimit.bucket_for(request.method, getattr(route, "path", request.url.path), found)
@@ -139,9 +140,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             405,
             "Method not allowed",
             f"{request.method} is not allowed on {request.url.path}",
-            dict(exc.headers or {}) | headers,
+            dict(exc.headers or {}) | headers | {"Allow": _allowed_methods(request)},
         )
     return error_response(exc.status_code, "HTTP error", str(exc.detail), headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette's 405 names only the first
+    route's (GET /api/task/{id} hid PUT)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

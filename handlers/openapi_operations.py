@@ -61,7 +61,11 @@ LIMIT_QUERY = Param(
     f"Tasks per page (default {task_listing.DEFAULT_LIMIT})",
     {"type": "integer", "minimum": 1, "maximum": task_listing.MAX_LIMIT},
 )
-CURSOR_QUERY = Param("cursor", "The `nextCursor` of the previous page", {"type": "string"})
+CURSOR_QUERY = Param(
+    "cursor",
+    "The `nextCursor` of the previous page",
+    {"type": "string", "pattern": task_listing.CURSOR_PATTERN},
+)
 
 PREFER_HEADER = Param(
     "Prefer",
@@ -239,6 +243,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/api/servers/{id}/metrics"): Operation(
         "Get server metrics", "Servers", s.ServerMetrics, errors=(400, 403, 404)
+    ),
+    ("POST", "/api/servers/{id}/token"): Operation(
+        "Rotate service token",
+        "Servers",
+        s.ServerRegistered,
+        errors=(400, 403, 404),
+        description="Issues a new service token for the server (admin). Every earlier token of the "
+        "server is refused from this moment, as are those of an earlier registration under the same id.",
     ),
     ("GET", "/api/stats/tasks"): Operation(
         "Get task statistics", "Statistics", s.TaskStats, errors=(400, 403), query=(DATE_QUERY,)

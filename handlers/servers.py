@@ -29,6 +29,13 @@ async def register_server(request: Request) -> Response:
 
 
 @authenticated
+async def rotate_token(request: Request) -> Response:
+    server_id = path_id(request, "id", "server")
+    server, token = servers.rotate_token(context(request), principal(request), server_id)
+    return json_response({"serverId": server.id, "message": "Service token rotated", "token": token})
+
+
+@authenticated
 async def list_servers(request: Request) -> Response:
     ctx = context(request)
     found = servers.list_servers(
@@ -85,6 +92,7 @@ routes = [
     Route("/api/servers/{id}", unregister_server, methods=["DELETE"]),
     Route("/api/servers/{id}/maintenance", set_maintenance, methods=["POST"]),
     Route("/api/servers/{id}/metrics", server_metrics, methods=["GET"]),
+    Route("/api/servers/{id}/token", rotate_token, methods=["POST"]),
 ]
 
 app = create_app(routes, aws_context)

@@ -249,6 +249,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ["PUBLIC_URL"] = base
     os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(48))
     os.environ.setdefault("SWEEP_INTERVAL", "2000")
+    # Webhook receivers on this machine are normal while developing; a deployed stack refuses them.
+    allowed = os.environ.get("WEBHOOK_ALLOWED_NETWORKS", "")
+    os.environ["WEBHOOK_ALLOWED_NETWORKS"] = f"{allowed} 127.0.0.0/8 ::1/128".strip()
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "taskgate")
     # The sweeper logs a report on every sweep; POWERTOOLS_LOG_LEVEL=INFO shows them.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
@@ -313,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  health:  {base}/health")
         print(f"  dashboard: {base}/dashboard  (paste the token below)")
         print(f"  admin token (7 days): {token}")
+        print("  webhooks: loopback receivers allowed (development only; a deployed stack refuses them)")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         for quiet in ("httpx", "botocore", "urllib3"):

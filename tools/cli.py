@@ -9,8 +9,11 @@ import logging
 import re
 import sys
 from typing import Any
+from urllib.parse import unquote_plus
 
+from core.config import Config
 from core.domain import auth
+from core.domain.urls import LOOPBACK_NETWORKS
 
 
 def _serve(args: argparse.Namespace, *, dev: bool) -> int:
@@ -20,6 +23,9 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
     overrides: dict[str, object] = {"public_url": f"http://{args.host}:{args.port}"}
     if dev:
         overrides["sweep_interval_ms"] = 2_000
+        # Webhook receivers on this machine are normal while developing; `serve` refuses them.
+        configured = Config.from_env().webhook_allowed_networks
+        overrides["webhook_allowed_networks"] = (*configured, *LOOPBACK_NETWORKS)
     ctx = build_context(args.db, **overrides)
     app = build_app(ctx)
     if dev:
@@ -30,9 +36,12 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f"  docs:    {base}/docs")
         print(f"  dashboard: {base}/dashboard  (paste the token below)")
         print(f"  admin token (7 days): {token}")
+        print("  webhooks: loopback receivers allowed (development only; `taskgate serve` refuses them)")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from handlers.local.http_limits import BoundedHeadProtocol
+
     serving.run(
         app,
         on_shutdown=ctx.events.close,
@@ -40,8 +49,15 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         port=args.port,
         log_level="info" if dev else "warning",
         log_config=uvicorn_logging(),
+        # Heads capped (431), and at most this many connections at once (503 past it).
+        http=BoundedHeadProtocol,
+        limit_concurrency=args.max_concurrency,
     )
     return 0
+
+
+# `taskgate serve`: connections and requests in progress at once; past it uvicorn answers 503.
+MAX_CONCURRENCY = 1000
 
 
 class RedactTokens(logging.Filter):
@@ -49,13 +65,24 @@ class RedactTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN.sub(r"\1<redacted>", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(redact_tokens(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
-_TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+# A query parameter: its name and value as written (percent-encoded or not).
+_PARAM = re.compile(r"(^|[?&])([^=&?\s#]*)=([^&\s#]*)")
+
+
+def redact_tokens(text: str) -> str:
+    """Every `token` parameter's value replaced, however its name is spelled: the server
+    decodes `%74oken` (or `tok%65n`) to `token` and accepts it, so the log must too."""
+
+    def redact(match: re.Match[str]) -> str:
+        if unquote_plus(match.group(2)).lower() != "token":
+            return match.group(0)
+        return f"{match.group(1)}{match.group(2)}=<redacted>"
+
+    return _PARAM.sub(redact, text)
 
 
 def uvicorn_logging() -> dict[str, Any]:
@@ -76,6 +103,18 @@ def _token(args: argparse.Namespace) -> int:
     if auth.SERVICE in roles and not args.server_id:
         print("taskgate token: a service token needs --server-id", file=sys.stderr)
         return 2
+    token_id = None
+    if auth.SERVICE in roles:
+        # Bound to the server's registration, as the one registration returns.
+        from core.local.sqlite import SqliteStore
+
+        store = SqliteStore(args.db)
+        server = store.get_server(args.server_id)
+        store.close()
+        if server is None:
+            print(f"taskgate token: no server {args.server_id!r} is registered in {args.db}", file=sys.stderr)
+            return 2
+        token_id = server.token_id or None
     try:
         token = auth.mint(
             secret_for(args.db),
@@ -83,6 +122,7 @@ def _token(args: argparse.Namespace) -> int:
             roles=roles,
             ttl_s=auth.parse_ttl(args.ttl),
             server_id=args.server_id,
+            tid=token_id,
         )
     except ValueError as exc:
         print(f"taskgate token: {exc}", file=sys.stderr)
@@ -114,6 +154,12 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--db", default=db, help=f"SQLite database file (default {db})")
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=8787)
+        command.add_argument(
+            "--max-concurrency",
+            type=int,
+            default=MAX_CONCURRENCY,
+            help=f"connections and requests at once; past it 503 (default {MAX_CONCURRENCY})",
+        )
         if name == "dev":
             command.add_argument(
                 "--aws",

@@ -105,7 +105,7 @@ def _task_id(body: dict[str, Any]) -> str:
 def _attempt(request: Request) -> int | None:
     """taskgate's Idempotency-Key is `<task id>:<attempt>`."""
     _, _, attempt = request.headers.get("idempotency-key", "").rpartition(":")
-    return int(attempt) if attempt.isdigit() else None
+    return int(attempt) if attempt.isascii() and attempt.isdigit() else None
 
 
 def _once(action: Callable[[], None]) -> Callable[[], None]:

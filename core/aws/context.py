@@ -92,7 +92,7 @@ class CancelNotifier:
         server = self.ctx.fleet.get(task.server_id) if task.server_id else None
         if server is not None and server.endpoints.cancel:
             from core.aws import runtime as lambda_runtime
-            from core.http import backend as backend_http
+            from core.http import blocking as backend_http
 
             backend_http.cancel_sync(lambda_runtime.shared_pool(), task, server)
 

@@ -18,8 +18,8 @@ import msgspec
 
 from core.domain.models import DeliveryState, Server, Task, WebhookDelivery
 from core.domain.protocol import BackendRequest, Outcome
-from core.http import backend as backend_http
-from core.http import webhook as webhook_http
+from core.http import blocking as backend_http
+from core.http import blocking as webhook_http
 from core.ports.queue import enqueue_safely
 from core.services import dispatch, sweeper, webhook_delivery, work
 from core.services.context import Context

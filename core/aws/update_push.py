@@ -91,6 +91,10 @@ class Push:
         """$connect: UnauthorizedError refuses the connection (API Gateway answers 401)."""
         principal = updates.connect(self.ctx, token)
         now = self.ctx.now()
+        # The connection's record (and its subscriptions') ends when its token does, if sooner.
+        ends = now // 1000 + CONNECTION_TTL_S
+        if principal.expires_s is not None:
+            ends = min(ends, principal.expires_s)
         self.connections.put_connection(
             Connection(
                 id=connection_id,
@@ -98,10 +102,19 @@ class Push:
                 roles=sorted(principal.roles),
                 server_id=principal.server_id,
                 connected_at=now,
-                expires_at=now // 1000 + CONNECTION_TTL_S,
+                expires_at=ends,
             )
         )
         return principal
+
+    def close(self, connection_id: str) -> None:
+        """End a connection whose token expired: API Gateway closes it, its records go."""
+        try:
+            management_client(self.endpoint).delete_connection(ConnectionId=connection_id)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "GoneException":
+                raise
+        self.connections.delete_connection(connection_id)
 
     def disconnect(self, connection_id: str) -> None:
         self.connections.delete_connection(connection_id)
@@ -119,12 +132,19 @@ class Push:
         connection = self.connections.get_connection(connection_id)
         if connection is None:  # expired, or $connect's write never landed
             raise UnauthorizedError("Connection is not registered: connect again")
+        if connection.expires_at <= self.ctx.now() // 1000:  # its token expired
+            self.post(connection_id, updates.error_message(UnauthorizedError(updates.TOKEN_EXPIRED)))
+            self.close(connection_id)
+            return
         message = updates.parse(body)
         if message.type == "unsubscribe":
             self.connections.unsubscribe(connection_id, message.task_id)
             return
         principal = Principal(
-            sub=connection.sub, roles=frozenset(connection.roles), server_id=connection.server_id
+            sub=connection.sub,
+            roles=frozenset(connection.roles),
+            server_id=connection.server_id,
+            expires_s=connection.expires_at,
         )
         task = updates.current_task(self.ctx, principal, message.task_id)
         if not task.status.is_terminal:
@@ -147,13 +167,17 @@ class Push:
         """A task was written (a stream record): post it to the task's subscribers. Returns
         how many got it. A finished task's subscriptions end."""
         task = self._task(change)
-        subscribers = self.connections.subscribers(task.id)
+        ends = self.connections.subscriber_ends(task.id)
+        subscribers = list(ends)
         if not subscribers:
             return 0
         message = updates.task_message(task)
         sent = 0
+        now_s = self.ctx.now() // 1000
         for connection_id in subscribers:
-            if self.post(connection_id, message):
+            if ends[connection_id] <= now_s:  # its token expired: closed, not told
+                self.close(connection_id)
+            elif self.post(connection_id, message):
                 sent += 1
             else:
                 self.connections.delete_connection(connection_id, task.id)

@@ -27,6 +27,15 @@ class Principal:
     server_id: str | None = None
     task_id: str | None = None
     attempt: int | None = None
+    # A server's own service token: the registration it was issued for (`Server.token_id`).
+    token_id: str | None = None
+    # The token's `exp` (epoch seconds): a WebSocket opened with it closes then.
+    expires_s: int | None = None
+
+    @property
+    def is_server_token(self) -> bool:
+        """A service token for a registration (not a task's callback token)."""
+        return self.is_service and self.task_id is None
 
     @property
     def is_admin(self) -> bool:
@@ -112,12 +121,18 @@ def _decode(secret: str, token: str) -> tuple[Principal, dict[str, Any]]:
     sub, roles = claims.get("sub"), claims.get("roles")
     if not isinstance(sub, str) or not sub:
         raise UnauthorizedError("Token 'sub' must be a non-empty string")
-    if not isinstance(roles, list) or not roles or not set(roles) <= ROLES:
+    if (
+        not isinstance(roles, list)
+        or not roles
+        or not all(isinstance(role, str) for role in roles)  # [["admin"]] is not a role list
+        or not set(roles) <= ROLES
+    ):
         raise UnauthorizedError("Token 'roles' must be a list of admin, user, service")
-    server_id, task_id, attempt = (
+    server_id, task_id, attempt, token_id = (
         claims.get("server_id"),
         claims.get("task_id"),
         claims.get("attempt"),
+        claims.get("tid"),
     )
     if SERVICE in roles and not isinstance(server_id, str):
         raise UnauthorizedError("Service token has no 'server_id' claim")
@@ -126,7 +141,9 @@ def _decode(secret: str, token: str) -> tuple[Principal, dict[str, Any]]:
         roles=frozenset(roles),
         server_id=server_id if isinstance(server_id, str) else None,
         task_id=task_id if isinstance(task_id, str) else None,
-        attempt=attempt if isinstance(attempt, int) else None,
+        attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        token_id=token_id if isinstance(token_id, str) else None,
+        expires_s=int(claims["exp"]),
     )
     return principal, claims
 
@@ -146,6 +163,8 @@ def can_read_task(principal: Principal, task: Task) -> bool:
         return True
     if USER in principal.roles and task.owner == principal.sub:
         return True
+    if principal.task_id is not None and principal.task_id != task.id:
+        return False  # a callback token reads its own task only, as it writes only that one
     return principal.is_service and principal.server_id == task.server_id
 
 
@@ -200,9 +219,23 @@ def check_server_access(principal: Principal, server: Server) -> None:
     """Heartbeats: admin, or the server's own service token (not a task callback token)."""
     if principal.is_admin:
         return
-    if principal.is_service and principal.server_id == server.id and principal.task_id is None:
+    if principal.is_server_token and principal.server_id == server.id:
+        if not is_current_registration(principal, server):
+            raise UnauthorizedError(REVOKED)
         return
     raise ForbiddenError("Token is not for this server")
+
+
+REVOKED = "Service token revoked: the server was removed, registered again or its token rotated"
+
+
+def is_current_registration(principal: Principal, server: Server | None) -> bool:
+    """A server's service token is valid only for the registration it was issued with."""
+    return (
+        server is not None
+        and server.id == principal.server_id
+        and server.token_id == (principal.token_id or "")
+    )
 
 
 def parse_ttl(text: str) -> int:

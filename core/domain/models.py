@@ -162,6 +162,10 @@ class Server(msgspec.Struct, kw_only=True):
     status: ServerStatus = ServerStatus.ONLINE
     maintenance_reason: str | None = None
     registered_at: int
+    # The registration's service token: a token naming another id (an earlier registration
+    # under this id, or one an admin rotated away) is refused. "" for servers registered
+    # before tokens carried one, whose id-less tokens stay valid until a rotation.
+    token_id: str = ""
     # Health, fed by heartbeats (push) and active checks (pull).
     health_status: str | None = None
     last_heartbeat: int | None = None

@@ -25,6 +25,8 @@ class BackendRequest:
     headers: dict[str, str]
     body: bytes
     timeout_s: float
+    # Named in the errors a user sees instead of the URL (which may carry a key).
+    server_id: str = ""
 
 
 def predict_request(
@@ -54,7 +56,9 @@ def predict_request(
     headers = {"Content-Type": "application/json", "Idempotency-Key": f"{task.id}:{task.attempts}"}
     if server.api_key:
         headers["Authorization"] = f"Bearer {server.api_key}"
-    return BackendRequest(server.endpoints.predict, headers, msgspec.json.encode(body), remaining_ms / 1000)
+    return BackendRequest(
+        server.endpoints.predict, headers, msgspec.json.encode(body), remaining_ms / 1000, server.id
+    )
 
 
 class Kind(enum.Enum):
@@ -114,11 +118,18 @@ def classify(status: int, body: bytes) -> Outcome:
     return Outcome(Kind.COMPLETED, result=data)
 
 
-def transport_failure(error: BaseException) -> Outcome:
-    """A connection error or timeout: a failed attempt. The error names the kind of failure,
-    not the address: users read it (dispatch adds the server's id), and a backend's URL is
-    the operator's business."""
-    return Outcome(Kind.RETRY, error=f"Backend unreachable ({type(error).__name__})")
+def transport_failure(error: BaseException, server_id: str, kind: str | None = None) -> Outcome:
+    """A connection error or timeout: a failed attempt. The error names the server and the
+    kind of failure, never the URL or the exception's text (users read it; the runtime logs
+    the detail for operators)."""
+    kind = kind or type(error).__name__
+    return Outcome(Kind.RETRY, error=f"Server {server_id} unreachable ({kind})"[:MAX_ERROR_CHARS])
+
+
+def refused_call(reason: str, final: bool, server_id: str) -> Outcome:
+    """A predict call the URL guard stopped: refused for good (`final`) or not resolvable."""
+    error = f"Server {server_id}: {reason}"[:MAX_ERROR_CHARS]
+    return Outcome(Kind.FAILED if final else Kind.RETRY, error=error)
 
 
 def health_ok(status: int, body: bytes, server_id: str) -> tuple[bool, str | None]:

@@ -6,11 +6,13 @@ rewritten to name the field the way the reference does ("Missing required field:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from core.domain.balancer import ALGORITHMS
 from core.domain.models import ServerStatus, TaskStatus
 from core.errors import ValidationError
 
@@ -21,7 +23,21 @@ DAY_MS = 86_400_000
 
 Label = Annotated[str, msgspec.Meta(pattern=LABEL, description="A capability or group name")]
 Labels = Annotated[list[Label], msgspec.Meta(max_length=32)]
-Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+# An http(s) URL as core.domain.urls reads it: a name of LDH labels (or a dotted IPv4), an
+# optional port 1-65535, then a path and query without spaces or backslashes. The server
+# refuses more than this says (metadata addresses; private ones for webhooks): 400 naming the field.
+_LABEL_RE = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT_RE = r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+_PATH_RE = r"(?:[/?][!$&'()*+,;=:@%/?A-Za-z0-9._~-]*)?"
+URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL_RE}(?:\.{_LABEL_RE})*{_PORT_RE}{_PATH_RE}$"
+# A webhook's host must be a public name: its last label starts with a letter and is no
+# longer than 8 (so neither an IP address nor `localhost`).
+WEBHOOK_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:{_LABEL_RE}\.)+[A-Za-z](?:[A-Za-z0-9-]{{0,6}}[A-Za-z0-9])?{_PORT_RE}{_PATH_RE}$"
+# In the document only: core.domain.urls checks the URL itself and says which rule it broke.
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, extra_json_schema={"pattern": URL_PATTERN})]
+WebhookUrl = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=2048, extra_json_schema={"pattern": WEBHOOK_PATTERN})
+]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -35,7 +51,7 @@ class CreateTask(Request, rename={"is_async": "async"}, kw_only=True):
     capabilities: Labels = []
     is_async: bool = True
     timeout: Annotated[int, msgspec.Meta(ge=1, le=DAY_MS, description="Execution timeout, ms")] | None = None
-    webhook: Url | None = None
+    webhook: WebhookUrl | None = None
 
 
 class UpdateTask(Request, kw_only=True):
@@ -106,11 +122,44 @@ def field_message(error: msgspec.ValidationError) -> str:
     return f"Invalid field {path}: {text}"
 
 
+@functools.cache
+def _integer_fields(schema: type[msgspec.Struct]) -> frozenset[str]:
+    """The JSON names of a body's integer fields (JSON Schema's `integer` includes 79.0)."""
+    info = msgspec.inspect.type_info(schema)
+    assert isinstance(info, msgspec.inspect.StructType)
+    names = set()
+    for field in info.fields:
+        kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        kinds = tuple(k.type if isinstance(k, msgspec.inspect.Metadata) else k for k in kinds)
+        if any(isinstance(kind, msgspec.inspect.IntType) for kind in kinds):
+            names.add(field.encode_name)
+    return frozenset(names)
+
+
+def _whole_numbers_as_int(body: bytes, schema: type[R]) -> bytes:
+    """`79.0` for an integer field is an integer, as the OpenAPI document (JSON Schema) says."""
+    if b"." not in body and b"e" not in body and b"E" not in body:
+        return body  # no float anywhere: the common case costs one scan
+    try:
+        data = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return body  # decode() says what is wrong with it
+    if not isinstance(data, dict):
+        return body
+    changed = False
+    for name in _integer_fields(schema):
+        value = data.get(name)
+        if isinstance(value, float) and value.is_integer():
+            data[name] = int(value)
+            changed = True
+    return msgspec.json.encode(data) if changed else body
+
+
 def decode(body: bytes, schema: type[R]) -> R:
     if not body.strip():
         raise ValidationError("Request body is empty; expected a JSON object")
     try:
-        return msgspec.json.decode(body, type=schema)
+        return msgspec.json.decode(_whole_numbers_as_int(body, schema), type=schema)
     except msgspec.ValidationError as exc:
         raise ValidationError(field_message(exc)) from None
     except msgspec.DecodeError as exc:
@@ -127,7 +176,14 @@ def decode(body: bytes, schema: type[R]) -> R:
 Ms = Annotated[int, msgspec.Meta(description="Epoch milliseconds")]
 Duration = Annotated[int, msgspec.Meta(description="Milliseconds")]
 Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
-ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# A calendar date as the server reads it (years 0001-9999, leap days included): the document
+# promises exactly the dates that are accepted.
+_YEAR = r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+ISO_DATE = (
+    rf"^(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    rf"|02-(?:0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)$"
+)
 
 
 class Reply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, rename="camel"):
@@ -473,5 +529,6 @@ class SetAlgorithm(Request, kw_only=True):
         msgspec.Meta(
             max_length=64,
             description="round-robin, least-connections, weighted-round-robin, random, response-time or p2c",
+            extra_json_schema={"enum": list(ALGORITHMS)},
         ),
     ]

@@ -20,8 +20,8 @@ import aiohttp
 
 from core.domain.models import Server, Task, TaskStatus
 from core.domain.protocol import BackendRequest, Outcome
-from core.http import backend as backend_http
-from core.http import webhook as webhook_http
+from core.http import aio as backend_http
+from core.http import aio as webhook_http
 from core.local.events import LocalEvents
 from core.local.queue import CallbackQueue
 from core.services import sweeper, webhook_delivery, work

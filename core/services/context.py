@@ -30,6 +30,8 @@ class Context:
     webhook_secret_source: Callable[[], str] | None = None
     telemetry: Telemetry = field(default_factory=Telemetry)
     fleet: FleetView = field(init=False)
+    # Counts of closed rate-limit windows, by key (core.services.ratelimit): read once each.
+    closed_rate_windows: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.fleet = FleetView(self.store, self.config.fleet_cache_ms, self.clock, self.config.outlier)

@@ -21,6 +21,7 @@ from core.domain.auth import Principal
 from core.domain.ids import new_task_id
 from core.domain.models import Task
 from core.domain.schemas import CreateTask
+from core.domain.urls import WebhookPolicy
 from core.errors import ConflictError, StaleWriteError, ValidationError
 from core.ports.storage import IdempotencyRecord
 from core.services import tasks
@@ -60,7 +61,7 @@ def body_hash(body: CreateTask) -> str:
 def create_task_once(ctx: Context, principal: Principal, body: CreateTask, key: str) -> tuple[Task, bool]:
     """The task for this key, and whether it is a replay: False when this request wrote it
     (also when completing a claim another request left), True when another request did."""
-    tasks.check_create(principal, body)
+    tasks.check_create(principal, body, WebhookPolicy(ctx.config.webhook_allowed_networks))
     record = IdempotencyRecord(
         key=scoped_key(principal, key),
         body_hash=body_hash(body),

@@ -1,11 +1,18 @@
-"""Per-principal rate limits: fixed 60 s windows counted in the store, shared by every
+"""Per-principal rate limits: sliding 60 s windows counted in the store, shared by every
 instance.
+
+Each request is counted in its fixed 60 s window, and the decision weighs the previous
+window's count by how much of it still lies within the last 60 s (the sliding-window
+counter): `previous * (1 - elapsed / 60) + current`. A client that spent its limit just
+before a window edge gets nothing more just after it (fixed windows gave it the limit again:
+twice the limit in a moment). The previous window is closed, so its count is read once per
+process and kept.
 
 A request falls in one bucket: `service` for any request by a service principal (backends
 reporting progress and heartbeats), else `task_create` for POST /api/task, `server_register`
 for POST /api/servers, and `default` for the rest. Each bucket has its own counter per
-principal and window: `<sub>#<bucket>#<epoch seconds // 60>`, which expires when the window
-ends (DynamoDB by TTL, SQLite by `purge_expired`).
+principal and window: `<sub>#<bucket>#<epoch seconds // 60>`, which expires a window after
+its own ends, while it still weighs on the next (DynamoDB by TTL, SQLite by `purge_expired`).
 
 A limit of 0 (or less) turns its bucket off: nothing is written to the store and `check` returns None,
 so the response carries no X-RateLimit headers (there is no limit to describe).
@@ -13,6 +20,8 @@ so the response carries no X-RateLimit headers (there is no limit to describe).
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,23 +90,46 @@ def window_key(principal: Principal, bucket: Bucket, window: int) -> str:
     return f"{principal.rate_key}#{bucket}#{window}"
 
 
+# Closed windows' counts kept per process (a window that has ended is never counted in again).
+_CLOSED_CACHE_SIZE = 10_000
+_closed_lock = threading.Lock()
+
+
+def _previous_count(ctx: Context, key: str) -> int:
+    known = ctx.closed_rate_windows.get(key)
+    if known is None:
+        known = ctx.store.rate_window_hits(key)
+        with _closed_lock:
+            if len(ctx.closed_rate_windows) >= _CLOSED_CACHE_SIZE:
+                ctx.closed_rate_windows.clear()
+            ctx.closed_rate_windows[key] = known
+    return known
+
+
 def check(ctx: Context, principal: Principal, bucket: Bucket) -> RateDecision | None:
     """Count this request in its window; None if the bucket has no limit.
 
-    Raises RateLimitExceededError once the window's count is past the limit (those requests
-    are counted too, which changes nothing: the window is already full).
+    Raises RateLimitExceededError once the sliding count is past the limit (a refused request
+    is taken back out of the count).
     """
     limit = limit_for(ctx.config.rate_limits, bucket)
     if limit <= 0:
         return None
     now_ms = ctx.now()
-    window = now_ms // (WINDOW_S * 1000)
+    window_ms = WINDOW_S * 1000
+    window = now_ms // window_ms
     reset_s = (window + 1) * WINDOW_S
-    count = ctx.store.hit_rate_window(window_key(principal, bucket, window), expires_at=reset_s)
-    decision = RateDecision(limit=limit, remaining=max(0, limit - count), reset_s=reset_s)
-    if count > limit:
-        # Whole seconds, rounded up, so a client that waits this long is in the next window.
-        retry_after_s = -(-(reset_s * 1000 - now_ms) // 1000)
+    key = window_key(principal, bucket, window)
+    count = ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S)
+    previous = _previous_count(ctx, window_key(principal, bucket, window - 1))
+    elapsed = (now_ms - window * window_ms) / window_ms
+    estimate = previous * (1 - elapsed) + count
+    decision = RateDecision(limit=limit, remaining=max(0, limit - math.ceil(estimate)), reset_s=reset_s)
+    if estimate > limit:
+        # Not served, so not counted: a client retrying too early is not locked out longer.
+        ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S, amount=-1)
+        count -= 1
+        retry_after_s = _retry_after_s(limit, previous, count, elapsed)
         raise RateLimitExceededError(
             f"Rate limit of {limit} requests per minute exceeded for {_DESCRIPTIONS[bucket]};"
             f" retry after {retry_after_s} s",
@@ -105,3 +137,14 @@ def check(ctx: Context, principal: Principal, bucket: Bucket) -> RateDecision | 
             decision,
         )
     return decision
+
+
+def _retry_after_s(limit: int, previous: int, count: int, elapsed: float) -> int:
+    """Whole seconds (at least 1) until one more request fits, if no other comes meanwhile."""
+    if count + 1 <= limit:  # in this window, once enough of the previous one has slid out
+        fraction = 1 - (limit - count - 1) / previous if previous else elapsed
+        wait = (fraction - elapsed) * WINDOW_S
+    else:  # in the next window, once enough of this one has slid out
+        fraction = 1 - (limit - 1) / count
+        wait = (1 - elapsed + fraction) * WINDOW_S
+    return max(1, math.ceil(wait - 1e-9))

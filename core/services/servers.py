@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ from core.domain.ids import new_server_id
 from core.domain.models import Endpoints, Server, ServerStatus
 from core.domain.schemas import Heartbeat, Maintenance, RegisterServer
 from core.domain.urls import check_url
-from core.errors import ConflictError, NotFoundError, StaleWriteError, ValidationError
+from core.errors import ConflictError, NotFoundError, StaleWriteError, UnauthorizedError, ValidationError
 from core.services import stats, tasks
 from core.services.context import Context
 
@@ -41,6 +42,7 @@ def register_server(ctx: Context, principal: Principal, body: RegisterServer) ->
         groups=sorted(set(body.groups)),
         priority=body.priority,
         registered_at=ctx.now(),
+        token_id=new_token_id(),
     )
     try:
         ctx.store.put_server(server)
@@ -49,14 +51,39 @@ def register_server(ctx: Context, principal: Principal, body: RegisterServer) ->
     ctx.fleet.invalidate()
     ctx.queue.check_server(server.id)
     ctx.queue.capacity_changed()
-    token = auth.mint(
+    return server, service_token(ctx, server)
+
+
+def new_token_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def service_token(ctx: Context, server: Server) -> str:
+    """The server's token for heartbeats and callbacks, bound to this registration."""
+    return auth.mint(
         ctx.jwt_secret,
         sub=f"server:{server.id}",
         roles=[auth.SERVICE],
         ttl_s=SERVICE_TOKEN_TTL_S,
         server_id=server.id,
+        tid=server.token_id,
     )
-    return server, token
+
+
+def rotate_token(ctx: Context, principal: Principal, server_id: str) -> tuple[Server, str]:
+    """A new service token for the server; every earlier one is refused from now on."""
+    auth.require_admin(principal)
+    server = update_server(ctx, get_server(ctx, server_id), lambda _: {"token_id": new_token_id()})
+    return server, service_token(ctx, server)
+
+
+def check_service_token(ctx: Context, principal: Principal) -> None:
+    """A server's own token is good only while its registration stands: not after DELETE,
+    re-registration under the same id, or a rotation (one read of the server)."""
+    if principal.is_server_token and not auth.is_current_registration(
+        principal, ctx.store.get_server(principal.server_id or "")
+    ):
+        raise UnauthorizedError(auth.REVOKED)
 
 
 def list_servers(

@@ -76,15 +76,23 @@ def queue_view(ctx: Context, servers: list[Server]) -> dict[str, Any]:
     }
 
 
+# A cursor is the position itself, `<13 digits>.<task id>`: a form the OpenAPI document can
+# state exactly (CURSOR_PATTERN), so every cursor it allows is one the server reads.
+CURSOR_PATTERN = r"^[0-9]{13}\.[A-Za-z0-9_-]{1,128}$"
+
+
 def encode_cursor(position: str) -> str:
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+    return position.replace("#", ".", 1)
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        position = ""
+    if re.fullmatch(CURSOR_PATTERN[1:-1], cursor):
+        position = cursor.replace(".", "#", 1)
+    else:  # the base64 form of earlier releases, still read
+        try:
+            position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            position = ""
     if not _POSITION.fullmatch(position):
         raise ValidationError("cursor is not one this API returned")
     return position
@@ -93,7 +101,8 @@ def decode_cursor(cursor: str) -> str:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() is also true of '²' and other digits int() refuses.
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(text)
 

@@ -13,7 +13,7 @@ from core.domain.auth import Principal
 from core.domain.ids import new_task_id
 from core.domain.models import Task, TaskStatus, WebhookDelivery
 from core.domain.schemas import CreateTask, UpdateTask
-from core.domain.urls import check_url
+from core.domain.urls import WebhookPolicy, check_webhook_url
 from core.errors import ConflictError, NotFoundError, StaleWriteError
 from core.ports.queue import enqueue_safely
 from core.services import webhook_delivery
@@ -24,17 +24,19 @@ PENDING, PROCESSING = TaskStatus.PENDING, TaskStatus.PROCESSING
 _CAS_ROUNDS = 5
 
 
-def check_create(principal: Principal, body: CreateTask) -> None:
-    """What a create checks before it writes anything."""
+def check_create(principal: Principal, body: CreateTask, policy: WebhookPolicy | None = None) -> str | None:
+    """What a create checks before it writes anything; returns the webhook URL as it will be
+    stored and called (normalised), if any."""
     auth.require_any(principal, auth.USER, auth.ADMIN)
-    if body.webhook is not None:
-        check_url(body.webhook, "webhook")
+    if body.webhook is None:
+        return None
+    return check_webhook_url(body.webhook, "webhook", policy or WebhookPolicy())
 
 
 def create_task(ctx: Context, principal: Principal, body: CreateTask, *, task_id: str | None = None) -> Task:
     """Store a new PENDING task and wake a dispatcher. `task_id` (an Idempotency-Key's claim):
     StaleWriteError if a task with that id exists."""
-    check_create(principal, body)
+    webhook = check_create(principal, body, WebhookPolicy(ctx.config.webhook_allowed_networks))
     now = ctx.now()
     task = Task(
         id=task_id or new_task_id(),
@@ -45,7 +47,7 @@ def create_task(ctx: Context, principal: Principal, body: CreateTask, *, task_id
         capabilities=sorted(set(body.capabilities)),
         is_async=body.is_async,
         timeout_ms=body.timeout,
-        webhook=body.webhook,
+        webhook=webhook,
         attempt_limit=ctx.config.max_attempts,
         created_at=now,
         updated_at=now,

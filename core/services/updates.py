@@ -93,9 +93,27 @@ def connect(ctx: Context, token: str | None) -> auth.Principal:
     return auth.verify(ctx.jwt_secret, f"Bearer {token}")
 
 
+TOKEN_EXPIRED = "Token expired: connect again with a new token"
+
+
+def seconds_left(principal: auth.Principal, now_ms: int) -> float | None:
+    """How long a connection opened with this principal's token may stay open (None: no end)."""
+    if principal.expires_s is None:
+        return None
+    return principal.expires_s - now_ms / 1000
+
+
+def check_live(principal: auth.Principal, now_ms: int) -> None:
+    """UnauthorizedError once the connection's token has expired."""
+    left = seconds_left(principal, now_ms)
+    if left is not None and left <= 0:
+        raise UnauthorizedError(TOKEN_EXPIRED)
+
+
 def current_task(ctx: Context, principal: auth.Principal, task_id: str) -> Task:
     """The task a subscribe asks for, if the principal may follow it (else 'Not found', the
-    same as for an unknown id)."""
+    same as for an unknown id); refused once the connection's token has expired."""
+    check_live(principal, ctx.now())
     return auth.followed_task(principal, ctx.store.get_task(task_id), task_id)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -25,6 +25,7 @@ from core.domain import auth
 from core.domain.auth import Principal
 from core.domain.models import DeliveryAttempt, DeliveryState, Task, TaskStatus, WebhookDelivery
 from core.domain.signing import signed_headers
+from core.domain.urls import WebhookPolicy
 from core.errors import NotFoundError, StaleWriteError
 from core.services.context import Context
 
@@ -45,6 +46,8 @@ class WebhookRequest:
     headers: dict[str, str]
     body: bytes
     timeout_s: float
+    # Where the call may go (public addresses unless the operator allows networks).
+    policy: WebhookPolicy = field(default_factory=WebhookPolicy)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ def request(ctx: Context, claimed: WebhookDelivery) -> WebhookRequest | WebhookO
         headers=signed_headers(ctx.webhook_secret, ctx.now() // 1000, body, claimed.id),
         body=body,
         timeout_s=ctx.config.webhook_timeout_ms / 1000,
+        policy=WebhookPolicy(ctx.config.webhook_allowed_networks),
     )
 
 

@@ -78,7 +78,8 @@ class AsyncTransport(Protocol):
 
 
 def run(job: Job[R], transport: Transport) -> R:
-    """Drive a job to its end with blocking calls; returns what the job returns."""
+    """Drive a job to its end with blocking calls; returns what the job returns. If a call
+    raises, the job is closed (its `finally` blocks run) and the error goes to the caller."""
     answer: Any = None
     try:
         while True:
@@ -94,6 +95,8 @@ def run(job: Job[R], transport: Transport) -> R:
                 answer = transport.send_webhook(call)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+    finally:
+        job.close()
 
 
 async def run_async(

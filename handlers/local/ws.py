@@ -1,7 +1,9 @@
 """`/ws` on one machine: task updates over WebSocket, fed by the in-process UpdateHub.
 
 A bad or missing `?token=` is refused before the upgrade with the HTTP 401 body (or, on a
-server without the denial-response extension, accepted and closed with code 4401). A client
+server without the denial-response extension, accepted and closed with code 4401). The
+connection is closed with code 4401 when its token expires, and a subscribe that arrives
+after (a race with the close) is refused. A client
 whose outbox overflows is closed with code 1008; it may reconnect and subscribe again, and
 gets the current state first.
 """
@@ -15,6 +17,7 @@ import logging
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from core.domain.auth import Principal
 from core.errors import TaskgateError, UnauthorizedError
 from core.local.update_hub import Follower, UpdateHub
 from core.services import updates
@@ -41,19 +44,34 @@ async def task_updates(websocket: WebSocket) -> None:
         asyncio.create_task(_read(websocket, ctx, hub, follower)),
         asyncio.create_task(_write(websocket, follower)),
         asyncio.create_task(follower.overflowed.wait()),
+        asyncio.create_task(_token_expiry(ctx, principal)),
     ]
     try:
         done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
-        if jobs[2] in done:
+        if jobs[2] in done or jobs[3] in done:
             jobs[1].cancel()  # it may be stuck sending to a client that does not read
-            log.info("closing a WebSocket client that stopped reading (%s)", principal.sub)
+            code, reason = (
+                (TOO_SLOW_CLOSE, "Too slow: updates were not read")
+                if jobs[2] in done
+                else (UNAUTHORIZED_CLOSE, updates.TOKEN_EXPIRED)
+            )
+            log.info("closing a WebSocket client (%s): %s", principal.sub, reason)
             with contextlib.suppress(Exception):
-                await websocket.close(TOO_SLOW_CLOSE, "Too slow: updates were not read")
+                await websocket.close(code, reason)
     finally:
         hub.drop(follower)
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+
+
+async def _token_expiry(ctx: Context, principal: Principal) -> None:
+    """Returns when the connection's token expires: the connection ends with it."""
+    left = updates.seconds_left(principal, ctx.now())
+    if left is None:
+        await asyncio.Event().wait()  # never
+        return
+    await asyncio.sleep(max(0.0, left))
 
 
 async def _refuse(websocket: WebSocket, details: str) -> None:

@@ -208,7 +208,10 @@ class Api:
         return self.token("user", unique("user"))
 
     def service(self, server_id: str) -> str:
-        return self.token("service", f"server:{server_id}", server_id=server_id)
+        """The server's own token, bound to its registration (as registration returns it)."""
+        server = self.store.get_server(server_id)
+        tid = server.token_id if server is not None else "not-registered"
+        return self.token("service", f"server:{server_id}", server_id=server_id, tid=tid or None)
 
     def callback(self, server_id: str, task_id: str, attempt: int) -> str:
         """The task-scoped token dispatch sends a backend as `callback_token`."""

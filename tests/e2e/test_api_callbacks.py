@@ -46,6 +46,20 @@ def test_the_task_scoped_callback_token_completes_the_task(api: Api) -> None:
     assert api.get(f"/api/task/{task_id}", token=owner).ok()["status"] == "COMPLETED"
 
 
+def test_a_callback_token_reads_only_its_own_task(api: Api) -> None:
+    # GIVEN two tasks PROCESSING on one server, and the callback token of the first
+    first, server_id, owner = api.processing_task()
+    second = api.create_task(owner)
+    api.start_processing(second, server_id)
+    callback = api.callback(server_id, first, 1)
+    # THEN it reads its task, and the other one is 404 (as its writes already were)
+    assert api.get(f"/api/task/{first}", token=callback).ok()["id"] == first
+    api.get(f"/api/task/{second}", token=callback).error(404, "Not found", mentions=second)
+    api.put(f"/api/task/{second}", json={"progress": 5}, token=callback).error(404)
+    # while the server's own token reads both
+    assert api.get(f"/api/task/{second}", token=api.service(server_id)).ok()["id"] == second
+
+
 def test_progress_updates_are_visible_to_the_owner(api: Api) -> None:
     task_id, server_id, owner = api.processing_task()
     before = api.get(f"/api/task/{task_id}", token=owner).ok()

@@ -165,6 +165,14 @@ def _with_endpoint(name: str, url: str) -> dict[str, Any]:
             _with_endpoint("predict", "http://169\u3002254\u3002169\u3002254/"), "predict", id="imds-cjk-dots"
         ),
         pytest.param(_with_endpoint("metrics", "http://169.254.170.2/v2/"), "metrics", id="ecs-metadata"),
+        # Spellings urllib3 reads differently from urlsplit: it would connect to 169.254.169.254.
+        pytest.param(
+            _with_endpoint("predict", "http://169.254.169.254\\.example.com/p"),
+            "predict",
+            id="imds-backslash",
+        ),
+        pytest.param(_with_endpoint("health", "http://169.254.169%2e254/"), "health", id="imds-pct-dot"),
+        pytest.param(_with_endpoint("cancel", "http://[fe80::1%25eth0]/"), "cancel", id="zone-id"),
         pytest.param(_with_endpoint("predict", "not a url"), "predict", id="not-a-url"),
         pytest.param(
             _with_endpoint("shutdown", "https://server1.example.com/x"), "shutdown", id="unknown-ep"
@@ -383,7 +391,10 @@ def test_a_heartbeat_for_an_unknown_server_is_404(api: Api) -> None:
     api.post(f"/api/servers/{missing}/heartbeat", json={}, token=api.admin).error(
         404, "Not found", mentions=missing
     )
-    api.post(f"/api/servers/{missing}/heartbeat", json={}, token=api.service(missing)).error(404, "Not found")
+    # A service token for no registration is no longer a token at all.
+    api.post(f"/api/servers/{missing}/heartbeat", json={}, token=api.service(missing)).error(
+        401, mentions="revoked"
+    )
 
 
 @pytest.mark.parametrize(
@@ -435,6 +446,64 @@ def test_an_unregistered_id_can_be_registered_again(api: Api) -> None:
     api.delete(f"/api/servers/{server_id}", token=api.admin).ok()
     api.post("/api/servers", json={**EXAMPLE_SERVER, "id": server_id}, token=api.admin).ok()
     assert api.server(server_id)["activeTasks"] == 0
+
+
+# -- service tokens end with their registration (security review, finding 4) -----------------
+
+
+def _server_token_works(api: Api, server_id: str, token: str, task_id: str) -> bool:
+    beat = api.post(f"/api/servers/{server_id}/heartbeat", json=EXAMPLE_HEARTBEAT, token=token)
+    read = api.get(f"/api/task/{task_id}", token=token)
+    progress = api.put(f"/api/task/{task_id}", json={"status": "PROCESSING", "progress": 5}, token=token)
+    codes = {beat.status_code, read.status_code, progress.status_code}
+    assert codes in ({200}, {401}), (beat.text, read.text, progress.text)
+    if codes == {401}:
+        assert "revoked" in beat.json()["details"]
+    return codes == {200}
+
+
+def test_a_rotation_ends_the_old_service_token_at_once(api: Api) -> None:
+    task_id, server_id, _ = api.processing_task()
+    first = api.service(server_id)
+    assert _server_token_works(api, server_id, first, task_id)
+
+    rotated = api.post(f"/api/servers/{server_id}/token", token=api.admin).ok()
+
+    assert set(rotated) == {"serverId", "message", "token"} and rotated["serverId"] == server_id
+    assert not _server_token_works(api, server_id, first, task_id)
+    assert _server_token_works(api, server_id, rotated["token"], task_id)
+    # The heartbeat the old token tried wrote nothing.
+    assert api.store.get_server(server_id).last_heartbeat is not None  # type: ignore[union-attr]
+
+
+def test_deletion_and_re_registration_end_the_old_service_token(api: Api) -> None:
+    # GIVEN a server's token, then the server deleted and registered again under its id
+    task_id, server_id, _ = api.processing_task()
+    old = api.service(server_id)
+    api.delete(f"/api/servers/{server_id}", token=api.admin).ok()
+    api.post(f"/api/servers/{server_id}/heartbeat", json=EXAMPLE_HEARTBEAT, token=old).error(
+        401, mentions="revoked"
+    )
+    again = api.post("/api/servers", json={**EXAMPLE_SERVER, "id": server_id}, token=api.admin).ok()
+    api.start_processing(task_id, server_id)
+
+    # THEN the old token heartbeats, reads and reports nothing on the new registration
+    assert not _server_token_works(api, server_id, old, task_id)
+    after = api.store.get_server(server_id)
+    assert after is not None and after.last_heartbeat is None and after.reported == {}
+    assert api.store.get_task(task_id).progress == 0  # type: ignore[union-attr]
+    assert _server_token_works(api, server_id, again["token"], task_id)
+
+
+def test_rotation_is_admin_only_and_404_for_an_unknown_server(api: Api) -> None:
+    server = api.register_server()
+    for token in (api.user(), server["token"]):
+        api.post(f"/api/servers/{server['serverId']}/token", token=token).error(403, "Forbidden")
+    api.post("/api/servers/srv-nope/token", token=api.admin).error(404, "Not found", mentions="srv-nope")
+    # The refused rotations changed nothing: the registration's token still works.
+    api.post(
+        f"/api/servers/{server['serverId']}/heartbeat", json=EXAMPLE_HEARTBEAT, token=server["token"]
+    ).ok()
 
 
 def test_a_user_may_not_unregister(api: Api) -> None:

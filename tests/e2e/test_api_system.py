@@ -49,6 +49,8 @@ BAD_TOKENS: dict[str, Callable[[Api], str]] = {
     "unknown-role": lambda api: jwt.encode(_claims(roles=["superuser"]), api.secret, algorithm="HS256"),
     "roles-not-a-list": lambda api: jwt.encode(_claims(roles="admin"), api.secret, algorithm="HS256"),
     "no-roles": lambda api: jwt.encode(_claims(roles=[]), api.secret, algorithm="HS256"),
+    # Was a 500: a list inside the list is unhashable (security review, finding 5).
+    "roles-nested": lambda api: jwt.encode(_claims(roles=[["admin"]]), api.secret, algorithm="HS256"),
     "service-without-server": lambda api: jwt.encode(
         _claims(roles=["service"]), api.secret, algorithm="HS256"
     ),

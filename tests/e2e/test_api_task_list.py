@@ -62,13 +62,18 @@ def test_bad_parameters_are_400_naming_the_parameter(api: Api) -> None:
         ("limit=0", "limit"),
         ("limit=201", "limit"),
         ("limit=ten", "limit"),
+        # Unicode digits: str.isdigit() says yes, int() says no (was a 500).
+        ("limit=%C2%B2", "limit"),
+        ("limit=%D9%A3", "limit"),
+        ("limit=%EF%BC%95", "limit"),
+        ("limit=+5", "limit"),
         ("status=DONE", "status"),
         ("cursor=%%%", "cursor"),
         ("cursor=MTIzI2Fi", "cursor"),  # base64 of "123#ab": not a position this API makes
     ]:
         api.get(f"/api/tasks?{query}", token=user).error(400, "Invalid request", mentions=word)
     api.get("/api/tasks").error(401, "Unauthorized")
-    service = api.service("srv-x")
+    service = api.register_server()["token"]
     api.get("/api/tasks", token=service).error(403, "Forbidden")
 
 

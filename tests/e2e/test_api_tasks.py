@@ -145,6 +145,28 @@ def test_create_names_a_missing_required_field(api: Api, field: str) -> None:
         ),
         pytest.param({"webhook": "http://metadata.google.internal/"}, "webhook", id="webhook-gcp-metadata"),
         pytest.param({"webhook": "http://user:pw@hooks.example.com/"}, "webhook", id="webhook-credentials"),
+        # Spellings urllib3 reads differently from urlsplit (percent-decoded host, `\` as a separator).
+        pytest.param(
+            {"webhook": "http://169.254.169%2e254/latest/meta-data/"}, "webhook", id="webhook-pct-dot"
+        ),
+        pytest.param({"webhook": "http://169.254.169.254\\.example.com/"}, "webhook", id="webhook-backslash"),
+        pytest.param({"webhook": "http://hooks.example.com\t/"}, "webhook", id="webhook-tab"),
+        pytest.param({"webhook": "http://hooks.example.com:+80/"}, "webhook", id="webhook-signed-port"),
+        # Users may not make taskgate call private networks (no WEBHOOK_ALLOWED_NETWORKS here).
+        pytest.param(
+            {"webhook": "http://127.0.0.1:9/internal-only/admin-action"}, "webhook", id="webhook-loopback"
+        ),
+        pytest.param({"webhook": "http://localhost:9/x"}, "webhook", id="webhook-localhost"),
+        pytest.param({"webhook": "http://10.1.2.3/x"}, "webhook", id="webhook-private"),
+        pytest.param({"webhook": "http://100.64.0.1/x"}, "webhook", id="webhook-cgnat"),
+        pytest.param({"webhook": "http://224.0.0.1/x"}, "webhook", id="webhook-multicast"),
+        pytest.param({"webhook": "http://0.0.0.0/x"}, "webhook", id="webhook-unspecified"),
+        pytest.param({"webhook": "http://[::1]/x"}, "webhook", id="webhook-ipv6-loopback"),
+        pytest.param({"webhook": "http://[fc00::1]/x"}, "webhook", id="webhook-ipv6-ula"),
+        pytest.param({"webhook": "http://[64:ff9b::a00:1]/x"}, "webhook", id="webhook-nat64"),
+        pytest.param({"webhook": "http://[2002:a00:1::]/x"}, "webhook", id="webhook-6to4"),
+        pytest.param({"webhook": "http://[::10.0.0.1]/x"}, "webhook", id="webhook-v4-compatible"),
+        pytest.param({"webhook": "http://[::ffff:127.0.0.1]/x"}, "webhook", id="webhook-v4-mapped-loopback"),
         pytest.param({"colour": "blue"}, "colour", id="unknown-field"),
         pytest.param({"Priority": 1}, "Priority", id="unknown-field-case"),
     ],

@@ -152,13 +152,48 @@ def test_the_dev_access_log_never_shows_a_websocket_token(dev: tuple[str, str, P
             await ws.send('{"type": "subscribe", "taskId": "task_nope123"}')
             return str(await ws.recv())
 
+    async def subscribe_encoded() -> str:
+        # The server decodes `%74oken` to `token` and accepts it: the log must redact it too.
+        async with websockets.connect(f"{base.replace('http', 'ws')}/ws?%74oken={token}") as ws:
+            await ws.send('{"type": "subscribe", "taskId": "task_nope123"}')
+            return str(await ws.recv())
+
     # WHEN it connects and gets an answer
     assert "Not found" in asyncio.run(subscribe())
+    assert "Not found" in asyncio.run(subscribe_encoded())
     # THEN the access log has the request, with the token redacted; the token appears only
     # where dev printed it for the operator
     text = log.read_text()
     assert "/ws?token=<redacted>" in text, text[-2000:]
+    assert "/ws?%74oken=<redacted>" in text, text[-2000:]
     assert text.count(token) == 1
+
+
+def test_dev_allows_loopback_webhooks_and_says_so_serve_does_not(
+    dev: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    # GIVEN `taskgate dev` (its banner) and `taskgate serve` on another database
+    base, token, db = dev
+    assert "webhooks: loopback receivers allowed" in (db.parent / "dev.log").read_text()
+    hook = {**EXAMPLE_TASK, "webhook": "http://127.0.0.1:9/internal-only/admin-action"}
+    headers = {"Authorization": f"Bearer {token}"}
+    # WHEN a task asks for a loopback webhook on each
+    assert httpx.post(f"{base}/api/task", json=hook, headers=headers).status_code == 200
+    port, served = _free_port(), tmp_path / "serve"
+    served.mkdir()
+    secret = "loopback-serve-secret-" * 3
+    proc = start("serve", served / "t.db", port, served / "serve.log", {"JWT_SECRET": secret})
+    try:
+        from core.domain import auth
+
+        user = {"Authorization": f"Bearer {auth.mint(secret, sub='u', roles=['user'], ttl_s=60)}"}
+        refused = httpx.post(f"http://127.0.0.1:{port}/api/task", json=hook, headers=user)
+        # THEN dev takes it and serve refuses it, naming the field
+        assert refused.status_code == 400, refused.text
+        assert "webhook" in refused.json()["details"] and "loopback" in refused.json()["details"]
+        assert "loopback" not in (served / "serve.log").read_text()
+    finally:
+        stop(proc)
 
 
 def test_token_command_mints_with_the_secret_beside_the_database(dev: tuple[str, str, Path]) -> None:
@@ -181,6 +216,7 @@ def test_token_command_refuses_bad_input(tmp_path: Path) -> None:
     for args in (
         ["--role", "root", "--sub", "a"],
         ["--role", "service", "--sub", "a"],
+        ["--role", "service", "--sub", "a", "--server-id", "not-registered"],
         ["--sub", "a", "--ttl", "1y"],
     ):
         done = subprocess.run(

@@ -105,11 +105,12 @@ def has_no_rate_headers(reply: Reply) -> bool:
 def assert_refused(reply: Reply, limit: int, words: str) -> None:
     details = reply.error(429, "Too many requests", mentions=(f"Rate limit of {limit} ", words))
     retry_after = int(reply.headers["retry-after"])
-    assert 1 <= retry_after <= 60, reply.headers
+    # Sliding windows: until enough of the past minute has slid out, at most two windows away.
+    assert 1 <= retry_after <= 120, reply.headers
     assert f"retry after {retry_after} s" in details
     got_limit, remaining, reset = rate(reply)
     assert (got_limit, remaining) == (limit, 0)
-    assert abs(reset - time.time() - retry_after) <= 2, (reset, retry_after)
+    assert 0 < reset - time.time() <= 61, reset  # the end of the current window
 
 
 def parallel_posts(api: Api, path: str, token: str, body: Any, n: int) -> list[Reply]:

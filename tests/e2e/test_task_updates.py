@@ -302,3 +302,30 @@ def test_a_subscriber_gets_each_chunk_of_streamed_output(fleet: Fleet) -> None:
             {"type": "output", "taskId": task_id, "index": 0, "data": {"word": "hello"}},
             {"type": "output", "taskId": task_id, "index": 1, "data": ["world"]},
         ]
+
+
+def test_the_connection_ends_when_its_token_expires(fleet: Fleet) -> None:
+    """Security review, finding 5: an open WebSocket outlived its token's `exp`."""
+    # GIVEN a task held PENDING, and a connection whose token expires in 2 s
+    api = fleet.api
+    sub = unique("expiring")
+    task_id = api.create_task(api.token("user", sub))
+    token = api.token("user", sub, ttl_s=2)
+    expires = json.loads(_b64_claims(token))["exp"]
+    with open_ws(fleet.gateway, token) as ws:
+        subscribe(ws, task_id)
+        assert receive(ws)["task"]["id"] == task_id
+        # WHEN the token's exp passes, THEN the server closes the connection with 4401
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=WAIT_S)
+        assert time.time() >= expires - 0.05  # not before its time (clock granularity)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert "Token expired" in closed.value.rcvd.reason
+
+
+def _b64_claims(token: str) -> str:
+    import base64
+
+    payload = token.split(".")[1]
+    return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()

@@ -40,6 +40,8 @@ WEBHOOK_SETTINGS = {
     "WEBHOOK_MAX_ATTEMPTS": MAX_ATTEMPTS,
     "WEBHOOK_RETRY_BASE_DELAY": 100,
     "WEBHOOK_TIMEOUT": 2000,
+    # The receivers are on loopback, which `taskgate serve` refuses unless the operator allows it.
+    "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
 }
 
 
@@ -256,6 +258,7 @@ def test_delivery_continues_after_a_restart_between_attempts(
         **FAST_TIMERS,
         "WEBHOOK_SECRET": "restart-secret",
         "WEBHOOK_RETRY_BASE_DELAY": "3000",
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     }
     command = [*CLI, "serve", "--db", str(db), "--port", str(port)]
     proc = _spawn(command, tmp_path / "first.log", env)

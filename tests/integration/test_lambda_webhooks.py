@@ -57,6 +57,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
         # Retries due at once, so two sweeps make two attempts.
         WEBHOOK_RETRY_BASE_DELAY="0",
         WEBHOOK_MAX_ATTEMPTS="3",
+        # The receiver is on loopback, which a deployed stack refuses unless allowed.
+        WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8",
     ) as account:
         yield account
 

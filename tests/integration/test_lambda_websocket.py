@@ -198,7 +198,9 @@ def not_found(task_id: str) -> dict[str, Any]:
 
 
 def test_connect_records_who_connected_until_the_two_hour_limit(aws: SimpleNamespace) -> None:
-    assert connect("conn-alice=", token("alice")) == {"statusCode": 200}
+    # A token that outlives API Gateway's limit: the limit ends the record (a shorter one
+    # ends it sooner: test_a_connection_ends_with_its_token).
+    assert connect("conn-alice=", token("alice", ttl_s=86_400)) == {"statusCode": 200}
     connection = aws.connections.get_connection("conn-alice=")
     assert connection is not None
     assert (connection.sub, connection.roles, connection.tasks) == ("alice", ["user"], [])
@@ -543,3 +545,49 @@ def test_each_output_chunk_is_posted_and_the_count_it_adds_to_the_task_is_not(
     messages = posted("conn-out")
     assert messages[-1] == {"type": "output", "taskId": task.id, "index": 0, "data": {"text": "hi"}}
     assert [m["type"] for m in messages] == ["task", "output"]
+
+
+def test_a_connection_ends_with_its_token(aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Security review, finding 5, on the AWS path: the connection's records end at the token's
+    exp; after it, a subscribe is refused and closes the connection, and an update closes a
+    subscriber instead of reaching it. The clock is a fake one, moved past exp."""
+    task = new_task(aws, "alice")
+    short = token("alice", ttl_s=60)
+    exp = auth.verify(SECRET, f"Bearer {short}").expires_s
+    assert exp is not None
+    for connection_id in ("conn-subscribes-late", "conn-follows"):
+        assert connect(connection_id, short).get("statusCode", 200) == 200
+    subscribe("conn-follows", task.id)
+    stored = aws.connections.get_connection("conn-follows")
+    assert stored is not None and stored.expires_at == exp  # not API Gateway's two hours
+    before = len(posted("conn-follows"))
+
+    after_exp = (exp + 1) * 1000
+    for module in (ws_api, notifier):
+        monkeypatch.setattr(module.push.context(), "clock", lambda: after_exp)
+    # The @connections calls, stubbed: exactly these, in this order, and nothing else.
+    client = update_push.management_client(
+        update_push.endpoint(load_event("ws-subscribe.json")["requestContext"])
+    )
+    late = {"ConnectionId": "conn-subscribes-late"}
+    with Stubber(client) as stub:
+        stub.add_response("post_to_connection", {}, expected_params={**late, "Data": TOKEN_EXPIRED_MESSAGE})
+        stub.add_response("delete_connection", {}, expected_params=late)
+        subscribe("conn-subscribes-late", task.id)
+        stub.assert_no_pending_responses()
+    assert aws.connections.get_connection("conn-subscribes-late") is None
+
+    start(aws, task)
+    client = update_push.management_client(ENDPOINT)
+    with Stubber(client) as stub:  # the update is not posted: the connection is closed
+        stub.add_response("delete_connection", {}, expected_params={"ConnectionId": "conn-follows"})
+        assert notify(stream_event(aws, task.id), monkeypatch) == {"batchItemFailures": []}
+        stub.assert_no_pending_responses()
+    assert len(posted("conn-follows")) == before
+    assert aws.connections.get_connection("conn-follows") is None
+    assert aws.connections.subscribers(task.id) == []
+
+
+TOKEN_EXPIRED_MESSAGE = (
+    b'{"type":"error","error":"Unauthorized","details":"Token expired: connect again with a new token"}'
+)

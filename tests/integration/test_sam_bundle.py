@@ -31,11 +31,10 @@ ONE_MACHINE = {"uvicorn", "httpx", "aiohttp"}
 # Imported by core directly but declared by pyproject.toml only through botocore.
 DIRECT_EXTRAS = {"urllib3"}
 # Third-party imports in the bundle's modules that the Lambda path never runs: the asyncio
-# backend calls of core/http/backend.py and the one-machine runtime.
+# transport (core/http/aio.py) and the one-machine runtime.
 ONE_MACHINE_IMPORTS = {
-    "core/http/backend.py": {"aiohttp"},
+    "core/http/aio.py": {"aiohttp"},
     "core/local/runtime.py": {"aiohttp"},
-    "core/http/webhook.py": {"aiohttp"},
 }
 # Loaded on the AWS path after import (first request, first message), named here because the
 # handler modules import them lazily.

@@ -110,7 +110,12 @@ def start(ctx: Context, task_id: str, server_id: str) -> Task:
 
 
 def heartbeat(ctx: Context, server_id: str, healthy: bool) -> None:
-    service = Principal(f"server:{server_id}", frozenset({SERVICE}), server_id=server_id)
+    registered = ctx.store.get_server(server_id)
+    assert registered is not None
+    # The server's own token, bound to its registration (as registration returns it).
+    service = Principal(
+        f"server:{server_id}", frozenset({SERVICE}), server_id=server_id, token_id=registered.token_id
+    )
     servers.heartbeat(ctx, service, server_id, Heartbeat(status="healthy" if healthy else "unhealthy"))
 
 

@@ -120,6 +120,7 @@ ROUTES: list[Route] = [
     ),
     Route("GET", "/api/servers/{server}/metrics"),
     Route("POST", "/api/servers/{server}/heartbeat", body=lambda: {"status": "healthy", "activeTasks": 1}),
+    Route("POST", "/api/servers/{server}/token"),
     Route("GET", "/api/stats/tasks"),
     Route("GET", "/api/stats/hourly"),
     Route("GET", "/api/stats/servers/{server}"),

@@ -7,20 +7,14 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import urllib3
 from starlette.testclient import TestClient
 
 from core.config import Config
-from core.domain.models import Endpoints, Server
-from core.domain.protocol import BackendRequest, Kind
-from core.domain.urls import _RESOLVED
-from core.http import backend as backend_http
 from core.local.events import LocalEvents
 from core.local.queue import CallbackQueue
 from core.local.sqlite import SqliteStore
@@ -156,35 +150,7 @@ def test_a_webhook_that_can_reach_a_metadata_address_is_refused(api: Api, url: s
     assert api.store.tasks_by_owner(sub) == []
 
 
-def test_a_name_that_later_resolves_to_a_metadata_address_is_not_called(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """DNS rebinding: the name passed registration; at call time it resolves to the metadata
-    service, and taskgate refuses without sending a byte."""
-    host = "rebinding.example"
-    _RESOLVED.pop(host, None)
-    real = socket.getaddrinfo
-
-    def resolve(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == host:
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 80))]
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    sent: list[str] = []
-
-    class Refusing(urllib3.PoolManager):
-        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-            sent.append(url)
-            raise AssertionError("taskgate called a metadata address")
-
-    url = f"http://{host}/predict"
-    outcome = backend_http.predict_sync(Refusing(), BackendRequest(url, {}, b"{}", 1.0))
-    assert (outcome.kind, outcome.error) == (Kind.FAILED, backend_http.UNSAFE)
-    server = Server(id="s", name="s", endpoints=Endpoints(predict=url, health=url), registered_at=0)
-    assert backend_http.health_sync(Refusing(), server, 1.0) == (False, backend_http.UNSAFE)
-    assert sent == []
-    _RESOLVED.pop(host, None)
+# A name that later resolves to a metadata address: tests/unit/test_outbound_calls.py.
 
 
 def test_matrix_table_is_well_formed() -> None:

@@ -20,7 +20,7 @@ import urllib3
 
 from core.domain.models import Endpoints, Server, ServerStatus, Task, TaskStatus
 from core.domain.protocol import BackendRequest, Kind
-from core.http import backend as backend_http
+from core.http import aio, blocking
 
 
 class Redirector(BaseHTTPRequestHandler):
@@ -94,12 +94,12 @@ def a_task() -> Task:
 def test_the_asyncio_flavour_follows_no_redirect(redirector: str) -> None:
     async def calls() -> None:
         async with aiohttp.ClientSession() as client:
-            outcome = await backend_http.predict_async(client, predict_request(redirector))
+            outcome = await aio.predict_async(client, predict_request(redirector))
             assert outcome.kind is Kind.RETRY, outcome
             assert "307" in (outcome.error or ""), outcome
-            healthy, why = await backend_http.health_async(client, server_at(redirector), 5.0)
+            healthy, why = await aio.health_async(client, server_at(redirector), 5.0)
             assert not healthy and why == "health answered 302"
-            await backend_http.cancel_async(client, a_task(), server_at(redirector))
+            await aio.cancel_async(client, a_task(), server_at(redirector))
 
     asyncio.run(calls())
     assert Redirector.landed == []
@@ -107,8 +107,8 @@ def test_the_asyncio_flavour_follows_no_redirect(redirector: str) -> None:
 
 def test_the_lambda_flavour_follows_no_redirect(redirector: str) -> None:
     pool = urllib3.PoolManager()
-    outcome = backend_http.predict_sync(pool, predict_request(redirector))
+    outcome = blocking.predict_sync(pool, predict_request(redirector))
     assert outcome.kind is Kind.RETRY and "307" in (outcome.error or ""), outcome
-    assert backend_http.health_sync(pool, server_at(redirector), 5.0) == (False, "health answered 302")
-    backend_http.cancel_sync(pool, a_task(), server_at(redirector))
+    assert blocking.health_sync(pool, server_at(redirector), 5.0) == (False, "health answered 302")
+    blocking.cancel_sync(pool, a_task(), server_at(redirector))
     assert Redirector.landed == []

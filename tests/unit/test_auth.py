@@ -9,10 +9,11 @@ import time
 from types import SimpleNamespace
 
 import jwt
+import msgspec
 import pytest
 
 from core.domain import auth
-from core.domain.models import Task, TaskStatus
+from core.domain.models import Endpoints, Server, Task, TaskStatus
 from core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
 
 SECRET = "unit-test-secret-" * 4
@@ -222,3 +223,42 @@ def test_parse_ttl(text: str, seconds: int) -> None:
 def test_parse_ttl_rejects_nonsense(text: str) -> None:
     with pytest.raises(ValueError):
         auth.parse_ttl(text)
+
+
+@pytest.mark.parametrize("roles", [[["admin"]], [{"admin": True}], [1], ["admin", None]])
+def test_roles_that_are_not_strings_are_a_401_not_a_crash(roles: object) -> None:
+    token = jwt.encode({"sub": "s", "roles": roles, "exp": int(time.time()) + 60}, SECRET, "HS256")
+    with pytest.raises(UnauthorizedError, match="roles"):
+        auth.verify(SECRET, bearer(token))
+
+
+def test_a_callback_token_reads_only_its_own_task() -> None:
+    mine = make_task(status=TaskStatus.PROCESSING, server_id="s1", attempts=1)
+    neighbour = msgspec.structs.replace(mine, id="task_2")
+    callback = auth.Principal(
+        sub="x", roles=frozenset({"service"}), server_id="s1", task_id=mine.id, attempt=1
+    )
+    assert auth.visible_task(callback, mine, mine.id) is mine
+    with pytest.raises(NotFoundError):
+        auth.visible_task(callback, neighbour, neighbour.id)
+    # The server's own token still reads every task running on it.
+    own = auth.Principal(sub="server:s1", roles=frozenset({"service"}), server_id="s1")
+    assert auth.visible_task(own, neighbour, neighbour.id) is neighbour
+
+
+def test_a_service_token_is_bound_to_its_registration() -> None:
+    token = auth.mint(SECRET, sub="server:s1", roles=["service"], ttl_s=60, server_id="s1", tid="gen-2")
+    principal = auth.verify(SECRET, bearer(token))
+    assert principal.token_id == "gen-2" and principal.is_server_token
+    server = Server(
+        id="s1", name="s1", endpoints=Endpoints(predict="http://a/p", health="http://a/h"), registered_at=0
+    )
+    assert not auth.is_current_registration(principal, msgspec.structs.replace(server, token_id="gen-1"))
+    assert not auth.is_current_registration(principal, None)
+    assert auth.is_current_registration(principal, msgspec.structs.replace(server, token_id="gen-2"))
+    with pytest.raises(UnauthorizedError, match="revoked"):
+        auth.check_server_access(principal, msgspec.structs.replace(server, token_id="gen-3"))
+    # A token from before tokens carried an id matches only a server registered before, too.
+    legacy = auth.Principal(sub="server:s1", roles=frozenset({"service"}), server_id="s1")
+    assert auth.is_current_registration(legacy, server)
+    assert not auth.is_current_registration(legacy, msgspec.structs.replace(server, token_id="gen-1"))

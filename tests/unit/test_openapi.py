@@ -324,6 +324,9 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
     call("GET", "/api/servers", token=None, expect=401)
     call("GET", "/api/servers/{id}/metrics", id=server_id)
     call("GET", "/api/servers/{id}/metrics", id="nope", expect=404)
+    call("POST", "/api/servers/{id}/token", id=server_id)
+    call("POST", "/api/servers/{id}/token", id="nope", expect=404)
+    call("POST", "/api/servers/{id}/token", id=server_id, token="user", expect=403)
 
     # Tasks: PENDING (held: no server has its capability), PROCESSING, COMPLETED, retried.
     task = {**EXAMPLE_TASK, "capabilities": ["video", "held-for-test"]}
@@ -374,7 +377,10 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
     assert call("POST", "/api/task", json=task, token="user", headers=keyed)["id"] == first["id"]
     call("POST", "/api/task", json={**task, "priority": 9}, token="user", headers=keyed, expect=409)
     call("POST", "/api/task", json=task, token="user", headers={"Idempotency-Key": ""}, expect=400)
-    hooked = call("POST", "/api/task", json={**task, "webhook": f"{dead}/hook"}, token="user")["id"]
+    # A public receiver (webhooks refuse loopback); never called: no dispatcher runs here.
+    hooked = call("POST", "/api/task", json={**task, "webhook": "https://hooks.example.com/h"}, token="user")[
+        "id"
+    ]
     call("POST", "/api/task/{id}/cancel", id=hooked, token="user")
     deliveries = call("GET", "/api/task/{id}/webhooks", id=hooked, token="user")["deliveries"]
     assert [(d["taskStatus"], d["state"], d["attempts"]) for d in deliveries] == [

@@ -106,9 +106,9 @@ def test_errors_carry_the_backends_words_bounded() -> None:
 
 
 def test_transport_failure_is_a_failed_attempt() -> None:
-    outcome = transport_failure(ConnectionRefusedError())
+    outcome = transport_failure(ConnectionRefusedError(), "gpu-1")
     assert outcome.kind is Kind.RETRY
-    assert outcome.error == "Backend unreachable (ConnectionRefusedError)"  # no address: users read it
+    assert outcome.error == "Server gpu-1 unreachable (ConnectionRefusedError)"
 
 
 def test_health_must_name_the_registered_server_if_it_names_one() -> None:

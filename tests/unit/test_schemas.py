@@ -87,3 +87,65 @@ def test_update_status_is_limited_to_what_a_backend_may_report() -> None:
     with pytest.raises(ValidationError, match="Invalid field status"):
         decode(b'{"status": "PENDING"}', UpdateTask)
     assert decode(b'{"status": "COMPLETED", "result": [1, 2]}', UpdateTask).result == [1, 2]
+
+
+# -- the OpenAPI document says exactly what is accepted (security review, finding 6) ------------
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer() -> None:
+    """JSON Schema's `integer` includes 79.0; the server reads it as 79, in integer fields only."""
+    from core.domain import schemas
+
+    body = b'{"type": "x", "priority": 5.0, "timeout": 60000.0, "payload": {"ratio": 2.0}}'
+    task = schemas.decode(body, schemas.CreateTask)
+    assert (task.priority, task.timeout, task.payload) == (5, 60000, {"ratio": 2.0})
+    assert isinstance(task.payload["ratio"], float)  # the payload is the user's, untouched
+    with pytest.raises(ValidationError, match="priority"):
+        schemas.decode(b'{"type": "x", "priority": 5.5, "payload": {}}', schemas.CreateTask)
+    with pytest.raises(ValidationError, match="priority"):
+        schemas.decode(b'{"type": "x", "priority": "5", "payload": {}}', schemas.CreateTask)
+    assert schemas.decode(b'{"activeTasks": 3.0}', schemas.Heartbeat).active_tasks == 3
+
+
+@pytest.mark.parametrize(
+    ("date", "valid"),
+    [
+        ("2024-02-29", True),
+        ("2000-02-29", True),
+        ("0004-02-29", True),
+        ("0001-01-01", True),
+        ("9999-12-31", True),
+        ("2023-02-29", False),
+        ("1900-02-29", False),
+        ("0000-02-29", False),
+        ("0000-00-00", False),
+        ("2024-04-31", False),
+        ("2024-13-01", False),
+        ("2024-1-01", False),
+    ],
+)
+def test_the_documented_date_pattern_is_exactly_the_dates_the_server_reads(date: str, valid: bool) -> None:
+    import datetime
+    import re
+
+    from core.domain.schemas import ISO_DATE
+
+    assert bool(re.fullmatch(ISO_DATE, date)) is valid
+    try:
+        datetime.date.fromisoformat(date)
+        parsed = len(date) == 10
+    except ValueError:
+        parsed = False
+    assert parsed is valid
+
+
+def test_a_cursor_is_a_position_the_document_can_state() -> None:
+    import re
+
+    from core.services import task_listing
+
+    cursor = task_listing.encode_cursor("1704557355000#task_abc")
+    assert re.fullmatch(task_listing.CURSOR_PATTERN, cursor)
+    assert task_listing.decode_cursor(cursor) == "1704557355000#task_abc"
+    # the base64 form of earlier releases is still read
+    assert task_listing.decode_cursor("MTcwNDU1NzM1NTAwMCN0YXNrX2FiYw") == "1704557355000#task_abc"

@@ -133,3 +133,17 @@ async def test_a_connection_follows_at_most_max_subscriptions(
     hub.subscribe(ctx, follower, third)
     hub.drop(follower)
     assert [hub.followers(t) for t in (first, second, third)] == [0, 0, 0]
+
+
+def test_a_subscribe_after_the_token_expired_is_refused() -> None:
+    """The close at `exp` races a subscribe already on its way: the subscribe loses."""
+    from core.domain import auth as _auth
+    from core.errors import UnauthorizedError
+    from core.services import updates
+
+    principal = _auth.Principal(sub="alice", roles=frozenset({"user"}), expires_s=1_000)
+    updates.check_live(principal, 999_999)  # one millisecond before
+    with pytest.raises(UnauthorizedError, match="Token expired"):
+        updates.check_live(principal, 1_000_000)
+    assert updates.seconds_left(principal, 998_500) == 1.5
+    assert updates.seconds_left(_auth.Principal(sub="a", roles=frozenset({"user"})), 0) is None

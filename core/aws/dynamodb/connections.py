@@ -135,21 +135,29 @@ class ConnectionStore:
 
     def subscribers(self, task_id: str) -> list[str]:
         """Pattern 24: the connections following a task (one Query of its SUBS partition)."""
-        found: list[str] = []
+        return list(self.subscriber_ends(task_id))
+
+    def subscriber_ends(self, task_id: str) -> dict[str, int]:
+        """Pattern 24, with when each subscriber's connection ends (its token's expiry, or
+        API Gateway's limit): connection id -> epoch seconds."""
+        found: dict[str, int] = {}
         start: Any = None
         while True:
             request: dict[str, Any] = {
                 "TableName": self.table_name,
                 "KeyConditionExpression": "PK = :subs",
                 "ExpressionAttributeValues": {":subs": {"S": subscriptions_partition(task_id)}},
-                "ProjectionExpression": "connection_id",
+                "ProjectionExpression": "connection_id, #ends",
+                "ExpressionAttributeNames": {"#ends": TTL},
                 "ConsistentRead": True,
             }
             if start is not None:
                 request["ExclusiveStartKey"] = start
             with translated_errors():
                 page = self._client.query(**request)
-            found.extend(item["connection_id"]["S"] for item in page.get("Items", []))
+            for item in page.get("Items", []):
+                ends = item.get(TTL, {}).get("N")
+                found[item["connection_id"]["S"]] = int(ends) if ends is not None else 2**62
             start = page.get("LastEvaluatedKey")
             if start is None:
                 return found

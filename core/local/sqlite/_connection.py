@@ -3,6 +3,8 @@ entity's part of SqliteStore builds on it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -16,6 +18,18 @@ from core.local.sqlite._rows import column_value
 from core.local.sqlite._schema import migrate
 
 
+def _create_private(path: str) -> None:
+    """The database holds every server's apiKey: readable by its owner only (0600). SQLite
+    creates the -wal and -shm files with the database file's permissions."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)  # made before this release, or under another umask
+
+
 class SqliteDatabase:
     """`SqliteDatabase(path)`: opens (creating or migrating) the file at `path`."""
 
@@ -24,6 +38,7 @@ class SqliteDatabase:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        _create_private(path)
         migrate(self._conn())
 
     def _conn(self) -> sqlite3.Connection:

@@ -143,9 +143,13 @@ _STEP_2 = (
     "ALTER TABLE servers ADD COLUMN slow_start_from INTEGER",
 )
 
-# Step 3: a task's history (one entry per attempt, JSON) and streamed output (its chunks in
+# Step 3: a server's service token is bound to its registration (docs/SECURITY.md); servers
+# registered before keep "" and their id-less tokens until a rotation.
+_STEP_3 = ("ALTER TABLE servers ADD COLUMN token_id TEXT NOT NULL DEFAULT ''",)
+
+# Step 4: a task's history (one entry per attempt, JSON) and streamed output (its chunks in
 # their own table, counted on the task).
-_STEP_3 = """
+_STEP_4 = """
 ALTER TABLE tasks ADD COLUMN history BLOB;
 ALTER TABLE tasks ADD COLUMN output_chunks INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT 0;
@@ -160,7 +164,7 @@ CREATE TABLE IF NOT EXISTS task_output (
 );
 """
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2, _statements(_STEP_3))
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2, _STEP_3, _statements(_STEP_4))
 
 
 class SchemaVersionError(RuntimeError):

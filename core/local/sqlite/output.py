@@ -1,4 +1,4 @@
-"""A task's streamed output in SQLite: one `task_output` row per chunk (schema version 3),
+"""A task's streamed output in SQLite: one `task_output` row per chunk (schema version 4),
 written in the same IMMEDIATE transaction as its count on the task."""
 
 from __future__ import annotations

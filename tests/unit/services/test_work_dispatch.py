@@ -376,7 +376,9 @@ def test_the_async_driver_sends_a_deferred_cancel_in_the_background(
         def spawn(call: Coroutine[Any, Any, None]) -> None:
             background.append(asyncio.ensure_future(call))
 
-        await work.run_async(work.execute(ctx, assignment, in_flight), remote, spawn)
+        # Bounded: a driver that awaited the cancel would wait for the event forever.
+        job = work.run_async(work.execute(ctx, assignment, in_flight), remote, spawn)
+        await asyncio.wait_for(job, timeout=5)
         # The job finished while its cancel call still waits: nothing waited for the backend.
         assert len(background) == 1 and not remote.cancel_done
         remote.release_cancel.set()
@@ -386,3 +388,22 @@ def test_the_async_driver_sends_a_deferred_cancel_in_the_background(
     asyncio.run(scenario())
     assert status(ctx, task) is TaskStatus.CANCELLED
     assert [kind for kind, _ in transport.calls] == ["predict", "cancel"]
+
+
+class BrokenTransport(ScriptedTransport):
+    def predict(self, request: BackendRequest) -> Outcome:
+        raise RuntimeError("transport bug")
+
+
+def test_a_transport_that_raises_closes_the_job_and_reaches_the_caller(ctx: Context) -> None:
+    add_server(ctx, "gpu-1")
+    task = submit(ctx)
+    [assignment] = drain_all(ctx)
+    in_flight = work.PredictsInFlight()
+
+    job = work.execute(ctx, assignment, in_flight)  # held here: only `run` can close it
+    with pytest.raises(RuntimeError, match="transport bug"):
+        work.run(job, BrokenTransport())
+
+    assert not in_flight.defer_cancel(task.id)  # the job's bookkeeping was undone
+    assert status(ctx, task) is TaskStatus.PROCESSING  # left to the sweeper's timeout

@@ -17,7 +17,8 @@ from core.services.webhook_delivery import WebhookOutcome
 from tests.unit.services.conftest import ALICE, add_server
 from tests.unit.services.fakes import FakeClock, RecordingQueue, ScriptedTransport
 
-HOOK = "http://127.0.0.1:9/hook"
+# A public receiver: webhooks refuse loopback unless allowed; the scripted transport never calls it.
+HOOK = "https://hooks.example.com/hook"
 
 
 def finished_with_webhook(ctx: Context, transport: ScriptedTransport) -> Task:
