@@ -11,6 +11,9 @@ own Context), fed the events API Gateway and the SQS event source mapping would 
     complete   PUT /api/task/{id} {"status": "COMPLETED", "result": ...}
     drain      handlers.dispatcher fed the drain hint that completion sent (a freed slot)
     get        GET /api/task/{id} by the owner
+    statistics the table's stream, through each consumer's filter (template.yaml): the
+               statistics function, and the WebSocket notifier (nobody follows these tasks,
+               so its filter passes nothing: it is neither invoked nor reads the table)
 
 Every request any botocore client makes is seen by handlers appended to botocore's
 BUILTIN_HANDLERS (as moto does; every session and client created afterwards has them):
@@ -22,7 +25,12 @@ Scenarios: `alone`, one task with every per-container cache cold (the fleet view
 each step: traffic under one task a second); `burst`, --burst tasks created together, their
 messages delivered in batches of 10, then each reported, completed and read (per-task means).
 
-    python -m bench.cost [--burst 10] [--result-bytes 200]
+    python -m bench.cost [--burst 10] [--result-bytes 200] [--payload-bytes 1024]
+    python -m bench.cost --json
+
+--json runs the burst for a 1 KB and a 64 KB payload and ends with one line, a JSON object:
+{"payload_1kb": {"requests_per_task", "wru_per_task", "rru_per_task", "usd_per_million", ...},
+"payload_64kb": {...}}, requests being DynamoDB + SQS requests of our code per task.
 """
 
 from __future__ import annotations
@@ -70,6 +78,10 @@ PRICES = {
     "ddb_per_million_rru": 0.125,
     # https://aws.amazon.com/sqs/pricing/ : standard queue, per 64 KB chunk of a request.
     "sqs_per_million": 0.40,
+    # https://aws.amazon.com/s3/pricing/ : S3 Standard, PUT $0.005 and GET $0.0004 per 1,000
+    # (large payloads; their storage, a few days of 64 KB, is under a cent per million tasks).
+    "s3_put_per_million": 5.00,
+    "s3_get_per_million": 0.40,
 }
 # Lambda duration model (assumed, not measured: moto answers in-process): own work per
 # invocation, plus one in-region round trip per DynamoDB or SQS request, plus the predict call.
@@ -115,8 +127,20 @@ def write_units(before: dict[str, Any] | None, after: dict[str, Any] | None) -> 
     return max(1, math.ceil(max(item_size(before), item_size(after)) / 1024))
 
 
-# Each index entry: the projected item (ALL) plus 100 bytes of index overhead.
+# Each index entry: the projected attributes plus 100 bytes of index overhead.
 INDEX_OVERHEAD = 100
+# What each index projects (template.yaml): None for ALL, else the attributes it carries
+# besides the table's and its own keys. Set by main() from the template.
+PROJECTIONS: dict[str, frozenset[str] | None] = {}
+
+
+def projected(index: str, keys: tuple[str, str], item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of `item` an index entry holds."""
+    carried = PROJECTIONS.get(index)
+    if item is None or carried is None:
+        return item
+    kept = carried | set(keys) | {"PK", "SK"}
+    return {name: value for name, value in item.items() if name in kept}
 
 
 def index_writes(
@@ -128,11 +152,12 @@ def index_writes(
     for name, keys in indexes.items():
         old = before is not None and all(k in before for k in keys)
         new = after is not None and all(k in after for k in keys)
-        size = max(item_size(before) if old else 0, item_size(after) if new else 0) + INDEX_OVERHEAD
+        old_entry, new_entry = projected(name, keys, before), projected(name, keys, after)
+        size = max(item_size(old_entry) if old else 0, item_size(new_entry) if new else 0) + INDEX_OVERHEAD
         units = math.ceil(size / 1024)
         if old and new:
             moved = any(before[k] != after[k] for k in keys)  # type: ignore[index]
-            writes = 2 if moved else (1 if before != after else 0)
+            writes = 2 if moved else (1 if old_entry != new_entry else 0)
         else:
             writes = int(old or new)
         if writes:
@@ -306,6 +331,8 @@ def describe(operation: str, params: dict[str, Any]) -> str:
         return {"taskId": "task message", "drain": "drain hint", "checkServer": "check-server hint"}.get(
             next(iter(body)), "message"
         ) + delay
+    if operation in ("PutObject", "GetObject"):
+        return "large payload (S3)"
     if operation in ("ReceiveMessage", "DeleteMessage", "DeleteMessageBatch"):
         return "event source mapping"
     if operation == "TransactWriteItems":
@@ -426,6 +453,7 @@ class Aws:
     queue_arn: str
     functions: dict[str, ModuleType]
     stream: Any  # tools.moto_env.StreamReader over the table's stream, uncounted
+    notifier_stream: Any  # the same, through the notifier's filter
     timings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
@@ -518,14 +546,19 @@ class Aws:
         the stream are free for Lambda triggers and not counted. Returns the batches."""
         with self.meter.uncounted():
             records = self.stream.read(limit=1000)
+            followed = self.notifier_stream.read(limit=1000)
         for start in range(0, len(records), 100):
             self.invoke("stats_stream", {"Records": records[start : start + 100]})
+        for start in range(0, len(followed), 100):
+            self.invoke("notifier", {"Records": followed[start : start + 100]})
         return (len(records) + 99) // 100
 
     def cold_caches(self) -> None:
         """As if more than FLEET_CACHE and the drain coalescing window had passed."""
         for module in self.functions.values():
             app = getattr(module, "app", None)
+            if app is None and not hasattr(module, "context"):
+                continue  # the notifier keeps no fleet view
             ctx = app.state.context if app is not None else module.context._context
             if ctx is not None:
                 ctx.fleet.invalidate()
@@ -545,6 +578,8 @@ def start_aws(meter: Meter, modules: dict[str, ModuleType]) -> Aws:
     with meter.uncounted():
         table = create_table(dynamodb)
         queue_url = sqs.create_queue(QueueName="taskgate-tasks")["QueueUrl"]
+        session.create_client("s3", region_name=REGION).create_bucket(Bucket="taskgate-bench-payloads")
+        os.environ["PAYLOAD_BUCKET"] = "taskgate-bench-payloads"
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -553,17 +588,22 @@ def start_aws(meter: Meter, modules: dict[str, ModuleType]) -> Aws:
     for module in modules.values():  # a fresh container each: no Context yet
         if hasattr(module, "app"):
             module.app.state.context = None
+        elif hasattr(module, "push"):  # the notifier
+            module.push.reset()
         else:
             module.context.reset()
     with meter.uncounted():
         from tools.moto_env import StreamReader, stream_filters, streams_client
 
         stream_arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-        stream = StreamReader(
-            streams_client(), stream_arn, stream_filters(load_template(), "StatsStreamFunction")
-        )
+        template = load_template()
+        stream = StreamReader(streams_client(), stream_arn, stream_filters(template, "StatsStreamFunction"))
         stream.read(limit=1000)  # the registration's writes: setup, not the task's
-    return Aws(meter, sqs, queue_url, queue_arn, modules, stream)
+        notifier_stream = StreamReader(
+            streams_client(), stream_arn, stream_filters(template, "NotifierFunction")
+        )
+        notifier_stream.read(limit=1000)
+    return Aws(meter, sqs, queue_url, queue_arn, modules, stream, notifier_stream)
 
 
 # -- scenarios -----------------------------------------------------------------------------
@@ -577,22 +617,28 @@ class Run:
     timings: dict[str, list[float]]
 
 
-def scenario(name: str, tasks: int, result_bytes: int, indexes: dict[str, tuple[str, str]]) -> Run:
+def scenario(
+    name: str, tasks: int, result_bytes: int, indexes: dict[str, tuple[str, str]], payload_bytes: int = 0
+) -> Run:
     from moto import mock_aws
 
     from core.aws.dynamodb import keys
     from core.domain import auth
+    from tools.moto_env import one_request_at_a_time
 
     meter = Meter(table="", key_names=keys.KEY_ATTRIBUTES, indexes=indexes)
     backend = Backend()
     body = json.loads(load_event("api-create-task.json")["body"])
+    if payload_bytes:  # the example payload, padded to about that many bytes of JSON
+        padding = max(0, payload_bytes - len(json.dumps(body["payload"])) - len(', "padding": ""'))
+        body["payload"] = {**body["payload"], "padding": "x" * padding}
     result = {"output_url": "https://example.com/out.mp4", "notes": "x" * max(0, result_bytes - 60)}
-    with mock_aws(), meter.installed():
+    with one_request_at_a_time(), mock_aws(), meter.installed():
         import importlib
 
         modules = {
             n: importlib.import_module(f"handlers.{n}")
-            for n in ("tasks", "servers", "dispatcher", "stats_stream")
+            for n in ("tasks", "servers", "dispatcher", "stats_stream", "notifier")
         }
         aws = start_aws(meter, modules)
         admin = auth.mint(SECRET, sub="root", roles=["admin"], ttl_s=3600)
@@ -647,6 +693,8 @@ OPERATIONS = (
     "TransactWriteItems",
     "BatchGetItem",
     "SendMessage",
+    "PutObject",
+    "GetObject",
 )
 
 
@@ -713,6 +761,8 @@ def cost(run: Run, memory_mb: int, architecture: str) -> dict[str, float]:
     gb_s = duration_ms / 1000 * memory_mb / 1024
     per_gb_s = PRICES["lambda_arm_per_gb_s" if architecture == "arm64" else "lambda_x86_per_gb_s"]
     sqs_requests = sum(r.service == "sqs" for r in ours) + len(esm)
+    puts = sum(r.operation == "PutObject" for r in ours)
+    gets = sum(r.operation == "GetObject" for r in ours)
     n = run.tasks
     return {
         "API Gateway HTTP API requests": http / n * PRICES["apigw_http_per_million"],
@@ -723,7 +773,12 @@ def cost(run: Run, memory_mb: int, architecture: str) -> dict[str, float]:
         * PRICES["ddb_per_million_wru"],
         "DynamoDB reads": sum(r.rru for r in ours) / n * PRICES["ddb_per_million_rru"],
         "SQS requests (ours + event source mapping)": sqs_requests / n * PRICES["sqs_per_million"],
+        "S3 requests (large payloads)": (
+            puts * PRICES["s3_put_per_million"] + gets * PRICES["s3_get_per_million"]
+        )
+        / n,
         "_http": http / n,
+        "_s3": (puts + gets) / n,
         "_invocations": invocations / n,
         "_gb_s": gb_s / n,
         "_sqs": sqs_requests / n,
@@ -744,6 +799,7 @@ def cost_table(runs: list[Run], memory_mb: int, architecture: str) -> None:
         "DynamoDB writes (table + indexes)": "_wru",
         "DynamoDB reads": "_rru",
         "SQS requests (ours + event source mapping)": "_sqs",
+        "S3 requests (large payloads)": "_s3",
     }
     for component, unit in units.items():
         cells = " | ".join(f"{figures[r.name][unit]:.4g} | {figures[r.name][component]:.2f}" for r in runs)
@@ -760,12 +816,47 @@ def cost_table(runs: list[Run], memory_mb: int, architecture: str) -> None:
     print("prices used: " + ", ".join(f"{k} {v}" for k, v in PRICES.items()))
 
 
+PAYLOADS = {"payload_1kb": 1024, "payload_64kb": 64 * 1024}
+
+
+def by_payload(
+    burst: int, result_bytes: int, indexes: dict[str, tuple[str, str]], memory_mb: int, architecture: str
+) -> dict[str, dict[str, float]]:
+    """The burst scenario at each payload size: its tables, then the figures the JSON line
+    carries (requests per task: DynamoDB + SQS requests of our code, as the target counts)."""
+    found: dict[str, dict[str, float]] = {}
+    for key, size in PAYLOADS.items():
+        run = scenario(f"burst, {size // 1024} KB payload", burst, result_bytes, indexes, size)
+        request_table(run)
+        cost_table([run], memory_mb, architecture)
+        ours = [r for r in run.meter.requests if r.actor == "taskgate" and r.step in STEPS]
+        figures = cost(run, memory_mb, architecture)
+        found[key] = {
+            "payload_bytes": size,
+            "requests_per_task": round(per_task(run, ours), 2),
+            "wru_per_task": round(figures["_wru"], 2),
+            "rru_per_task": round(figures["_rru"], 2),
+            "lambda_invocations_per_task": round(figures["_invocations"], 2),
+            "usd_per_million": round(sum(v for k, v in figures.items() if not k.startswith("_")), 2),
+        }
+    small, large = found["payload_1kb"], found["payload_64kb"]
+    print(
+        f"\ntargets: requests per task at 1 KB {small['requests_per_task']:g} (at most {TARGET_REQUESTS});"
+        f" 64 KB costs {large['usd_per_million'] / small['usd_per_million']:.2f}x the 1 KB cost (at most 3x)"
+    )
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--burst", type=int, default=10, help="tasks in the burst scenario")
     parser.add_argument("--result-bytes", type=int, default=200, help="size of the result a backend reports")
+    parser.add_argument("--payload-bytes", type=int, default=0, help="pad the example payload to this size")
+    parser.add_argument(
+        "--json", action="store_true", help="1 KB and 64 KB payloads; the last line is one JSON object"
+    )
     args = parser.parse_args()
 
     os.environ.update(
@@ -779,6 +870,7 @@ def main() -> None:
             # The functions' own log lines and EMF blobs would bury the report (they cost no request).
             "POWERTOOLS_LOG_LEVEL": "WARNING",
             "POWERTOOLS_METRICS_DISABLED": "true",
+            "WEBSOCKET_ENDPOINT": "https://ws123xyz.execute-api.us-east-1.amazonaws.com/prod",
         }
     )
     for name in [
@@ -795,6 +887,13 @@ def main() -> None:
         index["IndexName"]: tuple(k["AttributeName"] for k in index["KeySchema"])
         for index in table.get("GlobalSecondaryIndexes", [])
     }
+    for index in table.get("GlobalSecondaryIndexes", []):
+        projection = index["Projection"]
+        PROJECTIONS[index["IndexName"]] = (
+            None
+            if projection["ProjectionType"] == "ALL"
+            else frozenset(projection.get("NonKeyAttributes", []))
+        )
     function = template["Globals"]["Function"]
     memory_mb, architecture = int(function["MemorySize"]), function.get("Architectures", ["x86_64"])[0]
 
@@ -803,9 +902,12 @@ def main() -> None:
         f"table indexes: {', '.join(indexes)}; Lambda memory {memory_mb} MB, {architecture} (template.yaml Globals)"
     )
     print(f"source tree: {source_tree()}")
+    if args.json:
+        print(json.dumps(by_payload(args.burst, args.result_bytes, indexes, memory_mb, architecture)))
+        return
     runs = [
-        scenario("alone", 1, args.result_bytes, indexes),
-        scenario("burst", args.burst, args.result_bytes, indexes),
+        scenario("alone", 1, args.result_bytes, indexes, args.payload_bytes),
+        scenario("burst", args.burst, args.result_bytes, indexes, args.payload_bytes),
     ]
     for run in runs:
         request_table(run)

@@ -10,7 +10,10 @@ that happens on the first request, not at import, to keep this function's cold s
 from __future__ import annotations
 
 import functools
+import html
+import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -68,15 +71,45 @@ DASHBOARD_ASSETS = {
     "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
-# No inline script or style, nothing from another origin; the API and /ws are same-origin.
+# No inline script or style, nothing from another origin: the API is same-origin, and so is
+# /ws on one machine. On AWS task updates come from the WebSocket API, another origin: its URL
+# (WEBSOCKET_URL, set by template.yaml) is told to the page and allowed by connect-src.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'{websocket}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 DASHBOARD_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'",
+    "Content-Security-Policy": CSP.format(websocket=""),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+WEBSOCKET_META = '<meta name="taskgate-websocket" content="{url}">'
+
+
+def websocket_url() -> str | None:
+    """WEBSOCKET_URL if set; a value that is not a plain ws(s) URL is refused at once (it goes
+    into a header and the page)."""
+    value = os.environ.get("WEBSOCKET_URL", "")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("wss", "ws") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"WEBSOCKET_URL must be a ws:// or wss:// URL without a query, got {value!r}")
+    if any(c in value for c in " ;,'\"<>\n\r"):
+        raise ValueError(f"WEBSOCKET_URL has a character a URL here may not: {value!r}")
+    return value
+
+
+@functools.cache
+def dashboard_page(url: str | None) -> tuple[bytes, dict[str, str]]:
+    """index.html and its headers, told the WebSocket API's URL when there is one."""
+    page = (DASHBOARD_DIR / "index.html").read_text(encoding="utf-8")
+    if url is None:
+        return page.encode(), DASHBOARD_HEADERS
+    meta = WEBSOCKET_META.format(url=html.escape(url, quote=True))
+    page = page.replace('<meta charset="utf-8">', f'<meta charset="utf-8">\n  {meta}', 1)
+    return page.encode(), {**DASHBOARD_HEADERS, "Content-Security-Policy": CSP.format(websocket=f" {url}")}
 
 
 @functools.cache
@@ -122,7 +155,8 @@ async def root(request: Request) -> Response:
 
 
 async def dashboard(request: Request) -> Response:
-    return FileResponse(DASHBOARD_DIR / "index.html", media_type="text/html", headers=DASHBOARD_HEADERS)
+    page, headers = dashboard_page(websocket_url())
+    return Response(page, media_type="text/html", headers=headers)
 
 
 async def dashboard_asset(request: Request) -> Response:

@@ -16,7 +16,8 @@ context = LazyContext(build_context)
 
 
 def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> dict[str, Any]:
-    report = dataclasses.asdict(lambda_runtime.sweep(context(), lambda_runtime.shared_pool()))
+    budget = lambda_runtime.Budget(lambda_context.get_remaining_time_in_millis())
+    report = dataclasses.asdict(lambda_runtime.sweep(context(), lambda_runtime.shared_pool(), budget))
     logger.info("sweep done", extra={"sweep": report})
     return report
 

@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from core.domain import prefer
 from core.domain.schemas import AppendOutput, CreateTask, UpdateTask, decode
+from core.errors import PayloadTooLargeError
 from core.services import idempotency, output, task_listing, task_view, tasks, webhook_delivery
 from handlers._http import (
     authenticated,
@@ -80,7 +81,14 @@ async def get_task(request: Request) -> Response:
 @authenticated
 async def update_task(request: Request) -> Response:
     task_id = path_id(request, "id", "task")
-    body = decode(await read_body(request), UpdateTask)
+    try:
+        raw = await read_body(request)
+    except PayloadTooLargeError:
+        # A result over the maximum cannot be kept: the task fails saying so, rather than
+        # wait for its timeout with the backend's work done and lost.
+        tasks.refuse_oversized_report(context(request), principal(request), task_id)
+        raise
+    body = decode(raw, UpdateTask)
     task = tasks.report(context(request), principal(request), task_id, body)
     return json_response(task.to_api())
 

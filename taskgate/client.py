@@ -12,50 +12,50 @@ or raises a `taskgate.errors.TaskgateError` subclass.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
 import httpx
 
-from taskgate._http import Connection, Day, day_query, segment
-from taskgate.errors import RateLimited, WaitTimeout
+from taskgate import _api
+from taskgate._following import Following
+from taskgate._http import Connection, Day
+from taskgate._waiting import FIRST_PAUSE, LAST_PAUSE
 from taskgate.models import (
     AlgorithmSet,
     HeartbeatReply,
     HourlyReport,
     LoadBalancerStatus,
     MaintenanceReply,
+    OutputAccepted,
+    Overview,
+    QueueSummary,
     Server,
-    ServerList,
     ServerMetrics,
     ServerRegistered,
     ServerStats,
+    ServerToken,
     ServerUnregistered,
     Task,
     TaskAction,
     TaskCreated,
+    TaskPage,
     TaskStats,
+    TaskSummary,
+    WebhookDeliveries,
 )
 
-__all__ = ["Client"]
-
-# `async_=False` makes the gateway hold the request up to 25 s before it answers.
-SYNC_CREATE_TIMEOUT = 40.0
-# wait(): the pause between polls grows from the first to the last, so a long wait costs about
-# one request a second, well inside the default rate limit (100 a minute).
-FIRST_PAUSE = 0.1
-LAST_PAUSE = 1.0
-PAUSE_GROWTH = 1.5
+__all__ = ["FIRST_PAUSE", "LAST_PAUSE", "Client"]
 
 
-class Client:
+class Client(Following):
     """A connection to one taskgate deployment, as one principal (the token's).
 
     `url` defaults to $TASKGATE_URL (else http://localhost:8787), `token` to $TASKGATE_TOKEN;
     `timeout` is the per-request timeout in seconds. `transport` replaces the HTTP transport
     (httpx's), for tests or proxies. Close it, or use it as a context manager.
+    `taskgate.async_client.AsyncClient` has the same methods, as coroutines.
     """
 
     def __init__(
@@ -94,7 +94,23 @@ class Client:
         timeout: int | None = ...,
         webhook: str | None = ...,
         idempotency_key: str | None = ...,
+        wait: None = ...,
     ) -> TaskCreated: ...
+
+    @overload
+    def create_task(
+        self,
+        type: str,
+        payload: Mapping[str, Any],
+        priority: int = ...,
+        *,
+        capabilities: Sequence[str] | None = ...,
+        async_: bool = ...,
+        timeout: int | None = ...,
+        webhook: str | None = ...,
+        idempotency_key: str | None = ...,
+        wait: float,
+    ) -> Task: ...
 
     @overload
     def create_task(
@@ -108,6 +124,7 @@ class Client:
         timeout: int | None = ...,
         webhook: str | None = ...,
         idempotency_key: str | None = ...,
+        wait: float | None = ...,
     ) -> Task: ...
 
     @overload
@@ -122,6 +139,7 @@ class Client:
         timeout: int | None = ...,
         webhook: str | None = ...,
         idempotency_key: str | None = ...,
+        wait: float | None = ...,
     ) -> TaskCreated | Task: ...
 
     def create_task(
@@ -135,74 +153,96 @@ class Client:
         timeout: int | None = None,
         webhook: str | None = None,
         idempotency_key: str | None = None,
+        wait: float | None = None,
     ) -> TaskCreated | Task:
         """Submit a task (`priority` 0-10, higher first; `timeout` its execution timeout in ms).
 
         With `async_=True` the reply is the queued task's id and status. With `async_=False`
-        the gateway waits up to 25 s and returns the finished task, or the task as it stands
-        then. `idempotency_key` is sent as the `Idempotency-Key` header: the same key and body
+        the gateway waits (25 s by default) and returns the finished task, or the task as it
+        stands then. `wait=N` (1-60 s) sends `Prefer: wait=N`: the gateway answers when the
+        task ends or after N s (capped by the deployment), with the task as it stands.
+        `idempotency_key` is sent as the `Idempotency-Key` header: the same key and body
         within 24 h return the first task instead of creating another.
         """
-        body: dict[str, Any] = {"type": type, "priority": priority, "payload": payload, "async": async_}
-        optional = {"capabilities": capabilities, "timeout": timeout, "webhook": webhook}
-        body.update({name: value for name, value in optional.items() if value is not None})
-        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
-        if async_:
-            return self._http.call("POST", "/api/task", TaskCreated, body=body, headers=headers)
-        return self._http.call(
-            "POST", "/api/task", Task, body=body, headers=headers, timeout=SYNC_CREATE_TIMEOUT
+        call = _api.create_task(
+            type,
+            payload,
+            priority,
+            capabilities=capabilities,
+            async_=async_,
+            timeout=timeout,
+            webhook=webhook,
+            idempotency_key=idempotency_key,
+            wait=wait,
         )
+        created: TaskCreated | Task = self._http.send(call)
+        return created
 
     def get_task(self, task_id: str) -> Task:
-        return self._http.call("GET", f"/api/task/{segment(task_id)}", Task)
+        task: Task = self._http.send(_api.get_task(task_id))
+        return task
+
+    def get_task_json(self, task_id: str) -> dict[str, Any]:
+        """The task exactly as the gateway sent it: every field, also those of a newer
+        gateway that this client's `Task` does not know."""
+        body: dict[str, Any] = self._http.send(_api.get_task(task_id, as_sent=True))
+        return body
+
+    def list_tasks(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> TaskPage:
+        """One page of tasks, newest first (a user's own; an admin's: everyone's), of this
+        status if given; `limit` 1-200 (default 50); `cursor` is a page's `next_cursor`."""
+        page: TaskPage = self._http.send(_api.list_tasks(status, limit, cursor))
+        return page
+
+    def iter_tasks(self, *, status: str | None = None, page_size: int | None = None) -> Iterator[TaskSummary]:
+        """Every task, newest first, fetching page after page as it is iterated."""
+        cursor: str | None = None
+        while True:
+            page = self.list_tasks(status=status, limit=page_size, cursor=cursor)
+            yield from page.tasks
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def cancel_task(self, task_id: str) -> TaskAction:
         """Cancel a PENDING or PROCESSING task; a finished one is a `Conflict`."""
-        return self._http.call("POST", f"/api/task/{segment(task_id)}/cancel", TaskAction)
+        reply: TaskAction = self._http.send(_api.cancel_task(task_id))
+        return reply
 
     def retry_task(self, task_id: str) -> TaskAction:
         """Queue a FAILED, TIMEOUT or CANCELLED task again; any other status is a `Conflict`."""
-        return self._http.call("POST", f"/api/task/{segment(task_id)}/retry", TaskAction)
+        reply: TaskAction = self._http.send(_api.retry_task(task_id))
+        return reply
 
-    def wait(
+    def webhook_deliveries(self, task_id: str) -> WebhookDeliveries:
+        """The task's webhook deliveries, each with its attempts (owner or admin)."""
+        reply: WebhookDeliveries = self._http.send(_api.webhook_deliveries(task_id))
+        return reply
+
+    def update_task(
         self,
         task_id: str,
-        timeout: float | None = 300.0,
-        on_progress: Callable[[Task], object] | None = None,
+        *,
+        status: Literal["PROCESSING", "COMPLETED", "FAILED"] | None = None,
+        progress: int | None = None,
+        result: Any = None,
+        error: Any = None,
+        message: str | None = None,
     ) -> Task:
-        """Poll the task until it is finished (COMPLETED, FAILED, TIMEOUT or CANCELLED) and
-        return it; a failed task is returned, not raised. `on_progress(task)` is called with
-        the first reading and whenever the status or progress changes. After `timeout`
-        seconds (None: no limit) it raises `WaitTimeout`. A rate-limited poll waits out the
-        limit's Retry-After when that fits in the time left."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = FIRST_PAUSE
-        seen: tuple[str, int] | None = None
-        while True:
-            try:
-                task = self.get_task(task_id)
-            except RateLimited as exc:
-                left = None if deadline is None else deadline - time.monotonic()
-                wait_s = exc.retry_after if exc.retry_after is not None else LAST_PAUSE
-                if left is not None and wait_s > left:
-                    raise
-                time.sleep(wait_s)
-                continue
-            if (task.status, task.progress) != seen:
-                seen = (task.status, task.progress)
-                if on_progress is not None:
-                    on_progress(task)
-            if task.is_finished:
-                return task
-            sleep_s = pause
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    assert timeout is not None
-                    raise WaitTimeout(task, timeout)
-                sleep_s = min(pause, left)
-            time.sleep(sleep_s)
-            pause = min(pause * PAUSE_GROWTH, LAST_PAUSE)
+        """A backend's report on its task (PUT, with the task's callback token); backends
+        written with `taskgate.backend` make it for you."""
+        call = _api.update_task(
+            task_id, status=status, progress=progress, result=result, error=error, message=message
+        )
+        task: Task = self._http.send(call)
+        return task
+
+    def append_output(self, task_id: str, data: Any) -> OutputAccepted:
+        """A backend appends a chunk (any JSON value) to its running task's streamed output."""
+        reply: OutputAccepted = self._http.send(_api.append_output(task_id, data))
+        return reply
 
     # -- servers (admin, except a server's own heartbeat) ---------------------------------
 
@@ -222,26 +262,28 @@ class Client:
         optional). Left out, `id` is chosen by the gateway and the rest take the gateway's
         defaults (max_concurrent 10, priority 1). The reply's `token` is the server's own
         service token, for its heartbeats."""
-        body: dict[str, Any] = {"name": name, "endpoints": dict(endpoints)}
-        optional = {
-            "id": id,
-            "apiKey": api_key,
-            "maxConcurrent": max_concurrent,
-            "capabilities": capabilities,
-            "groups": groups,
-            "priority": priority,
-        }
-        body.update({field: value for field, value in optional.items() if value is not None})
-        return self._http.call("POST", "/api/servers", ServerRegistered, body=body)
+        call = _api.register_server(
+            name,
+            endpoints,
+            id=id,
+            api_key=api_key,
+            max_concurrent=max_concurrent,
+            capabilities=capabilities,
+            groups=groups,
+            priority=priority,
+        )
+        reply: ServerRegistered = self._http.send(call)
+        return reply
 
     def list_servers(self, *, status: str | None = None, group: str | None = None) -> list[Server]:
         """Every registered server, or those with this status (online, degraded, offline,
         maintenance) and/or in this group."""
-        params = {name: value for name, value in (("status", status), ("group", group)) if value is not None}
-        return self._http.call("GET", "/api/servers", ServerList, params=params).servers
+        servers: list[Server] = self._http.send(_api.list_servers(status, group)).servers
+        return servers
 
     def get_server_metrics(self, server_id: str) -> ServerMetrics:
-        return self._http.call("GET", f"/api/servers/{segment(server_id)}/metrics", ServerMetrics)
+        reply: ServerMetrics = self._http.send(_api.server_metrics(server_id))
+        return reply
 
     def heartbeat(
         self,
@@ -252,47 +294,65 @@ class Client:
         metrics: Mapping[str, Any] | None = None,
     ) -> HeartbeatReply:
         """Report the server's health (as that server, with its service token, or as admin)."""
-        body: dict[str, Any] = {"status": status}
-        if active_tasks is not None:
-            body["activeTasks"] = active_tasks
-        if metrics is not None:
-            body["metrics"] = dict(metrics)
-        return self._http.call(
-            "POST", f"/api/servers/{segment(server_id)}/heartbeat", HeartbeatReply, body=body
-        )
+        reply: HeartbeatReply = self._http.send(_api.heartbeat(server_id, status, active_tasks, metrics))
+        return reply
 
     def unregister_server(self, server_id: str) -> ServerUnregistered:
         """Remove the server; its PROCESSING tasks go back to the queue."""
-        return self._http.call("DELETE", f"/api/servers/{segment(server_id)}", ServerUnregistered)
+        reply: ServerUnregistered = self._http.send(_api.unregister_server(server_id))
+        return reply
 
     def set_maintenance(
         self, server_id: str, maintenance: bool = True, *, reason: str | None = None
     ) -> MaintenanceReply:
         """Enable (or with `maintenance=False` disable) maintenance: no new tasks go to it."""
-        body: dict[str, Any] = {"maintenance": maintenance}
-        if reason is not None:
-            body["reason"] = reason
-        path = f"/api/servers/{segment(server_id)}/maintenance"
-        return self._http.call("POST", path, MaintenanceReply, body=body)
+        reply: MaintenanceReply = self._http.send(_api.set_maintenance(server_id, maintenance, reason))
+        return reply
+
+    def rotate_server_token(self, server_id: str) -> ServerToken:
+        """A new service token for the server (`POST /api/servers/:id/token`); the old one ends."""
+        reply: ServerToken = self._http.send(_api.rotate_server_token(server_id))
+        return reply
 
     # -- statistics and load balancing ----------------------------------------------------
 
     def task_stats(self, date: Day | None = None) -> TaskStats:
         """That UTC day's counts (default today); `pending_tasks` is the backlog now."""
-        return self._http.call("GET", "/api/stats/tasks", TaskStats, params=day_query(date))
+        reply: TaskStats = self._http.send(_api.task_stats(date))
+        return reply
 
     def hourly_report(self, date: Day | None = None) -> HourlyReport:
-        return self._http.call("GET", "/api/stats/hourly", HourlyReport, params=day_query(date))
+        reply: HourlyReport = self._http.send(_api.hourly_report(date))
+        return reply
 
     def server_stats(self, server_id: str, date: Day | None = None) -> ServerStats:
-        return self._http.call(
-            "GET", f"/api/stats/servers/{segment(server_id)}", ServerStats, params=day_query(date)
-        )
+        reply: ServerStats = self._http.send(_api.server_stats(server_id, date))
+        return reply
+
+    def queue_stats(self) -> QueueSummary:
+        """The queue now: backlog (per priority), tasks in flight, slots online."""
+        reply: QueueSummary = self._http.send(_api.queue_stats())
+        return reply
+
+    def overview(
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        days: int | None = None,
+        end: Day | None = None,
+    ) -> Overview:
+        """What the dashboard shows, in one request: the queue, a page of tasks, the servers
+        (admins), statistics over `days` days (1-31) ending with `end` (UTC; default today),
+        and the load distribution."""
+        reply: Overview = self._http.send(_api.overview(status, limit, days, end))
+        return reply
 
     def load_balancer(self) -> LoadBalancerStatus:
-        return self._http.call("GET", "/api/stats/load-balancer", LoadBalancerStatus)
+        reply: LoadBalancerStatus = self._http.send(_api.load_balancer())
+        return reply
 
     def set_algorithm(self, algorithm: str) -> AlgorithmSet:
         """round-robin, least-connections, weighted-round-robin, random, response-time or p2c."""
-        body = {"algorithm": algorithm}
-        return self._http.call("POST", "/api/stats/load-balancer/algorithm", AlgorithmSet, body=body)
+        reply: AlgorithmSet = self._http.send(_api.set_algorithm(algorithm))
+        return reply

@@ -73,7 +73,8 @@ class QueueInfo(Reply):
 
 
 class Task(Reply):
-    """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds."""
+    """A task as it stands (`GET /api/task/:id`). Times are epoch milliseconds. `history`
+    and `capabilities` are empty, and `queue` None, from a gateway that does not send them."""
 
     id: str
     type: str
@@ -98,6 +99,96 @@ class Task(Reply):
     def is_finished(self) -> bool:
         """COMPLETED, FAILED, TIMEOUT or CANCELLED: nothing will change it but a retry."""
         return self.status.is_finished
+
+
+class TaskSummary(Reply):
+    """A task in a list (`GET /api/tasks`): what it is and how far it got, without payload,
+    result or error (read those with `get_task`)."""
+
+    id: str
+    type: str
+    priority: int
+    status: TaskStatus
+    progress: int
+    server_id: str | None
+    attempts: int
+    created_at: int
+    updated_at: int
+    started_at: int | None = None
+    completed_at: int | None = None
+    message: str | None = None
+    capabilities: list[str] = []
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status.is_finished
+
+
+class TaskPage(Reply):
+    """A page of tasks, newest first; `next_cursor` fetches the next (None: the last page)."""
+
+    tasks: list[TaskSummary]
+    next_cursor: str | None
+
+
+class PriorityCount(Reply):
+    priority: int
+    count: int
+
+
+class BacklogGroup(Reply):
+    """The PENDING tasks that need one capability set, and why they wait."""
+
+    capabilities: list[str]
+    count: int
+    reason: QueueReason | str
+    details: str
+
+
+class QueueSummary(Reply):
+    """The queue now: the backlog (per priority, highest first; per capability set, largest
+    first, with why it waits), the tasks in flight, and the slots of the servers online."""
+
+    pending: int
+    pending_by_priority: list[PriorityCount]
+    processing: int
+    capacity: int
+    backlog: list[BacklogGroup] = []
+
+
+class WebhookAttempt(Reply):
+    at: int
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    next_retry_at: int | None
+
+
+class WebhookDelivery(Reply):
+    """One POST of the finished task to its webhook, with each attempt made."""
+
+    id: str
+    url: str
+    task_status: TaskStatus
+    state: Literal["pending", "delivered", "failed"]
+    created_at: int
+    updated_at: int
+    next_attempt_at: int | None
+    attempts: list[WebhookAttempt]
+
+
+class WebhookDeliveries(Reply):
+    task_id: str
+    webhook: str | None
+    deliveries: list[WebhookDelivery]
+
+
+class ServerToken(Reply):
+    """A server's new service token (`rotate_server_token`); the previous one has ended."""
+
+    server_id: str
+    token: str
+    message: str | None = None
 
 
 class TaskAction(Reply):
@@ -258,3 +349,50 @@ class LoadBalancerStatus(Reply):
 class AlgorithmSet(Reply):
     message: str
     algorithm: str
+
+
+class OutputAccepted(Reply):
+    """A chunk appended to a task's output (`append_output`): its place, from 0."""
+
+    task_id: str
+    index: int
+
+
+class DayStats(Reply):
+    """One day of a range (UTC): `failed` counts FAILED and TIMEOUT."""
+
+    date: str
+    created: int
+    completed: int
+    failed: int
+    cancelled: int
+    retried: int
+    average_time: int
+
+
+class RangeStats(Reply):
+    """The days `start` to `end` (UTC, inclusive), counted as `task_stats` counts one day;
+    `hourly` is the 24 hours when the range is one day."""
+
+    start: str
+    end: str
+    total_tasks: int
+    successful_tasks: int
+    failed_tasks: int
+    retried_tasks: int
+    average_processing_time: int
+    top_servers: list[TopServer]
+    daily: list[DayStats]
+    hourly: list[HourStats] | None = None
+
+
+class Overview(Reply):
+    """Everything the dashboard shows, from one request (`GET /api/overview`); `servers` is
+    None for a user (admins only)."""
+
+    generated_at: int
+    queue: QueueSummary
+    tasks: TaskPage
+    servers: list[Server] | None
+    stats: RangeStats
+    load_balancer: LoadBalancerStatus

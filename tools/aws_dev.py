@@ -41,6 +41,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 TABLE_NAME = "taskgate-dev"
 QUEUE_NAME = "taskgate-dev-tasks"
+PAYLOAD_BUCKET = "taskgate-dev-payloads"
 # Short, so a batch item failure is seen again within seconds (the template's 360 s is six
 # times the dispatcher's timeout). A batch slower than this is delivered again while it runs;
 # dispatch ignores the duplicate, as it must for SQS's at-least-once delivery.
@@ -243,6 +244,12 @@ def stream_mapping(reader: moto_env.StreamReader, function: Handler, stop: threa
 
 
 def run(args: argparse.Namespace) -> int:
+    from tools import serving
+
+    # The port first: taken, the command says so at once, before building anything.
+    sock = serving.listen("taskgate dev --aws", args.host, args.port)
+    if sock is None:
+        return serving.EXIT_CANNOT_LISTEN
     template = moto_env.load_template()
     moto_env.use_fake_aws()
     base = f"http://{args.host}:{args.port}"
@@ -266,13 +273,14 @@ def run(args: argparse.Namespace) -> int:
         )
         queue_url, queue_arn = create_queues(sqs, template)
         os.environ["QUEUE_URL"] = queue_url
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=PAYLOAD_BUCKET)
+        os.environ["PAYLOAD_BUCKET"] = PAYLOAD_BUCKET
 
         from core.aws.context import build_context
         from core.domain import auth
         from handlers import stats_stream, sweeper
         from handlers._http import create_app
         from handlers.routes import ROUTES
-        from tools import serving
         from tools.cli import uvicorn_logging
 
         ctx = build_context()
@@ -308,25 +316,32 @@ def run(args: argparse.Namespace) -> int:
         for worker in workers:
             worker.start()
 
-        token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
-        print(f"taskgate dev --aws: {base}")
-        print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
-        print(f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,")
-        print("  statistics fed the table's stream")
-        print(f"  health:  {base}/health")
-        print(f"  dashboard: {base}/dashboard  (paste the token below)")
-        print(f"  admin token (7 days): {token}")
-        print("  webhooks: loopback receivers allowed (development only; a deployed stack refuses them)")
-        print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+        def announce() -> None:
+            token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
+            print(f"taskgate dev --aws: {base}")
+            print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
+            print(
+                f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,"
+            )
+            print("  statistics fed the table's stream")
+            print(f"  health:  {base}/health")
+            print(f"  dashboard: {base}/dashboard  (paste the token below)")
+            print(f"  admin token (7 days): {token}")
+            print("  webhooks: loopback receivers allowed (development only; a deployed stack refuses them)")
+            print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         for quiet in ("httpx", "botocore", "urllib3"):
             logging.getLogger(quiet).setLevel(logging.WARNING)
         try:
-            serving.run(
+            return serving.serve(
+                "taskgate dev --aws",
                 create_app(ROUTES, ctx),
+                args.host,
+                args.port,
+                sock=sock,
+                announce=announce,
                 on_shutdown=ctx.events.close,
-                host=args.host,
-                port=args.port,
                 log_level="info",
                 log_config=uvicorn_logging(),
             )

@@ -1,11 +1,13 @@
 """The `taskgate` command: serve, dev, token, webhook-secret, mock-backend, and the client
-commands (submit, tasks, servers), whose bodies are in taskgate/cli_commands.py."""
+commands (submit, tasks, servers, stats: arguments in tools/cli_client.py, bodies in
+taskgate/cli_commands/)."""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import logging
+import os
 import re
 import sys
 from typing import Any
@@ -14,6 +16,10 @@ from urllib.parse import unquote_plus
 from core.config import Config
 from core.domain import auth
 from core.domain.urls import LOOPBACK_NETWORKS
+from tools.cli_client import add_client_commands
+
+# 128 + SIGPIPE: what a shell reports for a command whose reader closed the pipe.
+EXIT_BROKEN_PIPE = 141
 
 
 def _serve(args: argparse.Namespace, *, dev: bool) -> int:
@@ -28,7 +34,10 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         overrides["webhook_allowed_networks"] = (*configured, *LOOPBACK_NETWORKS)
     ctx = build_context(args.db, **overrides)
     app = build_app(ctx)
-    if dev:
+
+    def announce() -> None:
+        if not dev:
+            return
         token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
         base = ctx.config.public_url
         print(f"taskgate dev: {base}  (database {args.db})")
@@ -38,22 +47,24 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         print(f"  admin token (7 days): {token}")
         print("  webhooks: loopback receivers allowed (development only; `taskgate serve` refuses them)")
         print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from handlers.local.http_limits import BoundedHeadProtocol
 
-    serving.run(
+    return serving.serve(
+        f"taskgate {args.command}",
         app,
-        on_shutdown=ctx.events.close,
-        host=args.host,
-        port=args.port,
+        args.host,
+        args.port,
+        announce=announce,
+        on_shutdown=ctx.events.close,  # open task streams end at once
         log_level="info" if dev else "warning",
         log_config=uvicorn_logging(),
         # Heads capped (431), and at most this many connections at once (503 past it).
         http=BoundedHeadProtocol,
         limit_concurrency=args.max_concurrency,
     )
-    return 0
 
 
 # `taskgate serve`: connections and requests in progress at once; past it uvicorn answers 503.
@@ -132,8 +143,6 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _webhook_secret(args: argparse.Namespace) -> int:
-    import os
-
     from core.domain.signing import derive_secret
     from handlers.local.app import secret_for
 
@@ -195,57 +204,25 @@ def parser() -> argparse.ArgumentParser:
     mock.add_argument("--stall-rate", type=float, default=0, help="fraction that take --stall-ms instead")
     mock.add_argument("--stall-ms", type=float, default=0, help="how long a stalled task takes")
     mock.add_argument("--record", help="append each predict call received to this file (JSON lines)")
-    _client_commands(commands)
+    add_client_commands(commands)
     return root
 
 
-def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """submit, tasks get|cancel|retry, servers list: calls to a running gateway."""
-    gateway = argparse.ArgumentParser(add_help=False)
-    gateway.add_argument("--url", help="the gateway (default $TASKGATE_URL, else http://localhost:8787)")
-    gateway.add_argument("--token", help="bearer token (default $TASKGATE_TOKEN)")
-
-    submit = commands.add_parser("submit", parents=[gateway], help="submit a task; prints its id")
-    submit.set_defaults(client_command="submit")
-    submit.add_argument("--type", required=True, help="task type, e.g. video-processing")
-    submit.add_argument("--payload", required=True, help="the payload, a JSON object")
-    submit.add_argument("--priority", type=int, default=1, help="0-10, higher first (default 1)")
-    submit.add_argument(
-        "--capability",
-        action="append",
-        default=[],
-        dest="capabilities",
-        metavar="C",
-        help="needed capability (repeatable)",
-    )
-    submit.add_argument(
-        "--wait", action="store_true", help="follow its progress; exit 1 unless it ends COMPLETED"
-    )
-    submit.add_argument("--wait-timeout", type=float, help="with --wait: give up after this many seconds")
-
-    tasks = commands.add_parser("tasks", help="read, cancel or retry a task").add_subparsers(
-        dest="action", required=True
-    )
-    for action, help_text in (
-        ("get", "print the task as JSON"),
-        ("cancel", "cancel a PENDING or PROCESSING task"),
-        ("retry", "queue a FAILED, TIMEOUT or CANCELLED task again"),
-    ):
-        command = tasks.add_parser(action, parents=[gateway], help=help_text)
-        command.set_defaults(client_command=f"tasks {action}")
-        command.add_argument("task_id", metavar="ID")
-
-    servers = commands.add_parser("servers", help="the registered servers (admin)").add_subparsers(
-        dest="action", required=True
-    )
-    listing = servers.add_parser("list", parents=[gateway], help="print the servers as a table")
-    listing.set_defaults(client_command="servers list")
-    listing.add_argument("--status", help="only servers with this status (online, degraded, ...)")
-    listing.add_argument("--group", help="only servers in this group")
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        code = _run(parser().parse_args(argv))
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader of standard output went away (`taskgate tasks get X | head -1`): stop
+        # quietly, as a command killed by SIGPIPE does, and let nothing flush into the
+        # closed pipe at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(args: argparse.Namespace) -> int:
     if getattr(args, "client_command", None):
         from taskgate import cli_commands
 

@@ -1,5 +1,6 @@
 """`taskgate mock-backend`: a fake inference backend speaking taskgate's backend protocol, for
-end-to-end tests, benchmarks and trying taskgate without a GPU.
+end-to-end tests, benchmarks and trying taskgate without a GPU. Its async mode is a backend
+written with the SDK (taskgate.backend): a handler that sleeps, reports progress and echoes.
 
 `/predict`, `/health`, `/metrics` and `/cancel` are the protocol. `/_stats`, `/_control` and
 `/_reset` are test hooks: they read the counters, change settings at runtime and zero the
@@ -22,11 +23,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from taskgate.backend import Backend, Job, JobRequest, Report
+from taskgate.backend.job import BadJobRequest
 
 
 @dataclass
@@ -120,28 +123,41 @@ def _once(action: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-class _MockBackend:
-    client: httpx.AsyncClient  # set by the lifespan
+@dataclass
+class _Plan:
+    """What the mock decided for one accepted async task, for its handler to carry out."""
+
+    task_id: str
+    delay_ms: float
+    result: dict[str, Any]
+    leave: Callable[[], None]
+
+
+class _MockBackend(Backend):
+    """The SDK's backend (taskgate.backend) with a handler that sleeps and echoes, and the
+    mock's own decisions around it: failures and busy answers before the SDK sees a task,
+    answers inline in sync mode, lost results, and the counters the tests read."""
 
     def __init__(self, settings: MockSettings) -> None:
+        super().__init__(
+            self.work, server_id=settings.server_id, api_key=settings.api_key, name=settings.name
+        )
         self.settings = settings
         self.rng = random.Random(settings.seed)
         self.stats = _Stats()
-        self.jobs: dict[asyncio.Task[None], str] = {}  # async work in progress -> task id
+        self.plans: dict[str, _Plan] = {}  # by callback token: one per attempt
+        self.losing: set[str] = set()  # tasks whose result is never sent
         # Line-buffered: each line reaches the file when written, so a kill -9 loses none.
         self.record = open(settings.record, "a", buffering=1) if settings.record else None  # noqa: SIM115
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=10.0) as self.client:
-            try:
-                yield
-            finally:
-                for job in list(self.jobs):
-                    job.cancel()
-                await asyncio.gather(*self.jobs, return_exceptions=True)
-                if self.record is not None:
-                    self.record.close()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+            if self.record is not None:
+                self.record.close()
 
     # In flight counts what taskgate holds a slot for; it ends just before the answer (or the
     # final callback) is sent, since taskgate may send the next task as soon as it has it.
@@ -151,10 +167,6 @@ class _MockBackend:
 
     def _leave(self) -> None:
         self.stats.current -= 1
-
-    def _authorized(self, request: Request) -> bool:
-        key = self.settings.api_key
-        return key is None or request.headers.get("authorization") == f"Bearer {key}"
 
     def _write_record(self, task_id: str, request: Request, outcome: str) -> None:
         if self.record is not None:
@@ -166,9 +178,9 @@ class _MockBackend:
             }
             self.record.write(json.dumps(line) + "\n")
 
-    async def predict(self, request: Request) -> JSONResponse:
+    async def predict(self, request: Request) -> Response:
         s = self.settings
-        if not self._authorized(request):
+        if not self.authorized(request):
             return _error(401, "Invalid API key")
         self._enter()
         leave = _once(self._leave)
@@ -178,8 +190,7 @@ class _MockBackend:
             if body is None:
                 return _error(400, "The body must be a JSON object")
             task_id = _task_id(body)
-            callback_url, token = body.get("callback_url"), body.get("callback_token")
-            if s.mode == "async" and not isinstance(callback_url, str):
+            if s.mode == "async" and not isinstance(body.get("callback_url"), str):
                 return _error(400, "callback_url is required in async mode")
             self.stats.received += 1
             self.stats.by_task[task_id] += 1
@@ -209,73 +220,78 @@ class _MockBackend:
             if s.mode == "sync":
                 await asyncio.sleep(delay_ms / 1000)
                 return JSONResponse({"status": "completed", "result": result})
-            job = asyncio.create_task(self._work(task_id, str(callback_url), token, result, delay_ms, leave))
-            self.jobs[job] = task_id
-            job.add_done_callback(self.jobs.pop)
+            try:
+                job_request = JobRequest.parse(body, request.headers.get("idempotency-key"))
+            except BadJobRequest as exc:
+                return _error(400, str(exc))
+            running = self.running.get(task_id)
+            if running is not None and running.job.request.callback_token == job_request.callback_token:
+                return self.accept(job_request)  # this attempt again: the SDK keeps one job
+            self.plans[job_request.callback_token] = _Plan(task_id, delay_ms, result, leave)
             handed_to_job = True  # the job leaves when it is done
-            return JSONResponse({"status": "accepted"}, 202)
+            return self.accept(job_request)
         finally:
             if not handed_to_job:
                 leave()
 
-    async def _work(
-        self,
-        task_id: str,
-        url: str,
-        token: Any,
-        result: dict[str, Any],
-        delay_ms: float,
-        leave: Callable[[], None],
-    ) -> None:
-        s = self.settings
-        steps = s.progress_steps
-        pause = delay_ms / 1000 / (steps + 1)
+    async def work(self, job: Job) -> dict[str, Any]:
+        """The handler: progress steps spread over the delay, then the echo as the result."""
+        plan = self.plans[job.request.callback_token]
+        steps = self.settings.progress_steps
+        pause = plan.delay_ms / 1000 / (steps + 1)
         try:
             for step in range(1, steps + 1):
                 await asyncio.sleep(pause)
-                progress = {"status": "PROCESSING", "progress": 100 * step // (steps + 1)}
-                await self._callback(task_id, url, token, progress)
+                job.progress(100 * step // (steps + 1))
             await asyncio.sleep(pause)
         finally:
-            leave()
-        if self.rng.random() < s.lose_callback_rate:
+            self._forget(job.request.callback_token)
+        if self.rng.random() < self.settings.lose_callback_rate:
+            self.losing.add(job.id)
+        return plan.result
+
+    def _forget(self, token: str) -> None:
+        plan = self.plans.pop(token, None)
+        if plan is not None:
+            plan.leave()
+
+    async def deliver_report(self, job: Job, report: Report) -> int | None:
+        if report.final and job.id in self.losing:
+            # Counted here, in the result's place in the job's ordered reports: once counted,
+            # every earlier report was answered and nothing more comes from this job.
+            self.losing.discard(job.id)
             self.stats.lost_callbacks += 1
-        else:
-            await self._callback(task_id, url, token, {"status": "COMPLETED", "result": result})
+            return None
+        status = await super().deliver_report(job, report)
+        self.stats.callbacks.append({"taskId": job.id, "status": report.status, "httpStatus": status})
+        return status
 
-    async def _callback(self, task_id: str, url: str, token: Any, body: dict[str, Any]) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            status: int | None = (await self.client.put(url, json=body, headers=headers)).status_code
-        except (httpx.HTTPError, httpx.InvalidURL):
-            status = None  # unreachable, timed out or no URL: recorded, and the work goes on
-        self.stats.callbacks.append({"taskId": task_id, "status": body["status"], "httpStatus": status})
-
-    async def health(self, request: Request) -> JSONResponse:
+    async def health(self, request: Request) -> Response:
         s = self.settings
         if not s.healthy:
             return JSONResponse({"status": "unhealthy"}, 503)
         model = {"name": s.name} if s.server_id is None else {"server_id": s.server_id, "name": s.name}
         return JSONResponse({"status": "healthy", "model": model})
 
-    async def metrics(self, request: Request) -> JSONResponse:
+    async def metrics(self, request: Request) -> Response:
         stats = self.stats
         return JSONResponse(
             {"activeTasks": stats.current, "received": stats.received, "cpu": 0, "memory": 0, "gpu": 0}
         )
 
-    async def cancel(self, request: Request) -> JSONResponse:
-        if not self._authorized(request):
+    async def cancel(self, request: Request) -> Response:
+        if not self.authorized(request):
             return _error(401, "Invalid API key")
         body = await _json_object(request)
         if body is None:
             return _error(400, "The body must be a JSON object")
         task_id = _task_id(body)
         self.stats.cancelled.append(task_id)
-        # A cancelled task frees its slot in taskgate, so its work stops here too.
-        for job, job_task_id in list(self.jobs.items()):
-            if job_task_id == task_id:
-                job.cancel()
+        # A cancelled task frees its slot in taskgate, so its work stops here too (also one
+        # whose handler had not started yet).
+        self.stop(task_id)
+        for token in [token for token, plan in self.plans.items() if plan.task_id == task_id]:
+            self._forget(token)
         return JSONResponse({"status": "cancelled", "id": task_id})
 
     async def read_stats(self, request: Request) -> JSONResponse:
@@ -317,10 +333,7 @@ class _MockBackend:
 def build_app(settings: MockSettings) -> Starlette:
     mock = _MockBackend(settings)
     routes = [
-        Route("/predict", mock.predict, methods=["POST"]),
-        Route("/health", mock.health, methods=["GET"]),
-        Route("/metrics", mock.metrics, methods=["GET"]),
-        Route("/cancel", mock.cancel, methods=["POST"]),
+        *mock.routes(),
         Route("/_stats", mock.read_stats, methods=["GET"]),
         Route("/_control", mock.control, methods=["POST"]),
         Route("/_reset", mock.reset, methods=["POST"]),

@@ -1,36 +1,88 @@
-"""uvicorn for `taskgate serve`, `dev` and `dev --aws`, with one addition: when it starts to
-shut down, the app's open task streams are told first (`on_shutdown`), so they end at once
-(their clients reconnect with Last-Event-ID) instead of holding the process until their task
-is done. Whatever else is in flight gets GRACEFUL_SHUTDOWN_S to finish."""
+"""Running an ASGI app under uvicorn for `taskgate serve`, `dev` and `dev --aws`:
+
+- the port is bound first: taken, one clear line and exit 1, nothing else printed;
+- the announcement (URLs, the admin token) is printed only once the server listens;
+- when it starts to shut down, the app's open task streams are told first (`on_shutdown`), so
+  they end at once (their clients reconnect with Last-Event-ID) instead of holding the process
+  until their task is done. Whatever else is in flight gets GRACEFUL_SHUTDOWN_S to finish.
+"""
 
 from __future__ import annotations
 
+import errno
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 
+EXIT_CANNOT_LISTEN = 1
 GRACEFUL_SHUTDOWN_S = 5
-# uvicorn's own exit status when the server could not start (the port is taken, ...).
-STARTUP_FAILURE = 3
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (SO_REUSEADDR, as uvicorn's own)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family)
+
+
+def cannot_listen(command: str, host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{command}: port {port} on {host} is taken (another process listens there); "
+            "stop it or choose another with --port"
+        )
+    return f"{command}: cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, announce: Callable[[], None], on_shutdown: Callable[[], None]
+    ) -> None:
         super().__init__(config)
+        self._announce = announce
         self._on_shutdown = on_shutdown
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self._announce()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._on_shutdown()
         await super().shutdown(sockets)
 
 
-def run(app: Any, *, on_shutdown: Callable[[], None], **options: Any) -> None:
-    """As `uvicorn.run(app, **options)`."""
-    server = _Server(
-        uvicorn.Config(app, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **options), on_shutdown
-    )
-    server.run()
-    if not server.started:
-        raise SystemExit(STARTUP_FAILURE)
+def listen(command: str, host: str, port: int) -> socket.socket | None:
+    """The listening socket, or None when the port cannot be had (the reason printed)."""
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        print(cannot_listen(command, host, port, exc), file=sys.stderr)
+        return None
+
+
+def serve(
+    command: str,
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    sock: socket.socket | None = None,
+    announce: Callable[[], None] = lambda: None,
+    on_shutdown: Callable[[], None] = lambda: None,
+    **config: Any,
+) -> int:
+    """Serve `app` until stopped on `sock` (bound here when not given); `announce()` once it
+    listens, `on_shutdown()` when it starts to stop. Exit code: 0, or 1 when it could not
+    listen (the reason printed to standard error)."""
+    if sock is None:
+        sock = listen(command, host, port)
+        if sock is None:
+            return EXIT_CANNOT_LISTEN
+    options = {"timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S, **config}
+    server = _Server(uvicorn.Config(app, host=host, port=port, **options), announce, on_shutdown)
+    with sock:
+        server.run(sockets=[sock])
+    return 0 if server.started else EXIT_CANNOT_LISTEN

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import Config
 from core.domain.models import Task, TaskStatus
 from core.ports.telemetry import Telemetry
 from core.services.context import Context
+
+if TYPE_CHECKING:
+    from core.aws.payloads import PayloadBucket
 
 SECRET_CACHE_S = 300
 _ssm: Any = None
@@ -58,6 +61,14 @@ def webhook_secret_from_env() -> str:
     return secret
 
 
+def payload_bucket_from_env() -> PayloadBucket | None:
+    """The bucket for large payloads (PAYLOAD_BUCKET); None keeps every payload in its item."""
+    from core.aws.payloads import PayloadBucket
+
+    name = os.environ.get("PAYLOAD_BUCKET", "")
+    return PayloadBucket(name) if name else None
+
+
 def build_context(telemetry: Telemetry | None = None) -> Context:
     from core.aws.dynamodb import DynamoStore
     from core.aws.sqs import SqsQueue
@@ -66,7 +77,7 @@ def build_context(telemetry: Telemetry | None = None) -> Context:
     # The secret is read when first needed (the statistics function never needs it).
     config = Config.from_env()
     ctx = Context(
-        store=DynamoStore(os.environ["TABLE_NAME"]),
+        store=DynamoStore(os.environ["TABLE_NAME"], payloads=payload_bucket_from_env()),
         queue=SqsQueue(os.environ["QUEUE_URL"]),
         config=config,
         secret_source=jwt_secret_from_env,

@@ -165,7 +165,10 @@ class Push:
 
     def notify(self, change: TaskChange) -> int:
         """A task was written (a stream record): post it to the task's subscribers. Returns
-        how many got it. A finished task's subscriptions end."""
+        how many got it. A finished task's subscriptions end. A task no connection ever
+        followed has no subscribers to look for: the table is not read."""
+        if not change.followed:
+            return 0
         task = self._task(change)
         ends = self.connections.subscriber_ends(task.id)
         subscribers = list(ends)

@@ -17,6 +17,9 @@ from core.domain.models import Server, Task
 ACCEPTED_STATUSES = frozenset({"accepted", "queued", "processing"})
 # A backend's error text is kept, but not without bound.
 MAX_ERROR_CHARS = 2000
+# The most a result may take, inline answer or callback body alike (the request body limit,
+# Config.max_body_bytes): past it the task FAILS saying so (docs/DEPLOY.md, Payload limits).
+MAX_RESULT_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,12 @@ def classify(status: int, body: bytes) -> Outcome:
     if status < 200 or status >= 300:
         return Outcome(Kind.RETRY, error=f"Backend answered {status}")
     reported = str(data.get("status", "")).lower() if isinstance(data, dict) else ""
+    if len(body) > MAX_RESULT_BYTES and status != 202 and reported not in ACCEPTED_STATUSES:
+        return Outcome(
+            Kind.FAILED,
+            error=f"Result too large: the backend answered {len(body)} bytes, over the"
+            f" {MAX_RESULT_BYTES // 1024} KiB a task's result may take",
+        )
     if status == 202 or reported in ACCEPTED_STATUSES:
         return Outcome(Kind.ACCEPTED)
     if reported == "error":

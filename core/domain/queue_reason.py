@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.domain.models import Server, ServerStatus, Task
 from core.domain.outlier import is_ejected
@@ -186,10 +187,22 @@ def backlog_rows(
     return rows
 
 
+class QueueSize(Protocol):
+    """How many PENDING tasks one owner has of one capability set and priority (the scheduler's
+    owner queue)."""
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def pending(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class QueueCount:
-    """How many PENDING tasks one owner has of one capability set and priority."""
-
     capabilities: frozenset[str]
     priority: int
     owner: str
@@ -199,7 +212,7 @@ class QueueCount:
 def position(
     task: Task,
     ahead_in_own_queue: int,
-    queues: Iterable[QueueCount],
+    queues: Iterable[QueueSize],
     servers: Sequence[Server],
 ) -> int:
     """The task's 1-based place among the PENDING tasks that compete for its servers, under the
@@ -224,6 +237,36 @@ def position(
             others[queue.owner] = others.get(queue.owner, 0) + queue.pending
     ahead += sum(min(pending, ahead_in_own_queue + 1) for pending in others.values())
     return ahead + 1
+
+
+def start_estimate(
+    why: Explanation,
+    place: int,
+    task: Task,
+    servers: Iterable[Server],
+    now: int,
+    *,
+    slot_limit: Callable[[Server], int],
+) -> int | None:
+    """`estimatedStartAt` for a task that waits for `why`, at `place`: now when about to start;
+    at the pace of its online capable servers when their slots are full; not before its backoff
+    ends; unknown when no server can take it now."""
+    if why.reason is Reason.DISPATCHING:
+        return now
+    if why.reason not in (Reason.CAPACITY_FULL, Reason.BACKOFF):
+        return None
+    wanted = set(task.capabilities)
+    usable = [
+        s
+        for s in servers
+        if s.status is ServerStatus.ONLINE and not is_ejected(s, now) and wanted.issubset(s.capabilities)
+    ]
+    if why.reason is Reason.BACKOFF and any(s.active_tasks < slot_limit(s) for s in usable):
+        return task.not_before
+    paced = estimated_start(place, usable, now, slot_limit=slot_limit)
+    if paced is None or why.reason is Reason.CAPACITY_FULL:
+        return paced
+    return max(task.not_before, paced)
 
 
 def estimated_start(

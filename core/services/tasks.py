@@ -113,6 +113,28 @@ def report(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -
         raise ConflictError(_not_processing(current) if current else f"Task not found: {task_id}") from None
 
 
+def refuse_oversized_report(ctx: Context, principal: Principal, task_id: str) -> Task | None:
+    """A callback whose body is over the maximum (max_body_bytes): FAIL the PROCESSING task
+    with an error that says so, if `principal` may report on it; the caller answers 413.
+    Returns the failed task (None if there was nothing to fail). An unauthorized principal
+    gets the usual 403/404 from here, and a task no longer PROCESSING is left as it is."""
+    task = ctx.store.get_task(task_id)
+    if task is None:
+        raise NotFoundError(f"Task not found: {task_id}")
+    auth.check_callback(principal, task)
+    if task.status is not PROCESSING:
+        return None
+    limit = ctx.config.max_body_bytes
+    error = (
+        f"Result too large: the backend's report was over the {limit // 1024} KiB a task's result"
+        " may take (store large outputs elsewhere and return a reference)"
+    )
+    try:
+        return finish(ctx, task, TaskStatus.FAILED, error=error)
+    except StaleWriteError:
+        return None  # another report finished it first
+
+
 def _is_progress(body: UpdateTask) -> bool:
     return body.status in (None, PROCESSING.value)
 

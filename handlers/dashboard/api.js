@@ -58,3 +58,51 @@ export async function api(path, { method = "GET", body } = {}) {
   if (!reply.ok) throw new ApiError(reply.status, data, reply.status === 429 ? retryAfter(reply) : null);
   return data;
 }
+
+// Live updates of one task over /ws ({"type": "subscribe", "taskId"} -> {"type": "task",
+// "task": {...}}). `onTask` gets every snapshot; `onFail` is called once if the socket cannot
+// be opened or breaks, so the caller can poll instead. Returns a function that closes it.
+export function watchTask(taskId, onTask, onFail) {
+  let failed = false;
+  const fail = () => {
+    if (!failed) {
+      failed = true;
+      onFail();
+    }
+  };
+  let socket;
+  try {
+    // On AWS the page names the WebSocket API (another origin); on one machine it is /ws here.
+    const named = document.querySelector('meta[name="taskgate-websocket"]');
+    const address = named ? new URL(named.content) : url("ws");
+    if (!named) address.protocol = address.protocol === "https:" ? "wss:" : "ws:";
+    // The WebSocket API takes no headers: /ws reads the token from its query string.
+    address.searchParams.set("token", token());
+    socket = new WebSocket(address);
+  } catch {
+    fail();
+    return () => {};
+  }
+  const opening = setTimeout(fail, 3000);
+  socket.addEventListener("open", () => {
+    clearTimeout(opening);
+    socket.send(JSON.stringify({ type: "subscribe", taskId }));
+  });
+  socket.addEventListener("message", (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (message.type === "task" && message.task && message.task.id === taskId) onTask(message.task);
+    else if (message.type === "error") fail();
+  });
+  socket.addEventListener("error", fail);
+  socket.addEventListener("close", fail);
+  return () => {
+    failed = true;
+    clearTimeout(opening);
+    socket.close();
+  };
+}

@@ -47,10 +47,11 @@ def test_all_tasks_come_newest_first_across_every_status_a_page_at_a_time(store:
     assert sizes == [3, 3, 2]
 
 
-def test_a_page_holds_the_tasks_as_stored(store: Store) -> None:
+def test_a_page_holds_the_tasks_as_stored_but_their_bulky_fields(store: Store) -> None:
     task = put_pending(store, created_at=NOW + 5, payload={"big": "x" * 1000}, progress=0)
     (listed,) = store.list_tasks(10).tasks
-    assert listed == task
+    assert listed.to_summary() == task.to_summary()
+    assert listed.payload in ({}, task.payload)  # an adapter may leave it out
 
 
 def test_a_page_that_ends_exactly_at_the_last_task_says_there_is_no_more(store: Store) -> None:

@@ -363,3 +363,25 @@ def test_progress_with_a_callback_token_moves_progress_and_keeps_it_processing(a
 
     assert (reply["status"], reply["progress"], reply["serverId"]) == ("PROCESSING", 70, server_id)
     assert api.task(task_id)["progress"] == 70
+
+
+def test_a_result_over_the_maximum_fails_the_task_saying_so_and_is_413(api: Api) -> None:
+    task_id, server_id, owner = api.processing_task()
+    token = api.callback(server_id, task_id, attempt=1)
+    result = {"frames": "r" * (257 * 1024)}
+
+    reply = api.put(f"/api/task/{task_id}", json={"status": "COMPLETED", "result": result}, token=token)
+
+    assert reply.status_code == 413
+    task = api.get(f"/api/task/{task_id}", token=owner).ok()
+    assert task["status"] == "FAILED" and task["result"] is None
+    assert task["error"].startswith("Result too large") and "256 KiB" in task["error"]
+    assert api.server(server_id)["activeTasks"] == 0  # the slot is free at once, not at the timeout
+
+
+def test_an_oversized_report_from_someone_else_fails_nothing(api: Api) -> None:
+    task_id, _server_id, owner = api.processing_task()
+    big = {"status": "COMPLETED", "result": {"frames": "r" * (257 * 1024)}}
+
+    assert api.put(f"/api/task/{task_id}", json=big, token=owner).status_code in (403, 404)
+    assert api.get(f"/api/task/{task_id}", token=owner).ok()["status"] == "PROCESSING"

@@ -22,7 +22,8 @@ from .fleet import CLI, Fleet, Gateway, Mock, free_port, start_gateway
 from .harness import HELD
 
 CLIENT_DOC = Path(__file__).parents[2] / "docs" / "CLIENT.md"
-PROGRESS = re.compile(r"^\[[#.]{30}\] +(?P<progress>\d+)% (?P<status>[A-Z]+) *$")
+# A PENDING task that says why it waits adds " waiting: <reason>".
+PROGRESS = re.compile(r"^\[[#.]{30}\] +(?P<progress>\d+)% (?P<status>[A-Z]+) *(?: waiting: [a-z_]+ *)?$")
 
 
 @pytest.fixture(scope="module")

@@ -204,3 +204,137 @@ def test_stream_event_answers_in_one_piece_and_resumes_after_last_event_id(
 
     # THEN it gets done at once, with nothing repeated
     assert "event: output" not in body and "event: done" in body and '"status":"COMPLETED"' in body
+
+
+def test_on_aws_the_dashboard_is_told_the_websocket_api_and_its_policy_allows_it(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "wss://abc123.execute-api.us-east-1.amazonaws.com/prod"
+    monkeypatch.setenv("WEBSOCKET_URL", url)
+    response = handler_module("docs").handler(load_event("api-dashboard.json"), lambda_context())
+    assert response["statusCode"] == 200
+    headers = {name.lower(): value for name, value in response["headers"].items()}
+    policy = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
+    assert policy["connect-src"] == f"'self' {url}"
+    assert policy["script-src"] == "'self'" and policy["default-src"] == "'none'"
+    assert f'<meta name="taskgate-websocket" content="{url}">' in response["body"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "https://abc123.execute-api.us-east-1.amazonaws.com/prod",  # not a WebSocket URL
+        "wss://abc123.example.com/prod?token=x",  # a query would carry into every connection
+        "wss://abc123.example.com/prod; script-src *",  # would widen the policy
+        'wss://abc123.example.com/"><script>',  # would break out of the page's attribute
+        "wss:///prod",
+    ],
+)
+def test_a_websocket_url_that_is_not_a_plain_wss_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    from handlers import docs
+
+    monkeypatch.setenv("WEBSOCKET_URL", bad)
+    with pytest.raises(ValueError, match="WEBSOCKET_URL"):
+        docs.websocket_url()
+
+
+def test_without_a_websocket_url_the_page_uses_its_own_origin_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handlers import docs
+
+    monkeypatch.delenv("WEBSOCKET_URL", raising=False)
+    page, headers = docs.dashboard_page(docs.websocket_url())
+    assert b"taskgate-websocket" not in page
+    assert "connect-src 'self';" in headers["Content-Security-Policy"]
+
+
+def test_listing_reads_summaries_from_indexes_that_hold_no_payload(aws: SimpleNamespace) -> None:
+    # GIVEN a task with a large payload, created through the tasks Lambda
+    tasks = handler_module("tasks")
+    event = load_event("api-create-task.json", user("alice"))
+    body = json.loads(event["body"])
+    body["payload"] = {"blob": "x" * 60_000}
+    event["body"] = json.dumps(body)
+    event["headers"]["content-length"] = str(len(event["body"]))
+    status, created, _ = invoke(tasks, event)
+    assert status == 200, created
+    # THEN the listing indexes hold its summary, not its payload
+    for index, key, value in (("ByOwner", "GSI1PK", "OWNER#alice"), ("ByRecent", "GSI4PK", "RECENT#PENDING")):
+        (entry,) = aws.store.client.query(
+            TableName=aws.table,
+            IndexName=index,
+            KeyConditionExpression=f"{key} = :v",
+            ExpressionAttributeValues={":v": {"S": value}},
+        )["Items"]
+        assert "payload" not in entry and entry["id"] == {"S": created["id"]}, index
+    # AND listing (by owner, and by status for an admin) answers from them
+    status, mine, _ = invoke(tasks, load_event("api-list-tasks.json", user("alice")))
+    assert status == 200 and [t["id"] for t in mine["tasks"]] == [created["id"]]
+    assert mine["tasks"][0]["status"] == "PENDING" and "payload" not in mine["tasks"][0]
+    # AND GET still returns the whole task
+    got = load_event("api-get-task.json", user("alice"))
+    got["pathParameters"] = {"id": created["id"]}
+    got["rawPath"] = got["requestContext"]["http"]["path"] = f"/api/task/{created['id']}"
+    status, whole, _ = invoke(tasks, got)
+    assert status == 200 and whole["payload"] == {"blob": "x" * 60_000}
+
+
+def test_a_large_payload_lives_in_the_bucket_and_get_reads_it_back(aws: SimpleNamespace) -> None:
+    import boto3
+
+    from core.aws.payloads import PAYLOAD_INLINE_LIMIT
+    from tests.support.aws import TEST_PAYLOAD_BUCKET
+
+    tasks = handler_module("tasks")
+    small, large = {"n": "x" * 100}, {"blob": "y" * (PAYLOAD_INLINE_LIMIT + 1)}
+    ids = {}
+    for name, payload in (("small", small), ("large", large)):
+        event = load_event("api-create-task.json", user("alice"))
+        body = json.loads(event["body"])
+        body["payload"] = payload
+        event["body"] = json.dumps(body)
+        event["headers"]["content-length"] = str(len(event["body"]))
+        status, created, _ = invoke(tasks, event)
+        assert status == 200, created
+        ids[name] = created["id"]
+
+    # THEN the large one's item holds a reference, not the payload, and is small; the small one
+    # is as before
+    def item(task_id: str) -> dict[str, Any]:
+        key = {"PK": {"S": f"TASK#{task_id}"}, "SK": {"S": "TASK"}}
+        found: dict[str, Any] = aws.store.client.get_item(TableName=aws.table, Key=key)["Item"]
+        return found
+
+    stored = item(ids["large"])
+    assert "payload" not in stored and stored["payload_ref"] == {"S": f"payloads/{ids['large']}.json"}
+    assert len(json.dumps(stored)) < 2048
+    assert "payload_ref" not in item(ids["small"]) and "payload" in item(ids["small"])
+    s3 = boto3.client("s3")
+    body = s3.get_object(Bucket=TEST_PAYLOAD_BUCKET, Key=f"payloads/{ids['large']}.json")["Body"].read()
+    assert json.loads(body) == large
+    # AND GET returns both whole, from a cold container too (nothing cached)
+    for name, payload in (("small", small), ("large", large)):
+        handler_module("tasks")  # a fresh Context: no payload cache
+        got = load_event("api-get-task.json", user("alice"))
+        got["pathParameters"] = {"id": ids[name]}
+        got["rawPath"] = got["requestContext"]["http"]["path"] = f"/api/task/{ids[name]}"
+        status, whole, _ = invoke(handler_module("tasks"), got)
+        assert status == 200 and whole["payload"] == payload, name
+
+
+def test_a_payload_the_bucket_cannot_take_creates_no_task(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.aws.payloads import PAYLOAD_INLINE_LIMIT
+
+    monkeypatch.setenv("PAYLOAD_BUCKET", "no-such-bucket-here")
+    tasks = handler_module("tasks")
+    event = load_event("api-create-task.json", user("alice"))
+    body = json.loads(event["body"])
+    body["payload"] = {"blob": "y" * (PAYLOAD_INLINE_LIMIT + 1)}
+    event["body"] = json.dumps(body)
+    event["headers"]["content-length"] = str(len(event["body"]))
+    status, answer, _ = invoke(tasks, event)
+    assert status == 503, answer
+    assert aws.store.list_tasks(10).tasks == []  # nothing half-written

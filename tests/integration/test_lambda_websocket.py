@@ -547,6 +547,83 @@ def test_each_output_chunk_is_posted_and_the_count_it_adds_to_the_task_is_not(
     assert [m["type"] for m in messages] == ["task", "output"]
 
 
+# -- counted costs: a task nobody follows costs the notifier nothing -------------------------
+
+
+def test_a_subscribe_marks_the_task_followed_once(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = new_task(aws, "alice")
+    item = aws.client.get_item(TableName=aws.table, Key=task_key(task.id))["Item"]
+    assert "followed" not in item  # created unfollowed: the notifier's filter drops its changes
+    connect("conn-1", token("alice"))
+    connect("conn-2", token("alice"))
+    subscribe("conn-1", task.id)
+    followed = aws.client.get_item(TableName=aws.table, Key=task_key(task.id))["Item"]
+    assert followed["followed"] == {"BOOL": True}
+    assert {k: v for k, v in followed.items() if k != "followed"} == item  # nothing else changed
+    # WHEN a second connection subscribes THEN the flag is not written again (its condition fails)
+    writes = dynamodb_calls(monkeypatch)
+    subscribe("conn-2", task.id)
+    assert writes.count(("UpdateItem", "TASK")) == 1  # the one conditional attempt, refused
+    assert aws.connections.subscribers(task.id) == ["conn-1", "conn-2"]
+
+
+def test_an_expired_task_is_not_created_again_by_marking_it(aws: SimpleNamespace) -> None:
+    task = new_task(aws, "alice")
+    aws.client.delete_item(TableName=aws.table, Key=task_key(task.id))  # TTL took it meanwhile
+    aws.connections.mark_followed(task.id)
+    assert "Item" not in aws.client.get_item(TableName=aws.table, Key=task_key(task.id))
+
+
+def test_the_notifier_reads_nothing_for_a_task_nobody_follows(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a change of a task no connection ever followed, delivered anyway (a filter-less
+    # event source mapping: dev --aws, or the filter changed)
+    task = new_task(aws, "alice")
+    event = stream_event(aws, task.id)
+    assert "followed" not in event["Records"][0]["dynamodb"]["NewImage"]
+    calls = dynamodb_calls(monkeypatch)
+    # WHEN the notifier gets it THEN it makes no DynamoDB call at all and reports no failure
+    assert notify(event, monkeypatch) == {"batchItemFailures": []}
+    assert calls == []
+
+
+def test_the_notifier_filter_passes_changes_of_followed_tasks_only(aws: SimpleNamespace) -> None:
+    from tests.integration.test_template import functions, matches
+
+    (event_source,) = functions()["NotifierFunction"]["Events"].values()
+    (only,) = event_source["Properties"]["FilterCriteria"]["Filters"]
+    pattern = json.loads(only["Pattern"])
+    task = new_task(aws, "alice")
+    (unfollowed,) = stream_event(aws, task.id)["Records"]
+    assert not matches(pattern, unfollowed)
+    connect("conn-1", token("alice"))
+    subscribe("conn-1", task.id)
+    (followed,) = stream_event(aws, task.id)["Records"]
+    assert matches(pattern, followed)
+    # A creation cannot be followed yet: no INSERT is passed on.
+    (created,) = stream_event(aws, task.id, event_name="INSERT")["Records"]
+    assert not matches(pattern, created)
+
+
+def dynamodb_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every DynamoDB call made from now on, by any client: (operation, SK of its key, if any)."""
+    from botocore.client import BaseClient
+
+    calls: list[tuple[str, str]] = []
+    original = BaseClient._make_api_call
+
+    def recording(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if self.meta.service_model.service_name == "dynamodb":
+            calls.append((operation, params.get("Key", {}).get("SK", {}).get("S", "")))
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    return calls
+
+
 def test_a_connection_ends_with_its_token(aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     """Security review, finding 5, on the AWS path: the connection's records end at the token's
     exp; after it, a subscribe is refused and closes the connection, and an update closes a

@@ -165,3 +165,17 @@ def test_a_record_that_is_not_a_task_is_skipped() -> None:
     assert stream.task_change(removal) is None
     assert stream.task_change(server) is None
     assert stream.task_change(broken) is None  # no fields: logged, not counted
+
+
+def test_a_task_whose_payload_is_in_the_bucket_is_counted_and_read_whole_by_who_needs_it() -> None:
+    from core.aws.dynamodb.stream_records import task_change
+
+    (record,) = load_event("dynamodb-stream-task.json")["Records"]
+    image = dict(record["dynamodb"]["NewImage"])
+    del image["payload"]
+    image["payload_ref"] = {"S": "payloads/task_abc123.json"}
+    record["dynamodb"]["NewImage"] = image
+    change = task_change(record)
+    assert change is not None
+    assert change.task.id == "task_abc123" and change.task.payload == {}
+    assert change.outcome_elsewhere  # the notifier reads the task whole before posting it

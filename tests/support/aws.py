@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 TEST_TABLE_NAME = "taskgate-test"
+TEST_PAYLOAD_BUCKET = "taskgate-test-payloads"
 
 
 def load_template(path: Path | None = None) -> dict[str, Any]:
@@ -58,16 +59,25 @@ def lambda_account(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Simp
     from moto import mock_aws
 
     from core.aws.dynamodb import DynamoStore
+    from core.aws.payloads import PayloadBucket
 
     for name, value in {**moto_env.FAKE_AWS_ENV, **env}.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
+    # The dispatcher handles a batch's records in threads: moto must apply each request whole,
+    # as DynamoDB does, or two threads could both win one conditional claim.
+    with moto_env.one_request_at_a_time(), mock_aws():
         dynamodb = boto3.client("dynamodb")
         table = create_table(dynamodb)
         sqs = boto3.client("sqs")
         queue_url = sqs.create_queue(QueueName="taskgate-tasks")["QueueUrl"]
+        boto3.client("s3").create_bucket(Bucket=TEST_PAYLOAD_BUCKET)
         monkeypatch.setenv("TABLE_NAME", table)
         monkeypatch.setenv("QUEUE_URL", queue_url)
+        monkeypatch.setenv("PAYLOAD_BUCKET", TEST_PAYLOAD_BUCKET)
+        payloads = PayloadBucket(TEST_PAYLOAD_BUCKET, client=boto3.client("s3"))
         yield SimpleNamespace(
-            store=DynamoStore(table, client=dynamodb), sqs=sqs, queue_url=queue_url, table=table
+            store=DynamoStore(table, client=dynamodb, payloads=payloads),
+            sqs=sqs,
+            queue_url=queue_url,
+            table=table,
         )

@@ -186,7 +186,7 @@ def test_retry_after_reads_seconds_and_http_dates(header: str | None, seconds: f
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """Records the wait loop's pauses instead of sleeping them."""
     taken: list[float] = []
-    monkeypatch.setattr("taskgate.client.time.sleep", taken.append)
+    monkeypatch.setattr("taskgate._following.time.sleep", taken.append)
     yield taken
 
 
@@ -224,8 +224,18 @@ def test_wait_raises_a_rate_limit_that_outlasts_its_timeout(sleeps: list[float])
 
 def test_importing_the_client_loads_nothing_of_the_server() -> None:
     code = (
-        "import sys, taskgate.client, taskgate.cli_commands\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'handlers', 'starlette')))"
+        "import sys, taskgate.client, taskgate.async_client, taskgate.cli_commands\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'handlers', 'starlette')"
+        " or m.startswith('taskgate.backend')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_backend_sdk_loads_nothing_of_the_gateway() -> None:
+    code = (
+        "import sys, taskgate.backend\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'handlers', 'tools', 'boto3')))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
@@ -256,6 +266,14 @@ MIRRORS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
     (models.ServerLoad, schemas.ServerLoad),
     (models.LoadBalancerStatus, schemas.LoadBalancerStatus),
     (models.AlgorithmSet, schemas.AlgorithmReply),
+    (models.TaskSummary, schemas.TaskSummary),
+    (models.TaskPage, schemas.TaskList),
+    (models.PriorityCount, schemas.PriorityCount),
+    (models.QueueSummary, schemas.QueueSummary),
+    (models.BacklogGroup, schemas.BacklogGroup),
+    (models.WebhookAttempt, schemas.WebhookAttemptView),
+    (models.WebhookDelivery, schemas.WebhookDeliveryView),
+    (models.WebhookDeliveries, schemas.WebhookDeliveries),
 ]
 
 
@@ -268,5 +286,13 @@ def test_client_replies_have_the_fields_the_server_sends(
     mine: type[msgspec.Struct], theirs: type[msgspec.Struct]
 ) -> None:
     # A field the server adds is ignored by older clients; here it must be added to
-    # taskgate/models.py too, so the client's users can read it.
-    assert _wire_names(mine) == _wire_names(theirs), f"update taskgate/models.py {mine.__name__}"
+    # taskgate/models.py too, so the client's users can read it. The client may know more
+    # (fields of newer gateways), but only as optional ones: an older gateway omits them.
+    missing = _wire_names(theirs) - _wire_names(mine)
+    assert not missing, f"update taskgate/models.py {mine.__name__}: {sorted(missing)}"
+    extra = {
+        f.encode_name
+        for f in msgspec.structs.fields(mine)
+        if f.encode_name not in _wire_names(theirs) and f.required
+    }
+    assert not extra, f"{mine.__name__}: fields this gateway never sends must be optional: {sorted(extra)}"

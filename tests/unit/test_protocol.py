@@ -117,3 +117,16 @@ def test_health_must_name_the_registered_server_if_it_names_one() -> None:
     healthy, why = health_ok(200, b'{"model": {"server_id": "gpu-9"}}', "gpu-1")
     assert not healthy and "gpu-9" in (why or "")
     assert health_ok(503, b"", "gpu-1")[0] is False
+
+
+def test_an_inline_result_over_the_maximum_fails_the_task_saying_so() -> None:
+    from core.domain.protocol import MAX_RESULT_BYTES, Kind, classify
+
+    big = json.dumps({"result": "r" * MAX_RESULT_BYTES}).encode()
+    outcome = classify(200, big)
+    assert outcome.kind is Kind.FAILED and outcome.result is None
+    assert outcome.error is not None and outcome.error.startswith("Result too large")
+    # An acknowledgement is not a result, whatever its size; a result at the maximum is kept.
+    assert classify(202, big).kind is Kind.ACCEPTED
+    exact = b'"' + b"r" * (MAX_RESULT_BYTES - 2) + b'"'
+    assert classify(200, exact).kind is Kind.COMPLETED

@@ -10,7 +10,15 @@ import pytest
 from core.config import OutlierPolicy
 from core.domain import outlier
 from core.domain.models import Endpoints, Server, ServerStatus, Task
-from core.domain.queue_reason import QueueCount, Reason, backlog_rows, estimated_start, explain, position
+from core.domain.queue_reason import (
+    QueueCount,
+    Reason,
+    backlog_rows,
+    estimated_start,
+    explain,
+    position,
+    start_estimate,
+)
 
 NOW = 1_700_000_000_000
 POLICY = OutlierPolicy()
@@ -194,3 +202,26 @@ def test_estimated_start_follows_the_pace_of_the_slots() -> None:
     assert estimated_start(6, [server("c")], NOW, slot_limit=lambda s: s.max_concurrent) is None
     # Ejected (no slot to offer): no estimate.
     assert estimated_start(1, fleet, NOW, slot_limit=lambda s: 0) is None
+
+
+def test_start_estimate_by_reason() -> None:
+    def limit(s: Server) -> int:
+        return s.max_concurrent
+
+    full = [server("a", "gpu", max_concurrent=2, active_tasks=2, latency_ewma_ms=1_000)]
+    waiting = task("alice", 5, "gpu")
+    capacity = why(["gpu"], full)
+    assert start_estimate(capacity, 4, waiting, full, NOW, slot_limit=limit) == NOW + 2_000
+    free = [server("a", "gpu", max_concurrent=2, latency_ewma_ms=1_000)]
+    assert start_estimate(why(["gpu"], free), 1, waiting, free, NOW, slot_limit=limit) == NOW
+    backing_off = Task(
+        **{**{f: getattr(waiting, f) for f in waiting.__struct_fields__}, "not_before": NOW + 300}
+    )
+    backoff = why(["gpu"], free, not_before=NOW + 300)
+    assert start_estimate(backoff, 1, backing_off, free, NOW, slot_limit=limit) == NOW + 300  # a slot is free
+    backoff_full = why(["gpu"], full, not_before=NOW + 300)
+    assert start_estimate(backoff_full, 4, backing_off, full, NOW, slot_limit=limit) == NOW + 2_000
+    offline = [server("a", "gpu", status=ServerStatus.OFFLINE, latency_ewma_ms=1_000)]
+    assert start_estimate(why(["gpu"], offline), 1, waiting, offline, NOW, slot_limit=limit) is None
+    unmeasured = [server("a", "gpu", active_tasks=10)]
+    assert start_estimate(why(["gpu"], unmeasured), 1, waiting, unmeasured, NOW, slot_limit=limit) is None

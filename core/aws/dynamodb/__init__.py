@@ -101,7 +101,9 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 21 Get a connection         | table    | CONN#<conn> / CONN, consistent    | CONN#R2D2dcQ5oA=  |
 | 22 Subscribe to a task      | table    | CONN#<conn>: ADD tasks if open    | CONN#R2D2dcQ5oA=, |
 |                             |          | and size(tasks) < max; then put   | SUBS#t-1 /        |
-|                             |          | SUBS#<task> / CONN#<conn>         | CONN#R2D2dcQ5oA=  |
+|                             |          | SUBS#<task> / CONN#<conn>; then   | CONN#R2D2dcQ5oA=, |
+|                             |          | TASK#<task>: SET followed if      | TASK#t-1          |
+|                             |          | it exists                         |                   |
 | 23 Unsubscribe, end one     | table    | delete SUBS#<task> / CONN#<conn>; | SUBS#t-1          |
 |                             |          | CONN#<conn>: DELETE tasks if open |                   |
 | 24 Subscribers of a task    | table    | PK = SUBS#<task>, consistent      | SUBS#t-1          |

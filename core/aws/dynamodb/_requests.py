@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from core.aws.dynamodb._expressions import Expression
+from core.aws.dynamodb.items import PAYLOAD_REF, task_from_item
 from core.domain.models import Server, Task, WebhookDelivery
 from core.errors import StaleWriteError, UnavailableError
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import QueryInputTypeDef, TransactWriteItemTypeDef
 
     from core.aws.dynamodb.items import Item
+    from core.aws.payloads import PayloadBucket
 
 T = TypeVar("T", Task, Server, WebhookDelivery)
 
@@ -70,10 +72,22 @@ def translated_errors() -> Iterator[None]:
 class DynamoTable:
     """One table and one client; each entity's part of DynamoStore builds on its requests."""
 
-    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
-        """`client` is created once per process when not given (Lambda reuses it)."""
+    def __init__(
+        self, table_name: str, client: DynamoDBClient | None = None, payloads: PayloadBucket | None = None
+    ) -> None:
+        """`client` is created once per process when not given (Lambda reuses it). With
+        `payloads`, large task payloads live in that bucket (core.aws.payloads)."""
         self.table_name = table_name
         self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
+        self.payloads = payloads
+
+    def _task_from(self, item: Item) -> Task:
+        """A task item read back whole: its payload fetched if it is in the bucket."""
+        if PAYLOAD_REF in item and "payload" not in item:
+            if self.payloads is None:
+                raise RuntimeError("a task's payload is in the payload bucket: set PAYLOAD_BUCKET")
+            item = {**item, "payload": {"S": self.payloads.get(item[PAYLOAD_REF]["S"])}}
+        return task_from_item(item)
 
     @property
     def client(self) -> DynamoDBClient:

@@ -19,8 +19,14 @@ from botocore.exceptions import ClientError
 
 # The table adapter's client settings and error translation, shared so both behave alike.
 from core.aws.dynamodb._requests import BUSY, CLIENT_CONFIG, CONDITION_FAILED, code, translated_errors
-from core.aws.dynamodb.items import TTL, from_value, to_value
-from core.aws.dynamodb.keys import connection_id_of, connection_key, subscription_key, subscriptions_partition
+from core.aws.dynamodb.items import FOLLOWED, TTL, from_value, to_value
+from core.aws.dynamodb.keys import (
+    connection_id_of,
+    connection_key,
+    subscription_key,
+    subscriptions_partition,
+    task_key,
+)
 from core.errors import StaleWriteError, UnavailableError
 
 if TYPE_CHECKING:
@@ -127,6 +133,25 @@ class ConnectionStore:
             raise StaleWriteError(None if old is None else connection_from_item(old)) from None
         with translated_errors():
             self._client.put_item(TableName=self.table_name, Item=subscription_to_item(task_id, connection))
+        self.mark_followed(task_id)
+
+    def mark_followed(self, task_id: str) -> None:
+        """Pattern 22, last step: after the subscription, so that every change from here on is
+        one the notifier sees with the subscription in place (the caller reads the task after)."""
+        try:
+            with translated_errors():
+                self._client.update_item(
+                    TableName=self.table_name,
+                    Key=task_key(task_id),
+                    UpdateExpression="SET #followed = :yes",
+                    # An update would create an expired task's item afresh.
+                    ConditionExpression="attribute_exists(PK) AND attribute_not_exists(#followed)",
+                    ExpressionAttributeNames={"#followed": FOLLOWED},
+                    ExpressionAttributeValues={":yes": {"BOOL": True}},
+                )
+        except ClientError as error:
+            if code(error) != CONDITION_FAILED:  # followed already, or gone: nothing to mark
+                raise
 
     def unsubscribe(self, connection_id: str, task_id: str) -> None:
         """Pattern 23: the subscription item and the task in the connection's set."""

@@ -170,6 +170,17 @@ def task_to_item(task: Task) -> Item:
     return item
 
 
+# What the listing indexes (ByOwner, ByRecent) project: a task without its bulky fields.
+BULKY_FIELDS = frozenset({"payload", "result", "error"})
+SUMMARY_FIELDS = tuple(name for name in Task.__struct_fields__ if name not in BULKY_FIELDS)
+
+
+def summary_from_item(item: Item) -> Task:
+    """A task from a listing index entry: payload empty, result and error unknown (None).
+    Good for Task.to_summary and list positions, not for anything that reads those three."""
+    return task_from_item({**item, "payload": {"S": "{}"}})
+
+
 def task_from_item(item: Item) -> Task:
     return fields_from_item(Task, item)
 
@@ -181,6 +192,14 @@ def task_from_item(item: Item) -> Task:
 OUTCOME_FIELDS = ("result", "error")
 OUTCOME_INLINE_LIMIT = 32 * 1024
 OUTCOME_REF = "outcome_ref"
+
+# On a task item whose payload is in the payload bucket (core.aws.payloads): the object's key.
+PAYLOAD_REF = "payload_ref"
+
+# Set on a task item once a WebSocket connection subscribes to the task (never cleared): the
+# notifier's stream filter passes only the changes of followed tasks, so a task nobody follows
+# costs the notifier no invocation and no read.
+FOLLOWED = "followed"
 
 
 def outcome_size(values: Mapping[str, AttributeValueTypeDef | None]) -> int:

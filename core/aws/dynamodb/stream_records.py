@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.aws.dynamodb.items import OUTCOME_REF, task_from_item
+from core.aws.dynamodb.items import FOLLOWED, OUTCOME_REF, PAYLOAD_REF, task_from_item
 from core.aws.dynamodb.keys import is_chunk_key, is_task_key
 from core.aws.dynamodb.output import chunk_from_item
 from core.domain.models import OutputChunk, Task, TaskStatus
@@ -27,9 +27,13 @@ class TaskChange:
     task: Task
     # The status before the write; None when the task was created.
     previous_status: TaskStatus | None
-    # A large result or error lives in the task's OUTCOME item: `task` lacks it, and who needs
-    # it reads the task from the store.
+    # A large result or error lives in the task's OUTCOME item, or a large payload in the
+    # payload bucket: `task` lacks it (an empty payload), and who needs it reads the task from
+    # the store.
     outcome_elsewhere: bool
+    # A WebSocket connection subscribed to the task at some point (the notifier looks for
+    # subscribers of followed tasks only).
+    followed: bool = False
     # The write only counted an output chunk (see `output_chunk` for the chunk itself).
     counts_output_only: bool = False
 
@@ -44,12 +48,15 @@ def task_change(record: Mapping[str, Any]) -> TaskChange | None:
     new = change.get("NewImage")
     if not new or not is_task_key(change.get("Keys") or new):
         return None
+    payload_elsewhere = PAYLOAD_REF in new and "payload" not in new
+    image = {**new, "payload": {"S": "{}"}} if payload_elsewhere else dict(new)
     old = change.get("OldImage") or {}
     old_status = old.get("status", {}).get("S")
     return TaskChange(
-        task=task_from_item(dict(new)),
+        task=task_from_item(image),
         previous_status=None if old_status is None else TaskStatus(old_status),
-        outcome_elsewhere=OUTCOME_REF in new,
+        outcome_elsewhere=OUTCOME_REF in new or payload_elsewhere,
+        followed=FOLLOWED in new,
         counts_output_only=bool(old) and _same_but_output_counts(old, new),
     )
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from core.aws.dynamodb._expressions import Expression
 from core.aws.dynamodb._requests import DynamoTable, translated_errors
-from core.aws.dynamodb.items import from_value, task_from_item
+from core.aws.dynamodb.items import from_value, summary_from_item
 from core.aws.dynamodb.keys import (
     HIGHEST,
     owner_partition,
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # Pattern 9b reads at most this many of an owner's tasks per call, whatever the filter keeps.
 _FILTERED_READ_BUDGET = 1_000
+# Their entries are task summaries (template.yaml projects no payload, result or error).
+LISTING_INDEXES = frozenset({"ByOwner", "ByRecent"})
 
 
 class DynamoTaskQueries(DynamoTable, TaskStore):
@@ -85,7 +87,7 @@ class DynamoTaskQueries(DynamoTable, TaskStore):
         while True:
             with translated_errors():
                 response = self._client.query(**request)
-            found += [task_from_item(item) for item in response["Items"]]
+            found += [summary_from_item(item) for item in response["Items"]]
             read += response["ScannedCount"]
             if len(found) > limit:
                 page = found[:limit]
@@ -217,4 +219,5 @@ class DynamoTaskQueries(DynamoTable, TaskStore):
             "ExpressionAttributeValues": query.values,
             "ScanIndexForward": not newest_first,
         }
-        return [task_from_item(item) for item in self._query(request, limit)]
+        read = summary_from_item if index in LISTING_INDEXES else self._task_from
+        return [read(item) for item in self._query(request, limit)]

@@ -15,6 +15,7 @@ from core.aws.dynamodb.items import (
     OUTCOME_FIELDS,
     OUTCOME_INLINE_LIMIT,
     OUTCOME_REF,
+    PAYLOAD_REF,
     TTL,
     check_fields,
     delivery_to_item,
@@ -24,12 +25,12 @@ from core.aws.dynamodb.items import (
     index_inputs,
     merge_outcome,
     outcome_size,
-    task_from_item,
     task_index_attributes,
     task_to_item,
     to_value,
 )
 from core.aws.dynamodb.keys import OUTCOME, TASK, outcome_key, server_key, task_key, task_partition
+from core.aws.payloads import PAYLOAD_INLINE_LIMIT
 from core.domain.models import Server, ServerStatus, Task, TaskStatus, WebhookDelivery
 from core.errors import NoCapacityError, StaleWriteError
 from core.ports.storage import CLOCK_SKEW_MS, TaskStore, update_sources
@@ -42,8 +43,11 @@ if TYPE_CHECKING:
 
 class DynamoTaskWrites(DynamoTable, TaskStore):
     def put_task(self, task: Task) -> None:
-        """Pattern 1."""
-        self._put_new(task_to_item(task))
+        """Pattern 1 (a large payload first to the payload bucket, the item keeping its key)."""
+        item = task_to_item(task)
+        if self.payloads is not None and len(item["payload"]["S"]) > PAYLOAD_INLINE_LIMIT:
+            item[PAYLOAD_REF] = {"S": self.payloads.put(task.id, item.pop("payload")["S"])}
+        self._put_new(item)
 
     def get_task(self, task_id: str) -> Task | None:
         """Pattern 2: the task item and, when its outcome is large, the OUTCOME item."""
@@ -60,7 +64,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         items = {item["SK"]["S"]: item for item in self._query(request)}
         if TASK not in items:
             return None
-        return task_from_item(merge_outcome(items[TASK], items.get(OUTCOME)))
+        return self._task_from(merge_outcome(items[TASK], items.get(OUTCOME)))
 
     def update_task(
         self,
@@ -100,7 +104,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
             update.equals("retries", retries)
         self._derive_index_keys(update, task_id, changes, statuses, server_id)
         if delivery is None:
-            return self._update_or_stale(task_key(task_id), update, task_from_item)
+            return self._update_or_stale(task_key(task_id), update, self._task_from)
         (task_reason, _) = self._transact(
             self._update(task_key(task_id), update, return_old=True), self._put(delivery_to_item(delivery))
         )
@@ -240,7 +244,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         if task_reason is not None:
             raise StaleWriteError(self._current_task(task.id, task_reason))
         if server_reason is not None and not puts:
-            self._update_or_stale(task_key(task.id), move, task_from_item)
+            self._update_or_stale(task_key(task.id), move, self._task_from)
         elif server_reason is not None:
             (task_reason,) = self._transact(self._update(task_key(task.id), move, return_old=True), *puts)[:1]
             if task_reason is not None:
@@ -262,5 +266,5 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
 
     def _current_task(self, task_id: str, reason: Mapping[str, Any]) -> Task | None:
         if "Item" in reason:
-            return task_from_item(cast("Item", reason["Item"]))
+            return self._task_from(cast("Item", reason["Item"]))
         return self.get_task(task_id)

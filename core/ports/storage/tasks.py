@@ -114,7 +114,7 @@ class TaskStore(ABC):
 
     @abstractmethod
     def tasks_by_owner(self, owner: str, limit: int = 50) -> list[Task]:
-        """Newest first."""
+        """Newest first, as summaries (see `list_tasks`)."""
 
     @abstractmethod
     def list_tasks(
@@ -128,7 +128,11 @@ class TaskStore(ABC):
         """Tasks newest first (createdAt, then id, descending), optionally of one status and
         one owner, strictly after the position `before` (see `position`). Up to `limit`
         tasks; a page may hold fewer while `after` is set (an adapter bounds what one call
-        reads), and `after` is None only when nothing is left."""
+        reads), and `after` is None only when nothing is left.
+
+        The tasks are summaries: every field as stored but `payload`, `result` and `error`,
+        which an adapter may leave out (DynamoDB's listing indexes do not carry them: writing
+        a task would cost each index its payload's size). Read a task whole with `get_task`."""
 
     @abstractmethod
     def pending_by_priority(self) -> dict[int, int]:
