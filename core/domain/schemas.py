@@ -32,9 +32,7 @@ _PATH_RE = r"(?:[/?][!$&'()*+,;=:@%/?A-Za-z0-9._~-]*)?"
 URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL_RE}(?:\.{_LABEL_RE})*{_PORT_RE}{_PATH_RE}$"
 # A webhook's host must be a public name: its last label starts with a letter and is no
 # longer than 8 (so neither an IP address nor `localhost`).
-WEBHOOK_PATTERN = (
-    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:{_LABEL_RE}\.)+[A-Za-z](?:[A-Za-z0-9-]{{0,6}}[A-Za-z0-9])?{_PORT_RE}{_PATH_RE}$"
-)
+WEBHOOK_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:{_LABEL_RE}\.)+[A-Za-z](?:[A-Za-z0-9-]{{0,6}}[A-Za-z0-9])?{_PORT_RE}{_PATH_RE}$"
 # In the document only: core.domain.urls checks the URL itself and says which rule it broke.
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, extra_json_schema={"pattern": URL_PATTERN})]
 WebhookUrl = Annotated[
@@ -62,6 +60,10 @@ class UpdateTask(Request, kw_only=True):
     result: Any = None
     error: Any = None
     message: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+
+class AppendOutput(Request, kw_only=True):
+    data: Annotated[Any, msgspec.Meta(description="Any JSON value: one chunk of the task's output")]
 
 
 class EndpointsBody(Request, kw_only=True):
@@ -207,6 +209,23 @@ class TaskCreated(Reply):
 Capabilities = Annotated[list[str], msgspec.Meta(description="What a server must offer to take the task")]
 
 
+class AttemptView(Reply):
+    """One time the task was sent to a backend."""
+
+    attempt: int
+    server_id: str
+    started_at: Ms
+    ended_at: Ms | None
+    outcome: (
+        Annotated[
+            Literal["completed", "failed", "timeout", "cancelled"],
+            msgspec.Meta(description="null while the attempt runs"),
+        ]
+        | None
+    )
+    error: Annotated[Any, msgspec.Meta(description="Why it ended, naming the server; never a URL")]
+
+
 class QueueInfo(Reply):
     """Why a PENDING task waits (docs/SCHEDULING.md)."""
 
@@ -236,6 +255,7 @@ class TaskView(Reply):
     created_at: Ms
     updated_at: Ms
     capabilities: Capabilities
+    history: Annotated[list[AttemptView], msgspec.Meta(description="One entry per attempt, oldest first")]
     started_at: Ms | msgspec.UnsetType = msgspec.UNSET
     completed_at: Ms | msgspec.UnsetType = msgspec.UNSET
     message: str | msgspec.UnsetType = msgspec.UNSET
@@ -363,7 +383,8 @@ class ServerHealth(Reply):
     last_check_at: Ms | None
     consecutive_failures: int
     ejected_until: Annotated[
-        int | None, msgspec.Meta(description="Epoch ms: left out of selection after failed attempts until then")
+        int | None,
+        msgspec.Meta(description="Epoch ms: left out of selection after failed attempts until then"),
     ] = None
 
 
@@ -374,7 +395,10 @@ class ServerView(Reply):
     registered_at: Ms
     last_heartbeat: Ms | None
     uptime: Annotated[int, msgspec.Meta(description="Milliseconds since registration")]
-    time_since_last_heartbeat: Duration | None
+    time_since_last_heartbeat: Annotated[
+        int,
+        msgspec.Meta(description="Milliseconds since the last heartbeat or healthy check, else registration"),
+    ]
     groups: list[str]
     priority: Annotated[int, msgspec.Meta(description="Weight")]
     capabilities: list[str]
