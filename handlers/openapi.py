@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import msgspec
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from core.domain import schemas as s
+from core.domain import replies as r
 from core.domain.ids import _PATH_ID
 from core.services.system import VERSION
 from handlers._http import STATUS
@@ -111,7 +111,7 @@ def build_spec(routes: Sequence[BaseRoute]) -> dict[str, Any]:
             f"Routes without an operation: {undocumented}; operations without a route: {unserved}"
         )
 
-    types: list[Any] = [s.ErrorBody]
+    types: list[Any] = [r.ErrorBody]
     for op in OPERATIONS.values():
         types += [*_bodies(op), *([op.request] if op.request else [])]
     refs, components = msgspec.json.schema_components(types, ref_template=REF)
@@ -128,7 +128,7 @@ def build_spec(routes: Sequence[BaseRoute]) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "responses": {
-                doc.name: _error(status, doc, schema_of[s.ErrorBody]) for status, doc in ERRORS.items()
+                doc.name: _error(status, doc, schema_of[r.ErrorBody]) for status, doc in ERRORS.items()
             },
             "headers": {
                 name: {"description": text, "schema": {"type": "integer"}}
@@ -156,7 +156,7 @@ def _operation(route: Route, path: str, op: Operation, schema_of: dict[Any, Any]
     responses: dict[str, Any] = {str(op.status): ok}
     for status in sorted(statuses):
         responses[str(status)] = {"$ref": f"#/components/responses/{ERRORS[status].name}"}
-    if op.response is s.Health:  # public, and its 503 carries the health report
+    if op.response is r.Health:  # public, and its 503 carries the health report
         responses["503"] = {
             "description": "Unhealthy",
             "content": {"application/json": {"schema": body_schema}},

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.domain import prefer
+from core.domain import replies as r
 from core.domain import schemas as s
 from core.domain import schemas_overview as so
 from core.domain.models import ServerStatus, TaskStatus
@@ -42,7 +43,7 @@ class Operation:
 
 
 DATE_QUERY = Param(
-    "date", "Date in YYYY-MM-DD format, UTC (defaults to today)", {"type": "string", "pattern": s.ISO_DATE}
+    "date", "Date in YYYY-MM-DD format, UTC (defaults to today)", {"type": "string", "pattern": r.ISO_DATE}
 )
 STATUS_QUERY = Param("status", "Filter by status", {"enum": [status.value for status in ServerStatus]})
 GROUP_QUERY = Param("group", "Filter by server group", {"type": "string"})
@@ -88,14 +89,14 @@ DAYS_QUERY = Param(
 END_QUERY = Param(
     "end",
     "The last day of the statistics, YYYY-MM-DD, UTC (defaults to today)",
-    {"type": "string", "pattern": s.ISO_DATE},
+    {"type": "string", "pattern": r.ISO_DATE},
 )
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/task"): Operation(
         "Create task",
         "Tasks",
-        (s.TaskCreated, s.TaskView),
+        (r.TaskCreated, r.TaskView),
         s.CreateTask,
         example={
             "type": "video-processing",
@@ -115,7 +116,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/tasks"): Operation(
         "List tasks",
         "Tasks",
-        s.TaskList,
+        r.TaskList,
         errors=(400, 403),
         query=(TASK_STATUS_QUERY, LIMIT_QUERY, CURSOR_QUERY),
         description="Tasks newest first, a page at a time: every task for an admin, a user's own "
@@ -124,7 +125,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/task/{id}"): Operation(
         "Get task status",
         "Tasks",
-        s.TaskView,
+        r.TaskView,
         errors=(400, 404),
         description="Retrieves the current status of a task; while it is PENDING, `queue` says why it"
         " waits (`reason`, `details`) and, when known, its `position` and `estimatedStartAt`. `history`"
@@ -133,7 +134,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("PUT", "/api/task/{id}"): Operation(
         "Update task",
         "Tasks",
-        s.TaskView,
+        r.TaskView,
         s.UpdateTask,
         example={
             "status": "COMPLETED",
@@ -146,21 +147,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/task/{id}/retry"): Operation(
         "Retry failed task",
         "Tasks",
-        s.RetryReply,
+        r.RetryReply,
         errors=(400, 403, 404, 409),
         description="Retries a FAILED, TIMEOUT or CANCELLED task.",
     ),
     ("POST", "/api/task/{id}/cancel"): Operation(
         "Cancel task",
         "Tasks",
-        s.CancelReply,
+        r.CancelReply,
         errors=(400, 403, 404, 409),
         description="Cancels a PENDING or PROCESSING task.",
     ),
     ("GET", "/api/task/{id}/webhooks"): Operation(
         "Get webhook deliveries",
         "Tasks",
-        s.WebhookDeliveries,
+        r.WebhookDeliveries,
         errors=(400, 404),
         description="Every delivery of the finished task to its `webhook` and each attempt: when, the "
         "receiver's status or the error, how long it took, and when the next retry is due. The task's "
@@ -194,7 +195,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/servers"): Operation(
         "Register server",
         "Servers",
-        s.ServerRegistered,
+        r.ServerRegistered,
         s.RegisterServer,
         example={
             "name": "gpu-server-01",
@@ -213,12 +214,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         description="Registers a new backend server. The reply's `token` is a service token for its heartbeats.",
     ),
     ("GET", "/api/servers"): Operation(
-        "List servers", "Servers", s.ServerList, errors=(400, 403), query=(STATUS_QUERY, GROUP_QUERY)
+        "List servers", "Servers", r.ServerList, errors=(400, 403), query=(STATUS_QUERY, GROUP_QUERY)
     ),
     ("POST", "/api/servers/{id}/heartbeat"): Operation(
         "Update server heartbeat",
         "Servers",
-        s.HeartbeatReply,
+        r.HeartbeatReply,
         s.Heartbeat,
         body_required=False,
         example={"status": "healthy", "activeTasks": 3, "metrics": {"cpu": 45, "memory": 60, "gpu": 80}},
@@ -228,43 +229,43 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("DELETE", "/api/servers/{id}"): Operation(
         "Unregister server",
         "Servers",
-        s.UnregisterReply,
+        r.UnregisterReply,
         errors=(400, 403, 404),
         description="Removes a server; its PROCESSING tasks go back to the queue.",
     ),
     ("POST", "/api/servers/{id}/maintenance"): Operation(
         "Set maintenance mode",
         "Servers",
-        s.MaintenanceReply,
+        r.MaintenanceReply,
         s.Maintenance,
         example={"maintenance": True, "reason": "Scheduled maintenance"},
         errors=(400, 403, 404, 413),
         description="Enables or disables maintenance mode: no new tasks; tasks in flight finish.",
     ),
     ("GET", "/api/servers/{id}/metrics"): Operation(
-        "Get server metrics", "Servers", s.ServerMetrics, errors=(400, 403, 404)
+        "Get server metrics", "Servers", r.ServerMetrics, errors=(400, 403, 404)
     ),
     ("POST", "/api/servers/{id}/token"): Operation(
         "Rotate service token",
         "Servers",
-        s.ServerRegistered,
+        r.ServerRegistered,
         errors=(400, 403, 404),
         description="Issues a new service token for the server (admin). Every earlier token of the "
         "server is refused from this moment, as are those of an earlier registration under the same id.",
     ),
     ("GET", "/api/stats/tasks"): Operation(
-        "Get task statistics", "Statistics", s.TaskStats, errors=(400, 403), query=(DATE_QUERY,)
+        "Get task statistics", "Statistics", r.TaskStats, errors=(400, 403), query=(DATE_QUERY,)
     ),
     ("GET", "/api/stats/hourly"): Operation(
-        "Get hourly report", "Statistics", s.HourlyReport, errors=(400, 403), query=(DATE_QUERY,)
+        "Get hourly report", "Statistics", r.HourlyReport, errors=(400, 403), query=(DATE_QUERY,)
     ),
     ("GET", "/api/stats/servers/{id}"): Operation(
-        "Get server statistics", "Statistics", s.ServerStats, errors=(400, 403, 404), query=(DATE_QUERY,)
+        "Get server statistics", "Statistics", r.ServerStats, errors=(400, 403, 404), query=(DATE_QUERY,)
     ),
     ("GET", "/api/stats/queue"): Operation(
         "Get queue summary",
         "Statistics",
-        s.QueueSummary,
+        r.QueueSummary,
         errors=(403,),
         description="The backlog by priority, the tasks in flight, the capacity online now, and the"
         " backlog by capability set with why each set waits.",
@@ -282,21 +283,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/stats/load-balancer"): Operation(
         "Get load balancer status",
         "Load Balancer",
-        s.LoadBalancerStatus,
+        r.LoadBalancerStatus,
         errors=(403,),
         description="Gets current load distribution and algorithm.",
     ),
     ("POST", "/api/stats/load-balancer/algorithm"): Operation(
         "Set load balancer algorithm",
         "Load Balancer",
-        s.AlgorithmReply,
+        r.AlgorithmReply,
         s.SetAlgorithm,
         example={"algorithm": "least-connections"},
         errors=(400, 403, 413),
         description="Changes the load balancing algorithm (admin only).",
     ),
     ("GET", "/health"): Operation(
-        "taskgate's health", "System", s.Health, public=True, description="200 when healthy, 503 when not."
+        "taskgate's health", "System", r.Health, public=True, description="200 when healthy, 503 when not."
     ),
     ("GET", "/openapi.json"): Operation("This document", "System", dict[str, Any], public=True),
     ("GET", "/docs"): Operation(

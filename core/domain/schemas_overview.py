@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from core.domain.schemas import (
+from core.domain.replies import (
     ISO_DATE,
     Duration,
     HourStats,
