@@ -283,6 +283,27 @@ def test_a_client_that_never_reads_is_dropped_and_stalls_nothing(fleet: Fleet) -
     fleet.assert_settled()
 
 
+def test_a_subscriber_gets_each_chunk_of_streamed_output(fleet: Fleet) -> None:
+    # GIVEN a task held PROCESSING by its backend, and its owner subscribed
+    fleet.add(Mock(mode="async", delay_ms=60_000))
+    task_id = fleet.submit()
+    task = fleet.wait_status(task_id, "PROCESSING", timeout=WAIT_S)
+    token = fleet.api.callback(task["serverId"], task_id, task["attempts"])
+    with open_ws(fleet.gateway, fleet.owner) as ws:
+        subscribe(ws, task_id)
+        assert receive(ws)["type"] == "task"
+
+        # WHEN the backend appends two chunks
+        for data in ({"word": "hello"}, ["world"]):
+            fleet.api.post(f"/api/task/{task_id}/output", json={"data": data}, token=token).ok()
+
+        # THEN each arrives as an output message, in order
+        assert [receive(ws), receive(ws)] == [
+            {"type": "output", "taskId": task_id, "index": 0, "data": {"word": "hello"}},
+            {"type": "output", "taskId": task_id, "index": 1, "data": ["world"]},
+        ]
+
+
 def test_the_connection_ends_when_its_token_expires(fleet: Fleet) -> None:
     """Security review, finding 5: an open WebSocket outlived its token's `exp`."""
     # GIVEN a task held PENDING, and a connection whose token expires in 2 s

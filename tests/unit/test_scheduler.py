@@ -138,14 +138,14 @@ def test_a_task_cancelled_after_the_round_read_it_is_skipped(fleet: Fleet) -> No
     assert started_ids(fleet) == [next_one]
 
 
-def test_a_database_made_before_the_index_gets_it_built_by_schema_step_4(tmp_path: Path) -> None:
+def test_a_database_made_before_the_index_gets_it_built_by_schema_step_5(tmp_path: Path) -> None:
     path = str(tmp_path / "old.db")
     fleet = Fleet(SqliteStore(path))
     fleet.add_server(["gpu"], 1)
     ids = [fleet.submit(owner, 5, ["gpu"]) for owner in ("alice", "bob", "alice")]
     assert started_ids(fleet) == [ids[0]]
     fleet.store.close()
-    # Make it look like a file from before (schema version 3): no queue column, no counts, no
+    # Make it look like a file from before (schema version 4): no queue column, no counts, no
     # triggers, no index of the scheduler's.
     conn = sqlite3.connect(path)
     for name, kind in conn.execute("SELECT name, type FROM sqlite_master WHERE sql IS NOT NULL").fetchall():
@@ -157,7 +157,7 @@ def test_a_database_made_before_the_index_gets_it_built_by_schema_step_4(tmp_pat
         ):
             conn.execute(f"DROP {kind.upper()} {name}")
     conn.execute("ALTER TABLE tasks DROP COLUMN queue")
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()
     reopened = SqliteStore(path)

@@ -24,8 +24,8 @@ def open_umask() -> Iterator[None]:
         os.umask(previous)
 
 
-def undo_schema_step_4(conn: sqlite3.Connection) -> None:
-    """The scheduler's index (schema step 4) taken out again, as a file of version 3 has it."""
+def undo_schema_step_5(conn: sqlite3.Connection) -> None:
+    """The scheduler's index (schema step 5) taken out again, as a file of version 4 has it."""
     made = conn.execute("SELECT type, name FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
     for kind, name in made:
         if kind == "trigger" or name in (
@@ -72,7 +72,11 @@ def test_a_database_from_before_service_token_ids_gains_the_column(tmp_path: Pat
     store.close()
     with sqlite3.connect(db) as conn:  # as a database of schema version 2, before the column
         conn.execute("ALTER TABLE servers DROP COLUMN token_id")
-        undo_schema_step_4(conn)
+        undo_schema_step_5(conn)  # the scheduler's index, step 5
+        # and before steps 4 (history and streamed output) and 5, which come after it
+        for column in ("history", "output_chunks", "output_bytes"):
+            conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+        conn.execute("DROP TABLE task_output")
         conn.execute("PRAGMA user_version = 2")
     reopened = SqliteStore(str(db))
     server = reopened.get_server("s1")

@@ -12,7 +12,7 @@ below, around what they share:
 | _requests.py        | conditional writes, transactions, paged queries; error translation |
 | tasks.py            | patterns 1-5: create, read, transition, claim, release            |
 | task_queries.py     | patterns 6-9b: the task indexes                                   |
-| scheduling.py       | patterns 7a, 9c, 30-32: the scheduler's owner queues and counts   |
+| scheduling.py       | patterns 7a, 9c, 33-35: the scheduler's owner queues and counts   |
 | servers.py          | patterns 10-13                                                    |
 | settings.py         | patterns 14-15                                                    |
 | counters.py         | patterns 16, 19                                                   |
@@ -20,6 +20,7 @@ below, around what they share:
 | idempotency.py      | pattern 18                                                        |
 | connections.py      | patterns 20-25 (WebSocket connections; not part of the Store)     |
 | deliveries.py       | patterns 26-29                                                    |
+| output.py           | patterns 30-31: a task's streamed output                          |
 | stream_records.py   | the table's stream records, read as task changes                  |
 
 | Item        | PK                | SK          | Other attributes                              |
@@ -36,6 +37,7 @@ below, around what they share:
 | Subscription| SUBS#<task>       | CONN#<conn> | connection_id; expiresAt                      |
 | Owner queue | SCHEDULING        | QUEUE#<10-p:2>#<caps>#<owner> | pending (count), queue, priority, owner |
 | In flight   | SCHEDULING        | INFLIGHT#<owner> | processing (count), owner, changed_at    |
+| Chunk       | TASK#<id>         | CHUNK#<index:8> | data (JSON), attempt, created_at; expiresAt |
 
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
@@ -66,7 +68,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | Access pattern              | Index    | Key condition                     | Example           |
 |-----------------------------|----------|-----------------------------------|-------------------|
 | 1 Create a task             | table    | TASK#<id> / TASK, if new          | TASK#t-1          |
-| 2 Get a task                | table    | TASK#<id> / TASK                  | TASK#t-1          |
+| 2 Get a task                | table    | PK = TASK#<id> AND SK >= OUTCOME  | TASK#t-1          |
+|   (and its OUTCOME, if any) |          | (chunks sort before: never read)  |                   |
 | 3 Transition a task         | table    | TASK#<id> / TASK, if status IN    | TASK#t-1          |
 | 4 Claim a task: one write   | table    | SERVER#<s> if a slot is free,     | SERVER#gpu-1,     |
 |                             |          | + TASK#<id> if still PENDING      | TASK#t-1          |
@@ -86,7 +89,7 @@ costs a lost write (StaleWriteError), never a wrong one.
 |    partitions merged)       |          |                                   |                   |
 | 9b An owner's, one status   | ByOwner  | pattern 6, FilterExpression on    | OWNER#alice       |
 |                             |          | status; at most 1,000 read a call |                   |
-| 9c PENDING per priority     | table    | pattern 30, counts summed         | SCHEDULING        |
+| 9c PENDING per priority     | table    | pattern 33, counts summed         | SCHEDULING        |
 |    ... and capability set   | table    | the same, by the queue's caps     | SCHEDULING        |
 | 10 Register a server        | table    | SERVERS / SERVER#<id>, if new     | SERVER#gpu-1      |
 | 11 Get, update, delete one  | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
@@ -123,13 +126,19 @@ costs a lost write (StaleWriteError), never a wrong one.
 |                             |          | GSI2SK <= <now:13>#~              | 1700000000000#~   |
 | 29 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
 |                             |          | state = pending AND attempts = :n |                   |
-| 30 Owner queues and counts  | table    | PK = SCHEDULING AND begins_with(  | SCHEDULING,       |
+| 30 Append an output chunk   | table    | TASK#<id> / TASK if PROCESSING on | TASK#t-1,         |
+|                             |          | <s>, attempt <a>, output_chunks = | CHUNK#00000003    |
+|                             |          | <n>: ADD 1; + put CHUNK#<n>: one  |                   |
+|                             |          | transaction                       |                   |
+| 31 Chunks after <i>         | table    | PK = TASK#<id> AND SK BETWEEN     | TASK#t-1          |
+|                             |          | CHUNK#<i+1> AND CHUNK#~, consist. |                   |
+| 33 Owner queues and counts  | table    | PK = SCHEDULING AND begins_with(  | SCHEDULING,       |
 |    (ADD pending ±1 in the   |          | SK, QUEUE#), consistent; ADD in   | QUEUE#05#gpu#alice|
 |    writes of 1, 3, 4, 5)    |          | the task's own transaction        |                   |
-| 31 Owners' tasks in flight  | table    | PK = SCHEDULING AND begins_with(  | SCHEDULING,       |
+| 34 Owners' tasks in flight  | table    | PK = SCHEDULING AND begins_with(  | SCHEDULING,       |
 |    (ADD processing ±1 in 4, |          | SK, INFLIGHT#); the claim's ADD   | INFLIGHT#alice    |
 |    5; set by reconciliation)|          | if processing < :limit            |                   |
-| 32 An owner queue's FIFO    | ByQueue  | GSI5PK = QUEUE#<caps>#<10-p>#<o>  | QUEUE#gpu#05#alice|
+| 35 An owner queue's FIFO    | ByQueue  | GSI5PK = QUEUE#<caps>#<10-p>#<o>  | QUEUE#gpu#05#alice|
 |    (keys only; the tasks in |          | AND GSI5SK > <after>, Limit 16;   |                   |
 |    one BatchGetItem)        | table    | then TASK#<id> / TASK, consistent | TASK#t-1          |
 
@@ -146,6 +155,7 @@ from __future__ import annotations
 from core.aws.dynamodb.counters import DynamoCounterStore
 from core.aws.dynamodb.deliveries import DynamoDeliveryStore
 from core.aws.dynamodb.idempotency import DynamoIdempotencyStore
+from core.aws.dynamodb.output import DynamoOutputStore
 from core.aws.dynamodb.rate_windows import DynamoRateWindowStore
 from core.aws.dynamodb.scheduling import DynamoSchedulingStore
 from core.aws.dynamodb.servers import DynamoServerStore
@@ -161,6 +171,7 @@ class DynamoStore(
     DynamoTaskWrites,
     DynamoSchedulingStore,
     DynamoTaskQueries,
+    DynamoOutputStore,
     DynamoServerStore,
     DynamoSettingStore,
     DynamoCounterStore,

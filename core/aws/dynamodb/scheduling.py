@@ -1,4 +1,4 @@
-"""The scheduling index (core/domain/scheduling.py, docs/SCHEDULING.md): patterns 7a and 30-32
+"""The scheduling index (core/domain/scheduling.py, docs/SCHEDULING.md): patterns 7a and 33-35
 of the access-pattern table (see the package).
 
 | Item        | PK         | SK                                   | Attributes                      |
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 
 def pending_change(table: str, task: Task, delta: int) -> dict[str, Any]:
-    """A transaction's Update (pattern 30): `delta` tasks enter (+) or leave (-) the task's
+    """A transaction's Update (pattern 33): `delta` tasks enter (+) or leave (-) the task's
     owner queue."""
     queue = queue_key(task.capabilities)
     change = Expression()
@@ -68,7 +68,7 @@ def pending_change(table: str, task: Task, delta: int) -> dict[str, Any]:
 def in_flight_change(
     table: str, owner: str, delta: int, *, limit: int = 0, changed_at: int | None = None
 ) -> dict[str, Any]:
-    """A transaction's Update (pattern 31): the owner has `delta` more tasks in flight; with
+    """A transaction's Update (pattern 34): the owner has `delta` more tasks in flight; with
     `limit`, only if it had fewer than `limit` (else the transaction is cancelled)."""
     change = Expression()
     change.add("processing", delta)
@@ -83,7 +83,7 @@ def in_flight_change(
 
 class DynamoSchedulingStore(DynamoTable, TaskStore, SchedulingStore):
     def owner_queues(self) -> list[OwnerQueue]:
-        """Pattern 30: the SCHEDULING partition's owner queues, one Query."""
+        """Pattern 33: the SCHEDULING partition's owner queues, one Query."""
         found = [
             OwnerQueue(
                 queue=item["queue"]["S"],
@@ -96,14 +96,14 @@ class DynamoSchedulingStore(DynamoTable, TaskStore, SchedulingStore):
         return [q for q in found if q.pending > 0]
 
     def in_flight_by_owner(self) -> dict[str, int]:
-        """Pattern 31: the SCHEDULING partition's in-flight counts, one Query."""
+        """Pattern 34: the SCHEDULING partition's in-flight counts, one Query."""
         counts = {
             item["owner"]["S"]: int(item["processing"]["N"]) for item in self._scheduling(IN_FLIGHT_PREFIX)
         }
         return {owner: n for owner, n in counts.items() if n != 0}
 
     def set_in_flight(self, owner: str, value: int, *, expected: int, quiet_since: int) -> bool:
-        """Pattern 31, reconciled: if the count is `expected` and unchanged since `quiet_since`."""
+        """Pattern 34, reconciled: if the count is `expected` and unchanged since `quiet_since`."""
         update = Expression()
         update.assign("processing", value)
         update.assign("owner", owner)
@@ -134,7 +134,7 @@ class DynamoSchedulingStore(DynamoTable, TaskStore, SchedulingStore):
     def queue_tasks(
         self, owner_queue: OwnerQueue, limit: int, *, after: tuple[int, str] | None = None
     ) -> list[Task]:
-        """Pattern 32: an owner queue's FIFO from the ByQueue index, which projects keys only
+        """Pattern 35: an owner queue's FIFO from the ByQueue index, which projects keys only
         (its sort key ends with the task id), then those tasks from the table in one
         consistent BatchGetItem (pattern 2b): the index stays a few bytes per PENDING task, and
         the scheduler reads whole, current tasks only for the few it looks at (1, then 16)."""
@@ -170,7 +170,7 @@ class DynamoSchedulingStore(DynamoTable, TaskStore, SchedulingStore):
         return tasks
 
     def queue_ahead(self, task: Task) -> int:
-        """Pattern 32, counted (Select COUNT): the entries of the task's owner queue before it."""
+        """Pattern 35, counted (Select COUNT): the entries of the task's owner queue before it."""
         ready, task_id = fifo_position(task)
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
@@ -214,14 +214,14 @@ class DynamoSchedulingStore(DynamoTable, TaskStore, SchedulingStore):
         return due[:limit]
 
     def pending_by_priority(self) -> dict[int, int]:
-        """Pattern 9c: the owner queues' counts (pattern 30), summed per priority."""
+        """Pattern 9c: the owner queues' counts (pattern 33), summed per priority."""
         counts: dict[int, int] = {}
         for owner_queue in self.owner_queues():
             counts[owner_queue.priority] = counts.get(owner_queue.priority, 0) + owner_queue.pending
         return counts
 
     def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
-        """Pattern 9c: the owner queues' counts (pattern 30), summed per priority and capability
+        """Pattern 9c: the owner queues' counts (pattern 33), summed per priority and capability
         set (a read that follows the owner queues, not the backlog)."""
         counts: dict[tuple[int, tuple[str, ...]], int] = {}
         for owner_queue in self.owner_queues():
@@ -230,5 +230,5 @@ class DynamoSchedulingStore(DynamoTable, TaskStore, SchedulingStore):
         return counts
 
     def count_pending(self) -> int:
-        """Pattern 9c: the owner queues' counts (pattern 30), summed."""
+        """Pattern 9c: the owner queues' counts (pattern 33), summed."""
         return sum(owner_queue.pending for owner_queue in self.owner_queues())

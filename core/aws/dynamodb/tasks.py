@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 class DynamoTaskWrites(DynamoTable, TaskStore):
     def put_task(self, task: Task) -> None:
         """Pattern 1, a large payload first to the payload bucket (the item keeping its key);
-        with pattern 30's count when the task is PENDING, in one transaction."""
+        with pattern 33's count when the task is PENDING, in one transaction."""
         item = task_to_item(task)
         if self.payloads is not None and len(item["payload"]["S"]) > PAYLOAD_INLINE_LIMIT:
             item[PAYLOAD_REF] = {"S": self.payloads.put(task.id, item.pop("payload")["S"])}
@@ -62,8 +62,12 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         """Pattern 2: the task item and, when its outcome is large, the OUTCOME item."""
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
-            "KeyConditionExpression": "PK = :task",
-            "ExpressionAttributeValues": {":task": {"S": task_partition(task_id)}},
+            # OUTCOME and TASK; the partition's output chunks (CHUNK#...) sort before both.
+            "KeyConditionExpression": "PK = :task AND SK >= :outcome",
+            "ExpressionAttributeValues": {
+                ":task": {"S": task_partition(task_id)},
+                ":outcome": {"S": OUTCOME},
+            },
             "ConsistentRead": True,
         }
         items = {item["SK"]["S"]: item for item in self._query(request)}
@@ -125,7 +129,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         self, task_id: str, changes: Mapping[str, Any], statuses: frozenset[TaskStatus]
     ) -> tuple[frozenset[TaskStatus], Task | None, int]:
         """Whether this write moves the task into (+1) or out of (-1) PENDING, and so its owner
-        queue's count (pattern 30) with it. When `statuses` leaves that open (PENDING among
+        queue's count (pattern 33) with it. When `statuses` leaves that open (PENDING among
         others), the task is read and the write pinned to the status it has."""
         if "status" not in changes:
             return statuses, None, 0
@@ -187,7 +191,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
                 update.assign(attribute, None if derived is None else to_value(derived))
 
     def claim_task(self, task: Task, changes: Mapping[str, Any], *, owner_limit: int = 0) -> Task:
-        """Pattern 4: one transaction takes the slot, moves the task and its counts (30, 31)."""
+        """Pattern 4: one transaction takes the slot, moves the task and its counts (33, 34)."""
         claimed = msgspec.structs.replace(task, **changes)
         if TaskStatus(claimed.status) is not TaskStatus.PROCESSING or claimed.server_id is None:
             raise ValueError("a claim sets status PROCESSING and server_id")
@@ -269,7 +273,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         puts = [] if outcome is None else [self._put(outcome)]
         if delivery is not None:
             puts.append(self._put(delivery_to_item(delivery)))
-        # Patterns 30 and 31: the owner has one fewer in flight; a requeued task is counted in
+        # Patterns 33 and 34: the owner has one fewer in flight; a requeued task is counted in
         # its owner queue again.
         puts.append(in_flight_change(self.table_name, task.owner, -1, changed_at=changes.get("updated_at")))
         if TaskStatus(released.status) is TaskStatus.PENDING:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from core.domain.models import Server, Task, WebhookDelivery
+from core.domain.models import OutputChunk, Server, Task, WebhookDelivery
 from core.ports.storage import IdempotencyRecord
 
 S = TypeVar("S", Task, Server, WebhookDelivery)
@@ -68,6 +68,7 @@ class MemoryData:
     deliveries: dict[tuple[str, int], WebhookDelivery] = field(default_factory=dict)
     # Tasks PROCESSING per owner, changed in the same step as each claim and release.
     in_flight: dict[str, int] = field(default_factory=dict)
+    output: dict[str, list[OutputChunk]] = field(default_factory=dict)  # task id -> chunks, in order
 
 
 class MemoryBase:

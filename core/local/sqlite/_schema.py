@@ -151,13 +151,30 @@ _STEP_2 = (
 # registered before keep "" and their id-less tokens until a rotation.
 _STEP_3 = ("ALTER TABLE servers ADD COLUMN token_id TEXT NOT NULL DEFAULT ''",)
 
-# Step 4: the scheduler's index (docs/SCHEDULING.md, core/local/sqlite/queues.py). Each task's
+# Step 4: a task's history (one entry per attempt, JSON) and streamed output (its chunks in
+# their own table, counted on the task).
+_STEP_4 = """
+ALTER TABLE tasks ADD COLUMN history BLOB;
+ALTER TABLE tasks ADD COLUMN output_chunks INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS task_output (
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    attempt INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, idx)
+);
+"""
+
+# Step 5: the scheduler's index (docs/SCHEDULING.md, core/local/sqlite/queues.py). Each task's
 # capability set as a queue key (`taskgate_queue_key`, registered by `migrate`: the domain's
 # queue_key), the PENDING counts per owner queue with each queue's head, the PROCESSING counts
 # per owner, the triggers that keep both in the same statement as the task, the owner queues'
 # FIFO index and the PENDING-by-age index (queue timeouts). A file of an earlier version gets
 # its counts built from the tasks it holds.
-_STEP_4: tuple[str, ...] = (
+_STEP_5: tuple[str, ...] = (
     "ALTER TABLE tasks ADD COLUMN queue TEXT NOT NULL DEFAULT ''",
     "UPDATE tasks SET queue = taskgate_queue_key(capabilities)",
     """
@@ -270,7 +287,13 @@ INSERT INTO owners_in_flight (owner, processing)
 """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2, _STEP_3, _STEP_4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _statements(_SCHEMA_1),
+    _STEP_2,
+    _STEP_3,
+    _statements(_STEP_4),
+    _STEP_5,
+)
 
 
 class SchemaVersionError(RuntimeError):
@@ -278,7 +301,7 @@ class SchemaVersionError(RuntimeError):
 
 
 def _queue_key(capabilities: bytes | str | None) -> str:
-    """A stored capabilities column (JSON) as its queue key, for step 4."""
+    """A stored capabilities column (JSON) as its queue key, for step 5."""
     return queue_key(msgspec.json.decode(capabilities) if capabilities else [])
 
 

@@ -1,5 +1,5 @@
 """The scheduling index on SQLite (core/domain/scheduling.py, docs/SCHEDULING.md); its tables,
-triggers and indexes are schema step 4 (core/local/sqlite/_schema.py).
+triggers and indexes are schema step 5 (core/local/sqlite/_schema.py).
 
 - `tasks.queue` is the task's capability set as a queue key (set once, at insert).
 - `owner_queues` counts the PENDING tasks of each (queue, priority, owner) and keeps the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.ports.storage.deliveries import DeliveryStore
 from core.ports.storage.idempotency import IdempotencyStore
+from core.ports.storage.output import OutputStore
 from core.ports.storage.rate_windows import RateWindowStore
 from core.ports.storage.scheduling import SchedulingStore
 from core.ports.storage.servers import ServerStore
@@ -16,6 +17,7 @@ __all__ = ["Store"]
 class Store(
     TaskStore,
     SchedulingStore,
+    OutputStore,
     ServerStore,
     SettingStore,
     CounterStore,
