@@ -21,8 +21,8 @@ from core.local.sqlite._schema import SchemaVersionError
 from core.local.sqlite.counters import SqliteCounterStore
 from core.local.sqlite.deliveries import SqliteDeliveryStore
 from core.local.sqlite.idempotency import SqliteIdempotencyStore
-from core.local.sqlite.queues import SqliteSchedulingStore
 from core.local.sqlite.output import SqliteOutputStore
+from core.local.sqlite.queues import SqliteSchedulingStore
 from core.local.sqlite.rate_windows import SqliteRateWindowStore
 from core.local.sqlite.servers import SqliteServerStore
 from core.local.sqlite.settings import SqliteSettingStore
