@@ -31,7 +31,9 @@ records_at_once = ThreadPoolExecutor(max_workers=10, thread_name_prefix="record"
 _outcomes: dict[str, Exception | None] = {}
 
 
-def handle(record: dict[str, Any], budget: lambda_runtime.Budget) -> Exception | None:
+def handle(
+    record: dict[str, Any], budget: lambda_runtime.Budget, drains: lambda_runtime.DrainOnce
+) -> Exception | None:
     """One record, in a thread of its own; returns what it raised instead of raising."""
     logger.thread_safe_append_keys(message_id=record["messageId"])
     try:
@@ -40,7 +42,7 @@ def handle(record: dict[str, Any], budget: lambda_runtime.Budget) -> Exception |
             raise ValueError("a dispatch message is a JSON object")
         # A drain or a health check names no task: its lines name the tasks they touch themselves.
         logger.thread_safe_append_keys(task_id=body.get("taskId"))
-        lambda_runtime.handle_message(context(), body, lambda_runtime.shared_pool(), budget)
+        lambda_runtime.handle_message(context(), body, lambda_runtime.shared_pool(), budget, drains)
         logger.info("message handled", extra={"kind": sorted(body)})
         return None
     except Exception as exc:
@@ -59,11 +61,12 @@ def record_handler(record: SQSRecord) -> None:
 def _handle(event: dict[str, Any], lambda_context: LambdaContext) -> PartialItemFailureResponse:
     budget = lambda_runtime.Budget(lambda_context.get_remaining_time_in_millis())
     records: list[dict[str, Any]] = event.get("Records") or []
+    drains = lambda_runtime.DrainOnce()  # the batch's task and drain messages share one drain
     _outcomes.clear()
     _outcomes.update(
         zip(
             (r["messageId"] for r in records),
-            records_at_once.map(lambda r: handle(r, budget), records),
+            records_at_once.map(lambda r: handle(r, budget, drains), records),
             strict=True,
         )
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,11 +93,41 @@ def shared_pool() -> urllib3.PoolManager:
     return _pool
 
 
+class DrainOnce:
+    """One drain for all the `taskId`/`drain` messages of a batch. Every task they name was stored
+    before the batch arrived, so one drain sees them all; ten concurrent drains would each try
+    to claim the same best tasks, and every lost claim is a billed, failed transaction. The
+    first caller drains; the others wait for it and share its outcome (a store fault fails them
+    all, so SQS delivers each again)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+        self._error: BaseException | None = None
+
+    def run(self, drain_now: Callable[[], object]) -> None:
+        with self._lock:
+            if not self._done:
+                try:
+                    drain_now()
+                except BaseException as exc:
+                    self._error = exc
+                finally:
+                    self._done = True
+        if self._error is not None:
+            raise self._error
+
+
 def handle_message(
-    ctx: Context, body: dict[str, Any], pool: urllib3.PoolManager, budget: Budget | None = None
+    ctx: Context,
+    body: dict[str, Any],
+    pool: urllib3.PoolManager,
+    budget: Budget | None = None,
+    drains: DrainOnce | None = None,
 ) -> None:
     """One queue message. Raises (so the message is retried) only if the store failed, or
-    NotStartedError if `budget` leaves too little time to start it."""
+    NotStartedError if `budget` leaves too little time to start it. Messages that share
+    `drains` (one batch) share one drain."""
     if budget is not None and not budget.can_start():
         raise NotStartedError(
             f"not started: {budget.left_s() + SETTLE_RESERVE_S:.1f} s left of the invocation,"
@@ -107,7 +138,10 @@ def handle_message(
         # A task queued or a slot freed: either way, start what is best now. The task a message
         # names gets no precedence: it goes when its turn comes, so priority and fair share hold
         # as on one machine.
-        drain(ctx, transport)
+        if drains is None:
+            drain(ctx, transport)
+        else:
+            drains.run(lambda: drain(ctx, transport))
     elif "checkServer" in body:
         check_server(ctx, str(body["checkServer"]), transport)
     elif isinstance(body.get("webhook"), dict):
