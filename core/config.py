@@ -4,6 +4,7 @@ Every knob is listed in the README's configuration table."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -71,7 +72,16 @@ class Config:
     task_timeout_ms: int = HOUR_MS
     heartbeat_timeout_ms: int = 90_000
     task_ttl_days: int = 7
+    # `async: false` waits this long (SYNC_WAIT_S); `Prefer: wait=N` up to SYNC_WAIT_MAX.
     sync_wait_ms: int = 25_000
+    sync_wait_max_ms: int = 60_000
+    # Streamed output: one chunk's `data` (JSON-encoded), all of a task's, and how many chunks.
+    output_chunk_max_bytes: int = 64 * 1024
+    output_task_max_bytes: int = 4 * 1024 * 1024
+    output_task_max_chunks: int = 10_000
+    # A stream response that cannot stay open (AWS: Lambda answers in one piece) carries what
+    # arrives within this long; the client reconnects with Last-Event-ID.
+    stream_wait_ms: int = 20_000
     max_body_bytes: int = 256 * 1024
     sweep_interval_ms: int = 5_000
     health_check_interval_ms: int = 30_000
@@ -111,7 +121,17 @@ class Config:
             "task_timeout_ms": _int(env, "TASK_TIMEOUT", HOUR_MS),
             "heartbeat_timeout_ms": _int(env, "HEARTBEAT_TIMEOUT", 90_000),
             "task_ttl_days": _int(env, "TASK_TTL_DAYS", 7),
-            "sync_wait_ms": _int(env, "SYNC_WAIT", 25_000),
+            # SYNC_WAIT_S (seconds, the issue's name) or SYNC_WAIT (ms, like every other duration).
+            "sync_wait_ms": (
+                _int(env, "SYNC_WAIT_S", 25) * 1000
+                if env.get("SYNC_WAIT_S")
+                else _int(env, "SYNC_WAIT", 25_000)
+            ),
+            "sync_wait_max_ms": _int(env, "SYNC_WAIT_MAX", 60) * 1000,
+            "output_chunk_max_bytes": _int(env, "OUTPUT_CHUNK_MAX_BYTES", 64 * 1024),
+            "output_task_max_bytes": _int(env, "OUTPUT_TASK_MAX_BYTES", 4 * 1024 * 1024),
+            "output_task_max_chunks": _int(env, "OUTPUT_TASK_MAX_CHUNKS", 10_000),
+            "stream_wait_ms": _int(env, "STREAM_WAIT_S", 20) * 1000,
             "sweep_interval_ms": _int(env, "SWEEP_INTERVAL", 5_000),
             "health_check_interval_ms": _int(env, "HEALTH_CHECK_INTERVAL", 30_000),
             "retry_base_ms": _int(env, "RETRY_BASE_DELAY", 500),
@@ -143,8 +163,20 @@ class Config:
         }
         values.update(overrides)
         config = cls(**values)  # type: ignore[arg-type]
-        if config.sync_wait_ms < 0:
-            raise ValueError(f"SYNC_WAIT must be 0 or more, got {config.sync_wait_ms}")
+        if not 1_000 <= config.sync_wait_max_ms <= 60_000:
+            raise ValueError("SYNC_WAIT_MAX must be 1-60 (seconds)")
+        if not 0 <= config.sync_wait_ms <= 60_000:
+            raise ValueError("SYNC_WAIT_S must be 0-60 (seconds)")
+        if config.sync_wait_ms > config.sync_wait_max_ms:
+            # The deployment's cap holds for every wait of a create, `async: false` included.
+            config = dataclasses.replace(config, sync_wait_ms=config.sync_wait_max_ms)
+        if (
+            min(config.output_chunk_max_bytes, config.output_task_max_bytes, config.output_task_max_chunks)
+            < 1
+        ):
+            raise ValueError("OUTPUT_* limits must be positive")
+        if not 1_000 <= config.stream_wait_ms <= 60_000:
+            raise ValueError("STREAM_WAIT_S must be 1-60 (seconds)")
         if config.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
         if config.webhook_max_attempts < 1:

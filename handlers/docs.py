@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from handlers._http import aws_context, create_app, lambda_handler
@@ -66,7 +66,7 @@ DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 DASHBOARD_ASSETS = {
     **{
         f"{name}.js": "text/javascript"
-        for name in ("app", "api", "format", "chart", "servers", "tasks", "stats")
+        for name in ("app", "api", "format", "chart", "servers", "tasks", "detail", "stream", "stats")
     },
     "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
@@ -149,6 +149,11 @@ async def asset(request: Request) -> Response:
     )
 
 
+async def root(request: Request) -> Response:
+    # Relative, so it lands on the dashboard under a path prefix (an API Gateway stage) too.
+    return RedirectResponse("dashboard", status_code=302)
+
+
 async def dashboard(request: Request) -> Response:
     page, headers = dashboard_page(websocket_url())
     return Response(page, media_type="text/html", headers=headers)
@@ -162,6 +167,7 @@ async def dashboard_asset(request: Request) -> Response:
 
 
 routes = [
+    Route("/", root, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/docs", swagger_ui, methods=["GET"]),
     Route("/docs/assets/{name}", asset, methods=["GET"], include_in_schema=False),

@@ -39,8 +39,13 @@ def record_handler(record: DynamoDBRecord) -> None:
 
 
 def _post(record: DynamoDBRecord) -> None:
+    chunk = stream_records.output_chunk(record.raw_event)
+    if chunk is not None:  # streamed output: an `output` message
+        logger.append_keys(task_id=chunk.task_id)
+        push(update_push.endpoint()).notify_output(chunk)
+        return
     change = stream_records.task_change(record.raw_event)
-    if change is None:  # a TTL removal; not a task
+    if change is None or change.counts_output_only:  # a TTL removal; not a task; a chunk's count
         return
     logger.append_keys(task_id=change.task.id)
     sent = push(update_push.endpoint()).notify(change)

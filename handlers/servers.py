@@ -54,7 +54,7 @@ async def heartbeat(request: Request) -> Response:
     body = decode(await read_body(request) or b"{}", Heartbeat)
     server = servers.heartbeat(context(request), principal(request), server_id, body)
     return json_response(
-        {"message": "Heartbeat received", "serverId": server.id, "status": server.status.value}
+        {"message": "Heartbeat updated", "serverId": server.id, "status": server.status.value}
     )
 
 

@@ -1,5 +1,6 @@
 """Statistics and load-balancer routes: day reports (`?date=YYYY-MM-DD`, UTC), a server's
-day, the queue now, the load distribution, and the algorithm setting."""
+day, the queue now, the load distribution, the algorithm setting, and the overview (the whole
+dashboard in one read)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.domain.schemas import SetAlgorithm, decode
+from core.services import overview as overview_service
 from core.services import stats, task_listing
 from handlers._http import (
     authenticated,
@@ -47,6 +49,21 @@ async def queue_summary(request: Request) -> Response:
 
 
 @authenticated
+async def overview(request: Request) -> Response:
+    query = request.query_params
+    return json_response(
+        overview_service.overview(
+            context(request),
+            principal(request),
+            status=query.get("status"),
+            limit=query.get("limit"),
+            days=query.get("days"),
+            end=query.get("end"),
+        )
+    )
+
+
+@authenticated
 async def load_balancer(request: Request) -> Response:
     return json_response(stats.load_balancer(context(request), principal(request)))
 
@@ -63,6 +80,7 @@ routes = [
     Route("/api/stats/hourly", hourly_report, methods=["GET"]),
     Route("/api/stats/servers/{id}", server_stats, methods=["GET"]),
     Route("/api/stats/queue", queue_summary, methods=["GET"]),
+    Route("/api/overview", overview, methods=["GET"]),
     Route("/api/stats/load-balancer", load_balancer, methods=["GET"]),
     Route("/api/stats/load-balancer/algorithm", set_algorithm, methods=["POST"]),
 ]

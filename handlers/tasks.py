@@ -1,14 +1,16 @@
-"""Task routes: create, list, read, report (backend callback), retry, cancel, webhook deliveries."""
+"""Task routes: create, list, read, report (backend callback), retry, cancel, webhook deliveries,
+streamed output (append, follow as Server-Sent Events)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from core.domain.schemas import CreateTask, UpdateTask, decode
+from core.domain import prefer
+from core.domain.schemas import AppendOutput, CreateTask, UpdateTask, decode
 from core.errors import PayloadTooLargeError
-from core.services import idempotency, task_listing, task_view, tasks, webhook_delivery
+from core.services import idempotency, output, task_listing, task_view, tasks, webhook_delivery
 from handlers._http import (
     authenticated,
     aws_context,
@@ -21,10 +23,14 @@ from handlers._http import (
     read_body,
 )
 
+# Not cached, not buffered by a proxy: each event is sent as it happens.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
 
 @authenticated
 async def create_task(request: Request) -> Response:
     key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+    preferred_s = prefer.wait_seconds(request.headers.get("prefer"))
     body = decode(await read_body(request), CreateTask)
     ctx = context(request)
     replayed = False
@@ -32,9 +38,15 @@ async def create_task(request: Request) -> Response:
         task = tasks.create_task(ctx, principal(request), body)
     else:
         task, replayed = idempotency.create_task_once(ctx, principal(request), body, key)
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    if preferred_s is not None:
+        applied_s = tasks.applied_wait_s(ctx, preferred_s)
+        headers |= {"Preference-Applied": f"wait={applied_s}", "Vary": "Prefer"}
+        return json_response(
+            task_view.describe(ctx, await tasks.wait_finished(ctx, task, applied_s * 1000)), headers=headers
+        )
     if not body.is_async:
-        return json_response((await tasks.wait_finished(ctx, task)).to_api(), headers=headers)
+        return json_response(task_view.describe(ctx, await tasks.wait_finished(ctx, task)), headers=headers)
     return json_response(
         {
             "id": task.id,
@@ -94,6 +106,24 @@ async def cancel_task(request: Request) -> Response:
 
 
 @authenticated
+async def append_output(request: Request) -> Response:
+    task_id = path_id(request, "id", "task")
+    body = decode(await read_body(request), AppendOutput)
+    chunk = output.append(context(request), principal(request), task_id, body.data)
+    return json_response({"taskId": chunk.task_id, "index": chunk.index})
+
+
+@authenticated
+async def stream_task(request: Request) -> Response:
+    ctx = context(request)
+    after = output.last_event_id(request.headers.get("last-event-id"))
+    task = output.readable_task(ctx, principal(request), path_id(request, "id", "task"))
+    return StreamingResponse(
+        output.events(ctx, task, after), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+@authenticated
 async def task_webhooks(request: Request) -> Response:
     task_id = path_id(request, "id", "task")
     task, deliveries = webhook_delivery.deliveries(context(request), principal(request), task_id)
@@ -110,6 +140,8 @@ routes = [
     Route("/api/task/{id}/retry", retry_task, methods=["POST"]),
     Route("/api/task/{id}/cancel", cancel_task, methods=["POST"]),
     Route("/api/task/{id}/webhooks", task_webhooks, methods=["GET"]),
+    Route("/api/task/{id}/output", append_output, methods=["POST"]),
+    Route("/api/task/{id}/stream", stream_task, methods=["GET"]),
 ]
 
 app = create_app(routes, aws_context)

@@ -341,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
                 args.port,
                 sock=sock,
                 announce=announce,
+                on_shutdown=ctx.events.close,
                 log_level="info",
                 log_config=uvicorn_logging(),
             )

@@ -58,6 +58,7 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
         args.host,
         args.port,
         announce=announce,
+        on_shutdown=ctx.events.close,  # open task streams end at once
         log_level="info" if dev else "warning",
         log_config=uvicorn_logging(),
         # Heads capped (431), and at most this many connections at once (503 past it).

@@ -2,7 +2,7 @@
 
 The WebSocket function records connections and subscriptions in the table and answers a
 subscribe with the task as it stands; the notifier, on the table's stream, posts each task
-change to its subscribers. Messages are those of core.services.updates.
+change, and each chunk of its streamed output, to its subscribers. Messages are those of core.services.updates.
 
 Order: the stream delivers one item's changes in order, and the notifier posts them in that
 order. The subscription is written before the task is read for its snapshot, so no change
@@ -27,7 +27,7 @@ from core.aws.dynamodb import DynamoStore
 from core.aws.dynamodb.connections import Connection, ConnectionStore
 from core.aws.dynamodb.stream_records import TaskChange
 from core.domain.auth import Principal
-from core.domain.models import Task
+from core.domain.models import OutputChunk, Task
 from core.errors import StaleWriteError, TaskgateError, UnauthorizedError, ValidationError
 from core.services import updates
 from core.services.context import Context
@@ -159,7 +159,7 @@ class Push:
             # Read again now that the subscription is stored: a change after this read reaches
             # the notifier with the subscription in place.
             task = self.ctx.store.get_task(task.id) or task
-        self.post(connection_id, updates.task_message(task))
+        self.post(connection_id, updates.snapshot_message(self.ctx, task))
 
     # -- the notifier ----------------------------------------------------------------------
 
@@ -186,6 +186,19 @@ class Push:
                 self.connections.delete_connection(connection_id, task.id)
         if task.status.is_terminal:
             self.connections.end_subscriptions(task.id, subscribers)
+        return sent
+
+    def notify_output(self, chunk: OutputChunk) -> int:
+        """A chunk of a task's output was stored (a stream record): post it to the task's
+        subscribers. Returns how many got it."""
+        subscribers = self.connections.subscribers(chunk.task_id)
+        message = updates.output_message(chunk)
+        sent = 0
+        for connection_id in subscribers:
+            if self.post(connection_id, message):
+                sent += 1
+            else:
+                self.connections.delete_connection(connection_id, chunk.task_id)
         return sent
 
     def _task(self, change: TaskChange) -> Task:

@@ -231,7 +231,11 @@ REVOKED = "Service token revoked: the server was removed, registered again or it
 
 def is_current_registration(principal: Principal, server: Server | None) -> bool:
     """A server's service token is valid only for the registration it was issued with."""
-    return server is not None and server.id == principal.server_id and server.token_id == (principal.token_id or "")
+    return (
+        server is not None
+        and server.id == principal.server_id
+        and server.token_id == (principal.token_id or "")
+    )
 
 
 def parse_ttl(text: str) -> int:

@@ -41,7 +41,10 @@ def observe(server: Server, healthy: bool, now: int, *, heartbeat: bool) -> dict
         "status": status_for(server, failures, successes),
     }
     changes["last_heartbeat" if heartbeat else "last_check_at"] = now
-    if changes["status"] is ServerStatus.ONLINE and server.status in (ServerStatus.OFFLINE, ServerStatus.DEGRADED):
+    if changes["status"] is ServerStatus.ONLINE and server.status in (
+        ServerStatus.OFFLINE,
+        ServerStatus.DEGRADED,
+    ):
         changes["slow_start_from"] = now  # back from unhealthy: a share of its slots at first
     if healthy:
         changes["last_healthy_at"] = now

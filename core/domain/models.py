@@ -28,6 +28,28 @@ class ServerStatus(enum.StrEnum):
     MAINTENANCE = "maintenance"
 
 
+class AttemptRecord(msgspec.Struct, kw_only=True):
+    """One time the task was sent to a backend: where, when, and how it ended (`outcome` is
+    None while it runs). `error` names the server and the kind of failure, never a URL."""
+
+    attempt: int
+    server_id: str
+    started_at: int
+    ended_at: int | None = None
+    outcome: str | None = None
+    error: Any = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "serverId": self.server_id,
+            "startedAt": self.started_at,
+            "endedAt": self.ended_at,
+            "outcome": self.outcome,
+            "error": self.error,
+        }
+
+
 class Task(msgspec.Struct, kw_only=True):
     id: str
     owner: str
@@ -65,6 +87,11 @@ class Task(msgspec.Struct, kw_only=True):
     deadline: int | None = None
     # Finished tasks only: epoch seconds after which the store may drop the task (TTL).
     expires_at: int | None = None
+    # One entry per attempt, oldest first (written with the claim and the release).
+    history: list[AttemptRecord] = []
+    # Streamed output: chunks appended so far and their encoded size (limits per task).
+    output_chunks: int = 0
+    output_bytes: int = 0
 
     def to_api(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -88,15 +115,32 @@ class Task(msgspec.Struct, kw_only=True):
             body["startedAt"] = self.started_at
         if self.completed_at is not None:
             body["completedAt"] = self.completed_at
+        body["history"] = [entry.to_api() for entry in self.history]
         return body
 
     def to_summary(self) -> dict[str, Any]:
         """A task in a list: what it is and how far it got, without payload, result or error
         (each up to 256 KiB: a page of 200 must fit a Lambda's 6 MB reply)."""
         body = self.to_api()
-        for bulky in ("payload", "result", "error"):
+        for bulky in ("payload", "result", "error", "history"):
             del body[bulky]
         return body
+
+
+class OutputChunk(msgspec.Struct, kw_only=True):
+    """One piece of a running task's streamed output, numbered from 0 in arrival order."""
+
+    task_id: str
+    index: int
+    data: Any
+    # The attempt that produced it (a retried task's output goes on numbering).
+    attempt: int
+    created_at: int
+    # Epoch seconds after which the store may drop it (TTL), no earlier than its task.
+    expires_at: int
+
+    def to_api(self) -> dict[str, Any]:
+        return {"index": self.index, "data": self.data}
 
 
 class Endpoints(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -151,6 +195,10 @@ class Server(msgspec.Struct, kw_only=True):
     version: int = 0
 
     @property
+    def last_seen_at(self) -> int:
+        return max(self.registered_at, self.last_heartbeat or 0, self.last_healthy_at or 0)
+
+    @property
     def free_slots(self) -> int:
         return max(0, self.max_concurrent - self.active_tasks)
 
@@ -162,9 +210,9 @@ class Server(msgspec.Struct, kw_only=True):
             "registeredAt": self.registered_at,
             "lastHeartbeat": self.last_heartbeat,
             "uptime": max(0, now - self.registered_at),
-            "timeSinceLastHeartbeat": (
-                None if self.last_heartbeat is None else max(0, now - self.last_heartbeat)
-            ),
+            # Existing clients read a number: the last sign of life (a heartbeat, a healthy
+            # check), else the registration.
+            "timeSinceLastHeartbeat": max(0, now - self.last_seen_at),
             "groups": list(self.groups),
             "priority": self.priority,
             "capabilities": list(self.capabilities),
@@ -178,7 +226,9 @@ class Server(msgspec.Struct, kw_only=True):
                 "lastCheckAt": self.last_check_at,
                 "consecutiveFailures": self.consecutive_failures,
                 "ejectedUntil": (
-                    self.ejected_until if self.ejected_until is not None and now < self.ejected_until else None
+                    self.ejected_until
+                    if self.ejected_until is not None and now < self.ejected_until
+                    else None
                 ),
             },
         }

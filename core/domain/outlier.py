@@ -42,7 +42,9 @@ def slot_limit(server: Server, now: int, policy: OutlierPolicy) -> int:
     return max(1, min(server.max_concurrent, math.ceil(server.max_concurrent * share)))
 
 
-def should_eject(server: Server, now: int, policy: OutlierPolicy, *, ejected_now: int, fleet_size: int) -> bool:
+def should_eject(
+    server: Server, now: int, policy: OutlierPolicy, *, ejected_now: int, fleet_size: int
+) -> bool:
     """Whether `server`, as just read after a failed attempt, is to be ejected now.
     `ejected_now` counts the fleet's servers ejected at the moment (`fleet_size` in all)."""
     if not policy.enabled or is_ejected(server, now):

@@ -71,7 +71,9 @@ def explain(
     slots = sum(limits.values())
     taken = sum(min(s.active_tasks, limits[s.id]) for s in usable)
     if not_before > now:
-        last = f"the last one, on server {previous_server}, did not finish" if previous_server else "backing off"
+        last = (
+            f"the last one, on server {previous_server}, did not finish" if previous_server else "backing off"
+        )
         return Explanation(
             Reason.BACKOFF,
             f"waiting {not_before - now} ms before the next attempt ({last})",
@@ -88,7 +90,11 @@ def explain(
             slots,
         )
     also = len(capable) - len(usable)
-    rest = f"; {also} more capable {'server is' if also == 1 else 'servers are'} not taking tasks" if also else ""
+    rest = (
+        f"; {also} more capable {'server is' if also == 1 else 'servers are'} not taking tasks"
+        if also
+        else ""
+    )
     return Explanation(
         Reason.CAPACITY_FULL,
         f"every slot is taken on the {_servers_for(needed, len(usable), online=True)}"
@@ -98,7 +104,9 @@ def explain(
     )
 
 
-def explain_task(task: Task, servers: Iterable[Server], now: int, *, slot_limit: Callable[[Server], int]) -> Explanation:
+def explain_task(
+    task: Task, servers: Iterable[Server], now: int, *, slot_limit: Callable[[Server], int]
+) -> Explanation:
     return explain(
         task.capabilities,
         servers,
@@ -111,7 +119,11 @@ def explain_task(task: Task, servers: Iterable[Server], now: int, *, slot_limit:
 
 def _nobody_capable(fleet: list[Server], needed: list[str]) -> str:
     if not fleet:
-        return f"no server is registered (the task needs {_listed(needed)})" if needed else "no server is registered"
+        return (
+            f"no server is registered (the task needs {_listed(needed)})"
+            if needed
+            else "no server is registered"
+        )
     offered = {c for s in fleet for c in s.capabilities}
     missing = [c for c in needed if c not in offered]
     if missing:
@@ -219,7 +231,9 @@ def position(
             continue
         if queue.priority > task.priority:
             ahead += queue.pending
-        elif queue.priority == task.priority and not (queue.owner == task.owner and queue.capabilities == own_set):
+        elif queue.priority == task.priority and not (
+            queue.owner == task.owner and queue.capabilities == own_set
+        ):
             others[queue.owner] = others.get(queue.owner, 0) + queue.pending
     ahead += sum(min(pending, ahead_in_own_queue + 1) for pending in others.values())
     return ahead + 1

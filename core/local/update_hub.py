@@ -1,6 +1,6 @@
 """One machine: task writes fanned out to the WebSocket connections following them.
 
-The hub is a TaskEvents listener, so every write (create, dispatch, progress, finish, requeue,
+The hub is a TaskEvents listener (of task writes and of output chunks), so every write (create, dispatch, progress, finish, requeue,
 retry, cancel) reaches it synchronously, in the order the writes were made. It never waits:
 each connection has a bounded outbox that its own writer drains, and a connection whose
 outbox overflows (a client that stopped reading) is marked and dropped by its handler, so a
@@ -17,7 +17,7 @@ import asyncio
 from collections import defaultdict
 
 from core.domain.auth import Principal
-from core.domain.models import Task, TaskStatus
+from core.domain.models import OutputChunk, Task, TaskStatus
 from core.errors import ValidationError
 from core.services import updates
 from core.services.context import Context
@@ -87,6 +87,15 @@ class UpdateHub:
         for follower in list(followers):
             follower.offer(message)
 
+    def on_output(self, chunk: OutputChunk) -> None:
+        """The TaskEvents output listener: a chunk of `chunk.task_id`'s output was stored."""
+        followers = self._followers.get(chunk.task_id)
+        if not followers:
+            return
+        message = updates.output_message(chunk)
+        for follower in list(followers):
+            follower.offer(message)
+
     def subscribe(self, ctx: Context, follower: Follower, task_id: str) -> None:
         """Send the task as it stands, then follow it unless it is finished. 'Not found' for a
         task the principal may not follow, as for an unknown one."""
@@ -95,7 +104,7 @@ class UpdateHub:
                 f"A connection follows at most {updates.MAX_SUBSCRIPTIONS} tasks; unsubscribe from one first"
             )
         task = updates.current_task(ctx, follower.principal, task_id)
-        follower.offer(updates.task_message(task))
+        follower.offer(updates.snapshot_message(ctx, task))
         if not task.status.is_terminal:
             self._followers[task_id].add(follower)
             follower.following.add(task_id)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.domain import auth, balancer, protocol
+from core.domain import attempts, auth, balancer, protocol
 from core.domain.models import Server, ServerStatus, Task, TaskStatus
 from core.domain.protocol import BackendRequest, Kind, Outcome
 from core.errors import NoCapacityError, StaleWriteError
@@ -150,6 +150,7 @@ def _claim_changes(ctx: Context, task: Task, server: Server, now: int) -> dict[s
         "progress": 0,
         "message": None,
         "not_before": 0,
+        "history": attempts.opened(task, server.id, now),
     }
 
 

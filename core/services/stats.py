@@ -198,7 +198,7 @@ class Recorder:
     With `batch_s` (one machine), counts made inside a running event loop are merged and
     written `batch_s` later, one write per key, instead of two or three writes per task: at a
     few hundred tasks a second that is most of the store's write load. Every read of the
-    counters calls `flush` first (see `_counters`), so a reader in this process never sees
+    counters calls `flush` first (see `read_counters`), so a reader in this process never sees
     them late; a crash loses at most `batch_s` of counts, never a task.
     """
 
@@ -250,7 +250,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _counters(ctx: Context, keys: Collection[str]) -> dict[str, dict[str, int]]:
+def read_counters(ctx: Context, keys: Collection[str]) -> dict[str, dict[str, int]]:
     """The counters, after this process's held-back counts are written."""
     found = recorder(ctx)
     if found is not None:
@@ -284,11 +284,11 @@ def _ratio(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def _average(total: int, count: int) -> int:
+def average(total: int, count: int) -> int:
     return round(total / count) if count else 0
 
 
-def _sum(buckets: Iterable[Mapping[str, int]]) -> dict[str, int]:
+def sum_counts(buckets: Iterable[Mapping[str, int]]) -> dict[str, int]:
     total: dict[str, int] = {}
     for bucket in buckets:
         for name, amount in bucket.items():
@@ -296,7 +296,7 @@ def _sum(buckets: Iterable[Mapping[str, int]]) -> dict[str, int]:
     return total
 
 
-def _server_view(server_id: str, counts: Mapping[str, int]) -> dict[str, Any]:
+def server_view(server_id: str, counts: Mapping[str, int]) -> dict[str, Any]:
     success = counts.get("completed", 0)
     failure = counts.get("failed", 0) + counts.get("timed_out", 0)
     return {
@@ -305,7 +305,7 @@ def _server_view(server_id: str, counts: Mapping[str, int]) -> dict[str, Any]:
         "successCount": success,
         "failureCount": failure,
         "successRate": _ratio(success, success + failure),
-        "averageProcessingTime": _average(counts.get("processing_ms", 0), success),
+        "averageProcessingTime": average(counts.get("processing_ms", 0), success),
     }
 
 
@@ -314,10 +314,10 @@ def task_stats(ctx: Context, principal: Principal, date_text: str | None) -> dic
     day = parse_day(date_text, ctx.now())
     servers = ctx.store.list_servers()
     hours = hour_keys(day)
-    found = _counters(ctx, [*hours, *(server_key(day, s.id) for s in servers)])
+    found = read_counters(ctx, [*hours, *(server_key(day, s.id) for s in servers)])
     by_hour = [found.get(key, {}) for key in hours]
-    total = _sum(by_hour)
-    ranked = [_server_view(s.id, found.get(server_key(day, s.id), {})) for s in servers]
+    total = sum_counts(by_hour)
+    ranked = [server_view(s.id, found.get(server_key(day, s.id), {})) for s in servers]
     ranked = sorted(
         (v for v in ranked if v["tasksProcessed"]), key=lambda v: (-v["tasksProcessed"], v["serverId"])
     )
@@ -327,7 +327,7 @@ def task_stats(ctx: Context, principal: Principal, date_text: str | None) -> dic
         "successfulTasks": total.get("completed", 0),
         "failedTasks": total.get("failed", 0) + total.get("timed_out", 0),
         "retriedTasks": total.get("retried", 0),
-        "averageProcessingTime": _average(total.get("processing_ms", 0), total.get("completed", 0)),
+        "averageProcessingTime": average(total.get("processing_ms", 0), total.get("completed", 0)),
         "serverCount": len(servers),
         "topServers": [
             {key: view[key] for key in ("serverId", "tasksProcessed", "successRate")}
@@ -343,7 +343,7 @@ def hourly_report(ctx: Context, principal: Principal, date_text: str | None) -> 
     auth.require_any(principal, auth.USER, auth.ADMIN)
     day = parse_day(date_text, ctx.now())
     hours = hour_keys(day)
-    found = _counters(ctx, hours)
+    found = read_counters(ctx, hours)
     report = []
     for hour, key in enumerate(hours):
         counts = found.get(key, {})
@@ -353,7 +353,7 @@ def hourly_report(ctx: Context, principal: Principal, date_text: str | None) -> 
                 "created": counts.get("created", 0),
                 "completed": counts.get("completed", 0),
                 "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
-                "averageTime": _average(counts.get("processing_ms", 0), counts.get("completed", 0)),
+                "averageTime": average(counts.get("processing_ms", 0), counts.get("completed", 0)),
             }
         )
     return {"date": day.isoformat(), "hours": report}
@@ -363,19 +363,23 @@ def server_stats(ctx: Context, principal: Principal, server_id: str, date_text: 
     auth.require_any(principal, auth.USER, auth.ADMIN)
     day = parse_day(date_text, ctx.now())
     tasks_key, health = server_key(day, server_id), health_key(day, server_id)
-    found = _counters(ctx, [tasks_key, health])
+    found = read_counters(ctx, [tasks_key, health])
     if not found and ctx.store.get_server(server_id) is None:
         raise NotFoundError(f"Server not found: {server_id}")
     observed = found.get(health, {})
     return {
-        **_server_view(server_id, found.get(tasks_key, {})),
+        **server_view(server_id, found.get(tasks_key, {})),
         "uptime": _ratio(observed.get("healthy", 0), observed.get("observations", 0)),
     }
 
 
 def load_balancer(ctx: Context, principal: Principal) -> dict[str, Any]:
     auth.require_any(principal, auth.USER, auth.ADMIN)
-    servers = ctx.store.list_servers()
+    return load_view(ctx, ctx.store.list_servers())
+
+
+def load_view(ctx: Context, servers: list[Server]) -> dict[str, Any]:
+    """The LoadBalancerStatus body for `servers`."""
     loads = [s.active_tasks / s.max_concurrent for s in servers]
     return {
         "algorithm": dispatch.algorithm(ctx),
@@ -416,7 +420,7 @@ class Gauges:
 
 def gauges(ctx: Context) -> Gauges:
     servers = ctx.store.list_servers()
-    today = _sum(_counters(ctx, hour_keys(_utc(ctx.now()).date())).values())
+    today = sum_counts(read_counters(ctx, hour_keys(_utc(ctx.now()).date())).values())
     return Gauges(
         pending=ctx.store.count_pending(),
         processing=sum(s.active_tasks for s in servers),

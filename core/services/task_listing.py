@@ -15,7 +15,7 @@ from typing import Any
 
 from core.domain import auth, outlier, queue_reason
 from core.domain.auth import Principal
-from core.domain.models import ServerStatus, TaskStatus
+from core.domain.models import Server, ServerStatus, TaskStatus
 from core.errors import ValidationError
 from core.services.context import Context
 
@@ -47,13 +47,17 @@ def queue_summary(ctx: Context, principal: Principal) -> dict[str, Any]:
     task PROCESSING there), the slots of the servers taking tasks now, and the backlog by
     capability set with why each set waits ("312 tasks need `tpu`, which no server has")."""
     auth.require_any(principal, auth.USER, auth.ADMIN)
+    return queue_view(ctx, ctx.store.list_servers())
+
+
+def queue_view(ctx: Context, servers: list[Server]) -> dict[str, Any]:
+    """The QueueSummary body, on the fleet as the caller read it (the overview shares it)."""
     by_need = ctx.store.pending_by_need()
     by_priority: dict[int, int] = {}
     by_capabilities: dict[tuple[str, ...], int] = {}
     for (priority, capabilities), count in by_need.items():
         by_priority[priority] = by_priority.get(priority, 0) + count
         by_capabilities[capabilities] = by_capabilities.get(capabilities, 0) + count
-    servers = ctx.store.list_servers()
     backlog = queue_reason.backlog_rows(
         by_capabilities.items(),
         servers,

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from core.domain import auth, balancer, states
+from core.domain import attempts, auth, balancer, states
 from core.domain.auth import Principal
 from core.domain.ids import new_task_id
 from core.domain.models import Task, TaskStatus, WebhookDelivery
@@ -63,10 +63,17 @@ def get_task(ctx: Context, principal: Principal, task_id: str) -> Task:
     return auth.visible_task(principal, ctx.store.get_task(task_id), task_id)
 
 
-async def wait_finished(ctx: Context, task: Task) -> Task:
-    """`async: false`: the task once finished, or as it stands after SYNC_WAIT."""
-    waited = await ctx.events.wait_finished(ctx.store, task.id, ctx.config.sync_wait_ms / 1000)
+async def wait_finished(ctx: Context, task: Task, wait_ms: int | None = None) -> Task:
+    """`async: false` or `Prefer: wait`: the task once finished, or as it stands after
+    `wait_ms` (default SYNC_WAIT_S)."""
+    wait_ms = ctx.config.sync_wait_ms if wait_ms is None else wait_ms
+    waited = await ctx.events.wait_finished(ctx.store, task.id, wait_ms / 1000)
     return waited or task
+
+
+def applied_wait_s(ctx: Context, preferred_s: int) -> int:
+    """The wait a `Prefer: wait=N` gets: N, capped by the deployment (SYNC_WAIT_MAX)."""
+    return max(1, min(preferred_s, ctx.config.sync_wait_max_ms // 1000))
 
 
 def report(ctx: Context, principal: Principal, task_id: str, body: UpdateTask) -> Task:
@@ -188,8 +195,10 @@ def finish(
     }
     if succeeded:
         changes["result"] = result
+        changes["history"] = attempts.closed(task, now, attempts.COMPLETED)
     else:
         changes["error"] = error if error is not None else (message or "Backend reported failure")
+        changes["history"] = attempts.closed(task, now, attempts.FAILED, changes["error"])
     if message is not None:
         changes["message"] = message
     elapsed = max(0, now - (task.started_at or now))
@@ -213,23 +222,28 @@ def requeue(
     *,
     backoff_ms: int = 0,
     counts: bool = True,
+    outcome: str = attempts.FAILED,
     server_failed: bool = False,
 ) -> Task:
-    """End a PROCESSING attempt that did not finish: back to PENDING while attempts remain
-    (after `backoff_ms`), else FAILED with `reason`. Frees the slot in the same write.
-    `counts=False` (a busy backend): the attempt is given back, as if never made.
-    `server_failed` (no answer, or a 5xx): one more failure in a row for outlier detection."""
+    """End a PROCESSING attempt that did not finish (its history entry says `outcome`): back
+    to PENDING while attempts remain (after `backoff_ms`), else FAILED with `reason`. Frees
+    the slot in the same write. `counts=False` (a busy backend): the attempt is given back,
+    as if never made. `server_failed` (no answer, or a 5xx): one more failure in a row for
+    outlier detection."""
     now = ctx.now()
-    attempts = task.attempts if counts else task.attempts - 1
+    made = task.attempts if counts else task.attempts - 1
     changes: dict[str, Any] = {"updated_at": now, "deadline": None}
     if counts:
         changes["error"] = reason
+        changes["history"] = attempts.closed(task, now, outcome, reason)
         if task.server_id is not None and task.server_id not in task.failed_servers:
             changes["failed_servers"] = [*task.failed_servers, task.server_id]
-    if attempts < task.attempt_limit:
+    else:
+        changes["history"] = attempts.given_back(task)
+    if made < task.attempt_limit:
         changes |= {
             "status": PENDING,
-            "attempts": attempts,
+            "attempts": made,
             "server_id": None,
             "previous_server_id": task.server_id,
             "queued_at": now,
@@ -251,9 +265,13 @@ def requeue(
 def time_out(ctx: Context, task: Task, reason: str) -> Task:
     """Execution timeout: retried while attempts remain, else TIMEOUT."""
     if task.attempts < task.attempt_limit:
-        return requeue(ctx, task, reason)
+        return requeue(ctx, task, reason, outcome=attempts.TIMEOUT)
     now = ctx.now()
-    changes: dict[str, Any] = {**_finished(ctx, TaskStatus.TIMEOUT, now), "error": reason}
+    changes: dict[str, Any] = {
+        **_finished(ctx, TaskStatus.TIMEOUT, now),
+        "error": reason,
+        "history": attempts.closed(task, now, attempts.TIMEOUT, reason),
+    }
     return _release(ctx, task, changes, {"tasks_processed": 1, "failure_count": 1}, {})
 
 
@@ -365,6 +383,8 @@ def cancel_task(ctx: Context, principal: Principal, task_id: str) -> Task:
             "error": "Cancelled by " + principal.sub,
         }
         try:
+            if task.status is PROCESSING:
+                changes["history"] = attempts.closed(task, now, attempts.CANCELLED, changes["error"])
             if task.status is PENDING:
                 cancelled = ctx.store.update_task(
                     task.id,

@@ -2,8 +2,10 @@
 
 Client to server: `{"type": "subscribe", "taskId": ...}` and `{"type": "unsubscribe", "taskId":
 ...}`. Server to client: `{"type": "task", "task": <the GET /api/task/{id} body>}` on subscribe
-and on every change of the task, and `{"type": "error", "error": ..., "details": ...}` in the
-HTTP errors' vocabulary. A terminal task's message is its last one.
+and on every change of the task, `{"type": "output", "taskId", "index", "data"}` for each chunk
+of streamed output stored while subscribed (GET /api/task/{id}/stream has them all, from the
+first), and `{"type": "error", "error": ..., "details": ...}` in the HTTP errors' vocabulary. A
+terminal task's message is its last one.
 
 One machine: core.local.update_hub fans writes out in process. AWS: core.aws.update_push, fed by the
 table's stream.
@@ -18,7 +20,7 @@ import msgspec
 
 from core.domain import auth
 from core.domain.ids import check_path_id
-from core.domain.models import Task
+from core.domain.models import OutputChunk, Task
 from core.errors import (
     NotFoundError,
     RateLimitedError,
@@ -27,6 +29,7 @@ from core.errors import (
     UnavailableError,
     ValidationError,
 )
+from core.services import task_view
 from core.services.context import Context
 
 # A subscribe message is tens of bytes; anything much larger is not one.
@@ -116,6 +119,18 @@ def current_task(ctx: Context, principal: auth.Principal, task_id: str) -> Task:
 
 def task_message(task: Task) -> bytes:
     return msgspec.json.encode({"type": "task", "task": task.to_api()})
+
+
+def snapshot_message(ctx: Context, task: Task) -> bytes:
+    """The first message of a subscription: the task exactly as GET shows it (while PENDING,
+    why it waits). Later messages are the writes themselves (`task_message`)."""
+    return msgspec.json.encode({"type": "task", "task": task_view.describe(ctx, task)})
+
+
+def output_message(chunk: OutputChunk) -> bytes:
+    return msgspec.json.encode(
+        {"type": "output", "taskId": chunk.task_id, "index": chunk.index, "data": chunk.data}
+    )
 
 
 def error_message(exc: Exception) -> bytes:

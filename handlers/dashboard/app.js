@@ -1,17 +1,19 @@
-// The dashboard: asks for a token, then refreshes every view every 2 s while the tab is
-// visible (and at once when it becomes visible again). Each view is drawn from one or two
-// API replies; see servers.js, tasks.js and stats.js.
+// The dashboard: asks for a token, then redraws every view from one GET api/overview every
+// 5 s while the tab is visible (12 requests a minute, well inside the default limit of 100,
+// which the operator's other calls share). A 429 pauses refreshing for its Retry-After and
+// shows one notice; the views are in servers.js, tasks.js and stats.js.
 
-import { ApiError, claims, forgetToken, setToken, token } from "./api.js";
-import { refreshServers } from "./servers.js";
-import { refreshStats, setupBalancer } from "./stats.js";
-import { refreshTasks, setupTasks } from "./tasks.js";
+import { ApiError, api, claims, forgetToken, setToken, token } from "./api.js";
+import { drawServers, setupServers } from "./servers.js";
+import { drawBalancer, drawStats, setupBalancer, setupStats, statsQuery } from "./stats.js";
+import { drawQueue, drawTasks, setupTasks, tasksQuery } from "./tasks.js";
 
-const REFRESH_MS = 2000;
+export const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
 
 let timer = null;
 let running = false;
+let pausedUntil = 0; // after a 429: no request before this time (Date.now())
 
 function isAdmin() {
   const roles = claims().roles;
@@ -38,23 +40,54 @@ function showDashboard() {
   refresh();
 }
 
-// One round: every view at once; a view that fails says so without stopping the others.
+// Called by every view after an action of the operator's (or the page's own error): one
+// place decides what a failure means for the page.
+export function report(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    showTokenForm("The token was refused (expired or invalid). Paste another.");
+  } else if (error instanceof ApiError && error.status === 429) {
+    limited(error.retryAfterS);
+  } else {
+    const problem = $("problem");
+    problem.hidden = false;
+    problem.textContent = error.message;
+  }
+}
+
+// One notice, updated in place (never stacked), until the pause is over.
+function limited(seconds) {
+  pausedUntil = Math.max(pausedUntil, Date.now() + seconds * 1000);
+  const notice = $("limited");
+  notice.hidden = false;
+  notice.textContent =
+    `This token reached its API rate limit. The page waits ${seconds} s (Retry-After) ` +
+    "before refreshing again; your other calls get the rest of the budget.";
+  schedule();
+}
+
+// One round: the whole page from one reply.
 export async function refresh() {
   if (running || !token()) return;
+  if (Date.now() < pausedUntil) {
+    schedule();
+    return;
+  }
   running = true;
   clearTimeout(timer);
   const admin = isAdmin();
   try {
-    const results = await Promise.allSettled([refreshServers(admin), refreshTasks(), refreshStats(admin)]);
-    const failures = results.filter((r) => r.status === "rejected").map((r) => r.reason);
-    if (failures.some((error) => error instanceof ApiError && error.status === 401)) {
-      showTokenForm("The token was refused (expired or invalid). Paste another.");
-      return;
-    }
-    const problem = $("problem");
-    problem.hidden = failures.length === 0;
-    problem.textContent = failures.map((error) => error.message).join(" · ");
+    const query = new URLSearchParams({ ...tasksQuery(), ...statsQuery() });
+    const overview = await api(`api/overview?${query}`);
+    $("limited").hidden = true;
+    $("problem").hidden = true;
+    drawServers(overview.servers, admin, overview.generatedAt);
+    drawQueue(overview.queue);
+    drawTasks(overview.tasks);
+    drawStats(overview.stats);
+    drawBalancer(overview.loadBalancer, admin);
     $("freshness").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    report(error);
   } finally {
     running = false;
     schedule();
@@ -63,7 +96,9 @@ export async function refresh() {
 
 function schedule() {
   clearTimeout(timer);
-  if (!document.hidden && token() && !$("main").hidden) timer = setTimeout(refresh, REFRESH_MS);
+  if (document.hidden || !token() || $("main").hidden) return;
+  const wait = Math.max(REFRESH_MS, pausedUntil - Date.now());
+  timer = setTimeout(refresh, wait);
 }
 
 function stop() {
@@ -90,7 +125,9 @@ $("sign-out").addEventListener("click", () => {
   showTokenForm("");
 });
 
-setupTasks(refresh);
-setupBalancer(refresh);
+setupServers(refresh, report);
+setupTasks(refresh, report);
+setupStats(refresh);
+setupBalancer(refresh, report);
 if (token()) showDashboard();
 else showTokenForm("");

@@ -1,25 +1,44 @@
-// The servers table: status, health, load bar, capabilities, groups, last heartbeat, and for
-// admins a maintenance toggle.
+// The servers table: status, health, load bar, capabilities, groups, the last sign of life
+// (a heartbeat or a healthy check), and for admins maintenance and removal.
 
 import { api } from "./api.js";
-import { ago, bar, el } from "./format.js";
+import { bar, duration, el } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
+let onChange = () => {};
+let onError = () => {};
+// Servers whose Remove was pressed once: the next press removes (no modal to trap focus).
+const confirming = new Set();
 
-export async function refreshServers(admin) {
+export function setupServers(refresh, report) {
+  onChange = refresh;
+  onError = report;
+}
+
+export function drawServers(servers, admin, now) {
   const body = $("servers").tBodies[0];
-  if (!admin) {
+  if (!admin || servers === null) {
     replaceRows(body, [el("tr", {}, el("td", { colspan: 8, text: "Only admins can list servers." }))]);
     $("servers-empty").hidden = true;
     return;
   }
-  const { servers } = await api("api/servers");
-  servers.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
-  replaceRows(body, servers.map(row));
-  $("servers-empty").hidden = servers.length > 0;
+  const sorted = [...servers].sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+  replaceRows(body, sorted.map((server) => row(server, now)));
+  $("servers-empty").hidden = sorted.length > 0;
 }
 
-function row(server) {
+function lastSeen(server, now) {
+  const health = server.health || {};
+  const heard = [];
+  if (server.lastHeartbeat) heard.push(`heartbeat ${duration(now - server.lastHeartbeat)} ago`);
+  if (health.lastCheckAt) heard.push(`checked ${duration(now - health.lastCheckAt)} ago`);
+  return [
+    el("span", { class: "seen", text: `${duration(server.timeSinceLastHeartbeat)} ago` }),
+    el("small", { text: heard.join(", ") || "since registration" }),
+  ];
+}
+
+function row(server, now) {
   const maintenance = server.status === "maintenance";
   const health = server.health || {};
   const toggle = el("button", {
@@ -29,7 +48,16 @@ function row(server) {
     "aria-pressed": String(maintenance),
     "aria-label": `${maintenance ? "End" : "Start"} maintenance on ${server.name}`,
     text: maintenance ? "End maintenance" : "Start maintenance",
-    onclick: (event) => toggleMaintenance(event.currentTarget, server, !maintenance),
+    onclick: (event) => setMaintenance(event.currentTarget, server, !maintenance),
+  });
+  const armed = confirming.has(server.id);
+  const remove = el("button", {
+    type: "button",
+    class: armed ? "remove armed" : "remove",
+    "data-focus": `remove-${server.id}`,
+    "aria-label": armed ? `Confirm removing ${server.name}` : `Remove ${server.name}`,
+    text: armed ? "Confirm removal" : "Remove",
+    onclick: (event) => removeServer(event.currentTarget, server),
   });
   return el(
     "tr",
@@ -46,26 +74,41 @@ function row(server) {
       `Load of ${server.name}`, `${server.activeTasks}/${server.maxConcurrent}`, 0.9)),
     el("td", { class: "tags", text: server.capabilities.join(", ") || "–" }),
     el("td", { class: "tags", text: server.groups.join(", ") || "–" }),
-    el("td", {}, ago(server.lastHeartbeat),
-      health.lastCheckAt ? el("small", { text: `checked ${ago(health.lastCheckAt)}` }) : null),
-    el("td", { class: "admin-only" }, toggle),
+    el("td", { class: "last-seen" }, ...lastSeen(server, now)),
+    el("td", { class: "admin-only actions" }, toggle, remove),
   );
 }
 
-async function toggleMaintenance(button, server, maintenance) {
+async function setMaintenance(button, server, maintenance) {
   button.disabled = true;
   try {
     await api(`api/servers/${encodeURIComponent(server.id)}/maintenance`, {
       method: "POST",
       body: { maintenance, reason: maintenance ? "Set from the dashboard" : undefined },
     });
-    await refreshServers(true);
   } catch (error) {
-    button.disabled = false;
-    const problem = $("problem");
-    problem.hidden = false;
-    problem.textContent = error.message;
+    onError(error);
   }
+  button.disabled = false;
+  onChange();
+}
+
+async function removeServer(button, server) {
+  if (!confirming.has(server.id)) {
+    confirming.add(server.id);
+    button.classList.add("armed");
+    button.textContent = "Confirm removal";
+    button.setAttribute("aria-label", `Confirm removing ${server.name}`);
+    return;
+  }
+  confirming.delete(server.id);
+  button.disabled = true;
+  try {
+    await api(`api/servers/${encodeURIComponent(server.id)}`, { method: "DELETE" });
+  } catch (error) {
+    onError(error);
+  }
+  onChange();
 }
 
 // Swap the rows, keeping keyboard focus on the same control if it was in the table.

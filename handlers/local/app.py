@@ -54,6 +54,7 @@ def build_app(ctx: Context) -> Starlette:
     app = create_app([*ROUTES, *ws.routes], ctx)
     hub = UpdateHub()
     ctx.events.listeners.append(hub)  # every task write reaches the connections following it
+    ctx.events.output_listeners.append(hub.on_output)  # and every chunk of streamed output
     app.state.update_hub = hub
 
     @contextlib.asynccontextmanager

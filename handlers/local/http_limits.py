@@ -15,7 +15,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 MAX_HEAD_BYTES = 32 * 1024
 
 
-
 class BoundedHeadProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -52,4 +51,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     @staticmethod
     def _body() -> bytes:
-        return b'{"error":"Request header fields too large","details":"The request line and headers may be at most %d bytes"}' % MAX_HEAD_BYTES
+        return (
+            b'{"error":"Request header fields too large","details":"The request line and headers may be at most %d bytes"}'
+            % MAX_HEAD_BYTES
+        )

@@ -53,7 +53,9 @@ def test_queue_timeouts_due_leave_out_tasks_no_longer_pending(store: Store) -> N
     store.claim_task(taken, claim_changes(taken, server.id))
     cancelled = put_pending(store, priority=3, queued_at=NOW)
     store.update_task(
-        cancelled.id, {"status": TaskStatus.CANCELLED, "updated_at": NOW + 1}, from_status={TaskStatus.PENDING}
+        cancelled.id,
+        {"status": TaskStatus.CANCELLED, "updated_at": NOW + 1},
+        from_status={TaskStatus.PENDING},
     )
 
     # WHEN / THEN neither is due for a queue timeout
@@ -106,7 +108,12 @@ def test_release_counts_a_failure_in_a_row_and_a_finish_resets_it(store: Store) 
 def test_ejection_is_a_versioned_server_update_that_one_writer_wins(store: Store) -> None:
     # GIVEN a server at the failure threshold
     server = put_online_server(store, outlier_failures=3)
-    ejection = {"ejections": 1, "ejected_until": NOW + 30_000, "slow_start_from": NOW + 30_000, "outlier_failures": 0}
+    ejection = {
+        "ejections": 1,
+        "ejected_until": NOW + 30_000,
+        "slow_start_from": NOW + 30_000,
+        "outlier_failures": 0,
+    }
 
     # WHEN two dispatchers eject it from the same read
     first = store.update_server(server.id, ejection, version=server.version)
@@ -132,7 +139,12 @@ def test_new_fields_have_their_defaults_when_not_set(store: Store) -> None:
     # WHEN / THEN they read back with the defaults
     read = store.get_server(server.id)
     assert read is not None
-    assert (read.outlier_failures, read.ejections, read.ejected_until, read.slow_start_from) == (0, 0, None, None)
+    assert (read.outlier_failures, read.ejections, read.ejected_until, read.slow_start_from) == (
+        0,
+        0,
+        None,
+        None,
+    )
     got = store.get_task(task.id)
     assert got is not None and got.failed_servers == []
 

@@ -124,6 +124,11 @@ class Browser:
 
     # -- what tests do -------------------------------------------------------------------
 
+    def before_each_page(self, source: str) -> None:
+        """Run `source` in every page this browser opens from now on, before the page's own
+        scripts (a fake clock, a recorder of the page's requests)."""
+        self.send("Page.addScriptToEvaluateOnNewDocument", source=source)
+
     def open(self, url: str) -> None:
         self.send("Page.navigate", url=url)
         self.wait_for("document.readyState === 'complete'")

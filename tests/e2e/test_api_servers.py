@@ -167,7 +167,9 @@ def _with_endpoint(name: str, url: str) -> dict[str, Any]:
         pytest.param(_with_endpoint("metrics", "http://169.254.170.2/v2/"), "metrics", id="ecs-metadata"),
         # Spellings urllib3 reads differently from urlsplit: it would connect to 169.254.169.254.
         pytest.param(
-            _with_endpoint("predict", "http://169.254.169.254\\.example.com/p"), "predict", id="imds-backslash"
+            _with_endpoint("predict", "http://169.254.169.254\\.example.com/p"),
+            "predict",
+            id="imds-backslash",
         ),
         pytest.param(_with_endpoint("health", "http://169.254.169%2e254/"), "health", id="imds-pct-dot"),
         pytest.param(_with_endpoint("cancel", "http://[fe80::1%25eth0]/"), "cancel", id="zone-id"),
@@ -218,11 +220,20 @@ def test_list_items_carry_the_reference_and_design_fields(api: Api) -> None:
     assert server["priority"] == 2
     assert server["activeTasks"] == 0
     assert server["maintenanceReason"] is None
-    assert set(server["health"]) == {"status", "lastHeartbeat", "lastCheckAt", "consecutiveFailures", "ejectedUntil"}
+    assert set(server["health"]) == {
+        "status",
+        "lastHeartbeat",
+        "lastCheckAt",
+        "consecutiveFailures",
+        "ejectedUntil",
+    }
     assert server["health"]["ejectedUntil"] is None  # outlier detection has not ejected it
     assert server["health"]["consecutiveFailures"] == 0
     assert server["lastHeartbeat"] is None
-    assert server["timeSinceLastHeartbeat"] is None
+    # Never null (existing clients read a number): since the last sign of life, at the latest
+    # the registration
+    assert isinstance(server["timeSinceLastHeartbeat"], int)
+    assert 0 <= server["timeSinceLastHeartbeat"] <= now_ms() - server["registeredAt"] + 1000
 
 
 def test_list_filters_by_status(api: Api) -> None:
@@ -269,7 +280,8 @@ def test_a_heartbeat_with_the_reference_body(api: Api) -> None:
     server_id = server["serverId"]
     before = now_ms()
 
-    api.post(f"/api/servers/{server_id}/heartbeat", json=EXAMPLE_HEARTBEAT, token=server["token"]).ok()
+    beat = api.post(f"/api/servers/{server_id}/heartbeat", json=EXAMPLE_HEARTBEAT, token=server["token"]).ok()
+    assert beat["message"] == "Heartbeat updated"
 
     listed = api.server(server_id)
     assert before <= listed["lastHeartbeat"] <= now_ms()
@@ -380,7 +392,9 @@ def test_a_heartbeat_for_an_unknown_server_is_404(api: Api) -> None:
         404, "Not found", mentions=missing
     )
     # A service token for no registration is no longer a token at all.
-    api.post(f"/api/servers/{missing}/heartbeat", json={}, token=api.service(missing)).error(401, mentions="revoked")
+    api.post(f"/api/servers/{missing}/heartbeat", json={}, token=api.service(missing)).error(
+        401, mentions="revoked"
+    )
 
 
 @pytest.mark.parametrize(
@@ -467,7 +481,9 @@ def test_deletion_and_re_registration_end_the_old_service_token(api: Api) -> Non
     task_id, server_id, _ = api.processing_task()
     old = api.service(server_id)
     api.delete(f"/api/servers/{server_id}", token=api.admin).ok()
-    api.post(f"/api/servers/{server_id}/heartbeat", json=EXAMPLE_HEARTBEAT, token=old).error(401, mentions="revoked")
+    api.post(f"/api/servers/{server_id}/heartbeat", json=EXAMPLE_HEARTBEAT, token=old).error(
+        401, mentions="revoked"
+    )
     again = api.post("/api/servers", json={**EXAMPLE_SERVER, "id": server_id}, token=api.admin).ok()
     api.start_processing(task_id, server_id)
 
@@ -485,7 +501,9 @@ def test_rotation_is_admin_only_and_404_for_an_unknown_server(api: Api) -> None:
         api.post(f"/api/servers/{server['serverId']}/token", token=token).error(403, "Forbidden")
     api.post("/api/servers/srv-nope/token", token=api.admin).error(404, "Not found", mentions="srv-nope")
     # The refused rotations changed nothing: the registration's token still works.
-    api.post(f"/api/servers/{server['serverId']}/heartbeat", json=EXAMPLE_HEARTBEAT, token=server["token"]).ok()
+    api.post(
+        f"/api/servers/{server['serverId']}/heartbeat", json=EXAMPLE_HEARTBEAT, token=server["token"]
+    ).ok()
 
 
 def test_a_user_may_not_unregister(api: Api) -> None:

@@ -26,6 +26,7 @@ TASK_FIELDS = {
     "createdAt",
     "updatedAt",
     "capabilities",
+    "history",
 }
 OPTIONAL_TASK_FIELDS = {"startedAt", "completedAt", "message", "queue"}
 QUEUE_REASONS = {"no_capable_server", "no_server_online", "capacity_full", "backoff", "dispatching"}
@@ -145,12 +146,16 @@ def test_create_names_a_missing_required_field(api: Api, field: str) -> None:
         pytest.param({"webhook": "http://metadata.google.internal/"}, "webhook", id="webhook-gcp-metadata"),
         pytest.param({"webhook": "http://user:pw@hooks.example.com/"}, "webhook", id="webhook-credentials"),
         # Spellings urllib3 reads differently from urlsplit (percent-decoded host, `\` as a separator).
-        pytest.param({"webhook": "http://169.254.169%2e254/latest/meta-data/"}, "webhook", id="webhook-pct-dot"),
+        pytest.param(
+            {"webhook": "http://169.254.169%2e254/latest/meta-data/"}, "webhook", id="webhook-pct-dot"
+        ),
         pytest.param({"webhook": "http://169.254.169.254\\.example.com/"}, "webhook", id="webhook-backslash"),
         pytest.param({"webhook": "http://hooks.example.com\t/"}, "webhook", id="webhook-tab"),
         pytest.param({"webhook": "http://hooks.example.com:+80/"}, "webhook", id="webhook-signed-port"),
         # Users may not make taskgate call private networks (no WEBHOOK_ALLOWED_NETWORKS here).
-        pytest.param({"webhook": "http://127.0.0.1:9/internal-only/admin-action"}, "webhook", id="webhook-loopback"),
+        pytest.param(
+            {"webhook": "http://127.0.0.1:9/internal-only/admin-action"}, "webhook", id="webhook-loopback"
+        ),
         pytest.param({"webhook": "http://localhost:9/x"}, "webhook", id="webhook-localhost"),
         pytest.param({"webhook": "http://10.1.2.3/x"}, "webhook", id="webhook-private"),
         pytest.param({"webhook": "http://100.64.0.1/x"}, "webhook", id="webhook-cgnat"),
@@ -264,6 +269,7 @@ def test_the_owner_reads_a_new_task_with_every_design_field(api: Api) -> None:
         "attempts": 0,
         "createdAt": created["createdAt"],
         "updatedAt": created["updatedAt"],
+        "history": [],  # not sent to a backend yet
     }
 
 

@@ -282,7 +282,7 @@ def test_server_calls(gateway: Gateway, fleet: Fleet, admin: Client) -> None:
 
     with Client(gateway.base, registered.token) as own:
         beat = own.heartbeat(server_id, active_tasks=0, metrics={"gpu": 80})
-    assert (beat.message, beat.server_id, beat.status) == ("Heartbeat received", server_id, "online")
+    assert (beat.message, beat.server_id, beat.status) == ("Heartbeat updated", server_id, "online")
     metrics = admin.get_server_metrics(server_id)
     assert metrics.server_id == server_id
     assert metrics.metrics.reported == {"gpu": 80, "activeTasks": 0}

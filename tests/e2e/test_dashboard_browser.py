@@ -301,3 +301,175 @@ def test_a_user_sees_only_its_own_tasks_and_no_admin_controls(gateway: Gateway, 
     assert browser.evaluate("document.getElementById('algorithm-apply').hidden") is True
     assert browser.evaluate("document.getElementById('problem').hidden") is True
     assert browser.problems() == []
+
+
+HELD = Mock(prefix="c-held", mode="async", delay_ms=60_000)
+
+
+def sign_in(browser: Browser, base: str, token: str) -> None:
+    browser.viewport(1280, 900)
+    browser.open(f"{base}/dashboard")
+    browser.evaluate(f"sessionStorage.setItem('taskgate.token', {json.dumps(token)})")
+    browser.open(f"{base}/dashboard")
+    browser.wait_for("!document.getElementById('main').hidden", what="the dashboard")
+
+
+def open_task(browser: Browser, task_id: str) -> None:
+    row = f'#tasks tr[data-task-id="{task_id}"] button'
+    browser.wait_for(f"!!document.querySelector('{row}')", what=f"the row of {task_id}")
+    browser.evaluate(f"document.querySelector('{row}').click()")
+    browser.wait_for(f"document.getElementById('detail-title').innerText === 'Task {task_id}'")
+    browser.wait_for("document.getElementById('task-detail').open", what="the task's detail")
+
+
+def history_rows(browser: Browser) -> list[list[str]]:
+    return browser.evaluate(
+        "[...document.querySelectorAll('#detail-history tbody tr')]"
+        ".map((tr) => [...tr.children].map((cell) => cell.innerText.trim()))"
+    )
+
+
+def test_a_tasks_detail_streams_its_output_shows_each_attempt_and_cancels_and_retries(
+    fleet: Fleet, browser: Browser
+) -> None:
+    api, base = fleet.api, fleet.gateway.base
+    # GIVEN a task held PROCESSING by its backend (the test speaks for the backend)
+    (backend,) = fleet.add(HELD)
+    task_id = fleet.submit(payload={"clip": "outro.mp4"})
+    task = fleet.wait_status(task_id, "PROCESSING")
+    token = api.callback(backend.server_id, task_id, task["attempts"])
+    api.post(f"/api/task/{task_id}/output", json={"data": "frame 1 done"}, token=token).ok()
+
+    # WHEN the owner opens it on the dashboard
+    sign_in(browser, base, fleet.owner)
+    open_task(browser, task_id)
+
+    # THEN it shows what the task needs, its running attempt and the output so far
+    assert fleet.capability in browser.evaluate("document.getElementById('detail-fields').innerText")
+    browser.wait_for("document.querySelectorAll('#detail-output li').length === 1", what="the first chunk")
+    assert history_rows(browser)[0][:2] == ["1", backend.server_id]
+    assert history_rows(browser)[0][4] == "running"
+    # AND output appended meanwhile appears as it arrives, in order
+    api.post(f"/api/task/{task_id}/output", json={"data": {"frame": 2}}, token=token).ok()
+    browser.wait_for("document.querySelectorAll('#detail-output li').length === 2", what="the second chunk")
+    shown = browser.evaluate("[...document.querySelectorAll('#detail-output li')].map((li) => li.innerText)")
+    assert shown == ["frame 1 done", '{"frame":2}']
+    assert browser.evaluate("document.getElementById('detail-live').innerText") == "Live"
+
+    # WHEN the owner cancels it from the detail
+    browser.evaluate("document.getElementById('detail-cancel').click()")
+
+    # THEN the API has it cancelled, and the attempt says so
+    fleet.wait_status(task_id, "CANCELLED")
+    browser.wait_for("document.querySelector('#detail-history tbody tr')?.dataset.outcome === 'cancelled'")
+    assert browser.evaluate("document.getElementById('detail-cancel').hidden") is True
+
+    # WHEN the owner retries it
+    browser.wait_for("!document.getElementById('detail-retry').hidden", what="the Retry button")
+    browser.evaluate("document.getElementById('detail-retry').click()")
+
+    # THEN it runs again on the backend, a second attempt in its history
+    fleet.wait_status(task_id, "PROCESSING")
+    browser.wait_for("document.querySelectorAll('#detail-history tbody tr').length === 2", what="attempt 2")
+    assert [row[4] for row in history_rows(browser)] == ["cancelled", "running"]
+    assert browser.problems() == []
+    fleet.cancel(task_id)
+
+
+def test_an_error_is_shown_whole_and_every_failed_attempt_is_listed(fleet: Fleet, browser: Browser) -> None:
+    api, base = fleet.api, fleet.gateway.base
+    # GIVEN a task whose backend failed it with a long, multi-line error
+    (backend,) = fleet.add(HELD)
+    task_id = fleet.submit()
+    task = fleet.wait_status(task_id, "PROCESSING")
+    token = api.callback(backend.server_id, task_id, task["attempts"])
+    error = "\n".join(f"line {n}: CUDA out of memory while decoding frame {n}" for n in range(60))
+    api.put(f"/api/task/{task_id}", json={"status": "FAILED", "error": error}, token=token).ok()
+
+    # WHEN its owner opens it
+    sign_in(browser, base, fleet.owner)
+    open_task(browser, task_id)
+
+    # THEN the error is there in full, in a box that does not scroll or clip it
+    browser.wait_for("document.getElementById('detail-outcome-title').innerText === 'Error'")
+    assert browser.evaluate("document.getElementById('detail-outcome').innerText") == error
+    assert browser.evaluate(
+        "(() => { const box = document.getElementById('detail-outcome');"
+        " return box.scrollHeight <= box.clientHeight + 1 && getComputedStyle(box).maxHeight === 'none'; })()"
+    )
+    (attempt,) = history_rows(browser)
+    assert attempt[1] == backend.server_id and attempt[4] == "failed" and "line 59" in attempt[5]
+    assert browser.problems() == []
+
+
+def test_servers_show_their_last_sign_of_life_and_an_admin_removes_one(
+    fleet: Fleet, browser: Browser
+) -> None:
+    api, base = fleet.api, fleet.gateway.base
+    # GIVEN a server that never heartbeats but is checked every few hundred ms
+    (backend,) = fleet.add(QUICK)
+    eventually(
+        lambda: fleet.server(backend.server_id)["health"]["lastCheckAt"], bool, timeout=10, what="a check"
+    )
+
+    # WHEN an admin looks at the servers
+    sign_in(browser, base, api.admin)
+    cell = f'#servers tr[data-server-id="{backend.server_id}"] td.last-seen'
+    browser.wait_for(f"!!document.querySelector('{cell}')", what="the server's row")
+
+    # THEN its last sign of life is its last check, not "never"
+    seen = browser.evaluate(f"document.querySelector('{cell}').innerText")
+    assert "never" not in seen and "checked" in seen and "ago" in seen
+
+    # WHEN the admin presses Remove, then confirms
+    remove = f'#servers tr[data-server-id="{backend.server_id}"] button.remove'
+    browser.evaluate(f"document.querySelector('{remove}').click()")
+    assert browser.evaluate(f"document.querySelector('{remove}').innerText") == "Confirm removal"
+    assert api.get("/api/servers", token=api.admin).ok()["servers"]  # not removed by one press
+    browser.evaluate(f"document.querySelector('{remove}').click()")
+
+    # THEN the server is unregistered and its row goes
+    eventually(
+        lambda: api.get(f"/api/servers/{backend.server_id}/metrics", token=api.admin).status_code,
+        lambda status: status == 404,
+        timeout=10,
+        what="the server removed",
+    )
+    fleet.server_ids.remove(backend.server_id)
+    browser.wait_for(f"!document.querySelector('#servers tr[data-server-id=\"{backend.server_id}\"]')")
+    assert browser.problems() == []
+
+
+def test_statistics_over_a_chosen_range_of_days_with_a_labelled_scale(fleet: Fleet, browser: Browser) -> None:
+    # GIVEN tasks finished today
+    fleet.add(QUICK)
+    fleet.wait_terminal([fleet.submit() for _ in range(3)])
+
+    # WHEN an admin chooses the last 7 days
+    sign_in(browser, fleet.gateway.base, fleet.api.admin)
+    browser.wait_for("document.querySelectorAll('#chart g.hour').length === 24", what="today's chart")
+    browser.evaluate(
+        "(() => { const s = document.getElementById('stat-days'); s.value = '7';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+
+    # THEN the chart has one group per day, ending today, with today's tasks in it
+    browser.wait_for("document.querySelectorAll('#chart g.day').length === 7", what="seven days")
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert browser.evaluate("[...document.querySelectorAll('#chart g.day')].at(-1).dataset.date") == today
+    assert (
+        float(
+            browser.evaluate(
+                "document.querySelector('#chart g.day:last-of-type rect.created').getAttribute('height')"
+            )
+        )
+        > 0
+    )
+    assert "to" in browser.evaluate("document.getElementById('stats-title').innerText")
+    # AND the scale is labelled: counts from 0 up to at least today's tasks
+    ticks = browser.evaluate(
+        "[...document.querySelectorAll('#chart text.tick')].map((t) => Number(t.textContent))"
+    )
+    assert ticks[0] == 0 and len(ticks) >= 2 and ticks == sorted(ticks) and ticks[-1] >= 3
+    assert "per day" in browser.evaluate("document.getElementById('chart-title').innerText")
+    assert browser.problems() == []

@@ -60,7 +60,9 @@ def test_the_page_is_served_with_no_outside_address(base: str) -> None:
     assert "://" not in page.text, "the page must load nothing from another host"
     for asset in re.findall(r'(?:src|href)="([^"]+)"', page.text):
         reply = httpx.get(f"{base}/{asset}", timeout=10)
-        assert reply.status_code == 200 and len(reply.content) > (100 if asset.endswith("init.js") else 500), asset
+        assert reply.status_code == 200 and len(reply.content) > (
+            100 if asset.endswith("init.js") else 500
+        ), asset
 
 
 def test_the_page_runs_under_a_content_security_policy_and_keeps_no_token(base: str) -> None:
@@ -68,7 +70,9 @@ def test_the_page_runs_under_a_content_security_policy_and_keeps_no_token(base: 
     localStorage (persistAuthorization). The rendering tests below run under this policy."""
     page = httpx.get(f"{base}/docs", timeout=10)
     policy = dict(
-        part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";") if part.strip()
+        part.strip().split(" ", 1)
+        for part in page.headers["content-security-policy"].split(";")
+        if part.strip()
     )
     assert policy["script-src"] == "'self'" and policy["default-src"] == "'none'"
     assert policy["connect-src"] == "'self'" and policy["frame-ancestors"] == "'none'"

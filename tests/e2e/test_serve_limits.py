@@ -76,7 +76,10 @@ def test_serve_caps_its_concurrency(tmp_path: Path) -> None:
     env = {**os.environ, "JWT_SECRET": SECRET}
     command = [sys.executable, "-m", "tools.cli", "serve", "--db", str(tmp_path / "t.db")]
     proc = subprocess.Popen(
-        [*command, "--port", str(port), "--max-concurrency", "3"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        [*command, "--port", str(port), "--max-concurrency", "3"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     held: list[socket.socket] = []
     try:

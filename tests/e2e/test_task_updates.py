@@ -95,11 +95,7 @@ def test_snapshot_first_then_every_change_in_order(fleet: Fleet) -> None:
     with open_ws(fleet.gateway, fleet.owner) as ws:
         subscribe(ws, task_id)
         snapshot = receive(ws)
-        # the task as GET shows it, less `queue` (why it waits is a view of the fleet that GET
-        # computes; updates carry the task as written: docs/API.md)
-        read = fleet.task(task_id)
-        assert read.pop("queue")["reason"] == "no_capable_server"
-        assert snapshot == {"type": "task", "task": read}
+        assert snapshot == {"type": "task", "task": fleet.task(task_id)}
         assert snapshot["task"]["status"] == "PENDING"
 
         # WHEN an async backend takes it, reports 20/40/60/80 and completes
@@ -285,6 +281,27 @@ def test_a_client_that_never_reads_is_dropped_and_stalls_nothing(fleet: Fleet) -
         assert 0 < received < 200
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     fleet.assert_settled()
+
+
+def test_a_subscriber_gets_each_chunk_of_streamed_output(fleet: Fleet) -> None:
+    # GIVEN a task held PROCESSING by its backend, and its owner subscribed
+    fleet.add(Mock(mode="async", delay_ms=60_000))
+    task_id = fleet.submit()
+    task = fleet.wait_status(task_id, "PROCESSING", timeout=WAIT_S)
+    token = fleet.api.callback(task["serverId"], task_id, task["attempts"])
+    with open_ws(fleet.gateway, fleet.owner) as ws:
+        subscribe(ws, task_id)
+        assert receive(ws)["type"] == "task"
+
+        # WHEN the backend appends two chunks
+        for data in ({"word": "hello"}, ["world"]):
+            fleet.api.post(f"/api/task/{task_id}/output", json={"data": data}, token=token).ok()
+
+        # THEN each arrives as an output message, in order
+        assert [receive(ws), receive(ws)] == [
+            {"type": "output", "taskId": task_id, "index": 0, "data": {"word": "hello"}},
+            {"type": "output", "taskId": task_id, "index": 1, "data": ["world"]},
+        ]
 
 
 def test_the_connection_ends_when_its_token_expires(fleet: Fleet) -> None:

@@ -159,6 +159,53 @@ def test_dashboard_event_is_the_page_with_its_security_policy(aws: SimpleNamespa
     assert 'src="dashboard/assets/app.js"' in response["body"]
 
 
+def test_stream_event_answers_in_one_piece_and_resumes_after_last_event_id(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.domain.ids import now_ms
+    from core.domain.models import Endpoints, OutputChunk, Server, TaskStatus
+
+    monkeypatch.setenv("STREAM_WAIT_S", "1")
+    tasks = handler_module("tasks")
+    # GIVEN a task running on a server, with three chunks of output
+    status, created, _ = invoke(tasks, load_event("api-create-task.json", user()))
+    assert status == 200
+    task = aws.store.get_task(created["id"])
+    now = now_ms()
+    endpoints = Endpoints(predict="http://127.0.0.1:9/p", health="http://127.0.0.1:9/h")
+    aws.store.put_server(Server(id="gpu-1", name="gpu-1", endpoints=endpoints, registered_at=now))
+    changes = {"status": TaskStatus.PROCESSING, "server_id": "gpu-1", "attempts": 1, "started_at": now}
+    task = aws.store.claim_task(task, changes | {"updated_at": now, "deadline": now + 60_000})
+    for n in range(3):
+        chunk = OutputChunk(
+            task_id=task.id, index=n, data={"n": n}, attempt=1, created_at=now, expires_at=now // 1000 + 600
+        )
+        task = aws.store.append_output(task, chunk, 7)
+    event = load_event("api-stream-task.json", user())  # its Last-Event-ID is 0
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/api/task/{task.id}/stream"
+    event["pathParameters"] = {"id": task.id}
+
+    # WHEN the stream is read while the task runs
+    response = tasks.handler(event, lambda_context())
+
+    # THEN one response carries the task and the chunks after 1, with a retry hint, and ends
+    assert response["statusCode"] == 200 and not response.get("isBase64Encoded")
+    assert response["headers"]["content-type"].startswith("text/event-stream")
+    body = response["body"]
+    assert body.startswith("retry: 1000\n\n") and "event: status" in body and "event: done" not in body
+    assert [line for line in body.splitlines() if line.startswith("id: ")] == ["id: 1", "id: 2"]
+
+    # WHEN the task completes and the reader reconnects after chunk 2
+    aws.store.release_task(
+        task, {"status": TaskStatus.COMPLETED, "result": {"ok": True}, "updated_at": now_ms()}
+    )
+    event["headers"]["last-event-id"] = "2"
+    body = tasks.handler(event, lambda_context())["body"]
+
+    # THEN it gets done at once, with nothing repeated
+    assert "event: output" not in body and "event: done" in body and '"status":"COMPLETED"' in body
+
+
 def test_on_aws_the_dashboard_is_told_the_websocket_api_and_its_policy_allows_it(
     aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,10 +28,10 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from core.aws import update_push
 from core.aws.dynamodb import DynamoStore
 from core.aws.dynamodb.connections import ConnectionStore
-from core.aws.dynamodb.keys import task_key
+from core.aws.dynamodb.keys import chunk_key, task_key
 from core.domain import auth
 from core.domain.ids import new_task_id, now_ms
-from core.domain.models import Endpoints, Server, Task, TaskStatus
+from core.domain.models import Endpoints, OutputChunk, Server, Task, TaskStatus
 from handlers import notifier, ws_api
 from tests.support.aws import create_table, load_event
 from tools.moto_env import LambdaContext
@@ -182,6 +182,14 @@ def api_task(aws: SimpleNamespace, task_id: str) -> dict[str, Any]:
     return task.to_api()
 
 
+def pending_snapshot(aws: SimpleNamespace, task_id: str) -> dict[str, Any]:
+    """What GET shows of a PENDING task on a table without servers: why it waits included."""
+    return {
+        **api_task(aws, task_id),
+        "queue": {"reason": "no_capable_server", "details": "no server is registered"},
+    }
+
+
 def not_found(task_id: str) -> dict[str, Any]:
     return {"type": "error", "error": "Not found", "details": f"Task not found: {task_id}"}
 
@@ -239,7 +247,7 @@ def test_subscribe_posts_the_current_state_and_records_the_subscription(aws: Sim
     task = new_task(aws, "alice")
     connect("conn-1", token("alice"))
     subscribe("conn-1", task.id)
-    assert posted("conn-1") == [{"type": "task", "task": api_task(aws, task.id)}]
+    assert posted("conn-1") == [{"type": "task", "task": pending_snapshot(aws, task.id)}]
     assert aws.connections.subscribers(task.id) == ["conn-1"]
     connection = aws.connections.get_connection("conn-1")
     assert connection is not None and connection.tasks == [task.id]
@@ -265,7 +273,7 @@ def test_an_admin_may_follow_anyones_task(aws: SimpleNamespace) -> None:
     task = new_task(aws, "alice")
     connect("conn-admin", token("root", "admin"))
     subscribe("conn-admin", task.id)
-    assert posted("conn-admin") == [{"type": "task", "task": api_task(aws, task.id)}]
+    assert posted("conn-admin") == [{"type": "task", "task": pending_snapshot(aws, task.id)}]
     assert aws.connections.subscribers(task.id) == ["conn-admin"]
 
 
@@ -501,6 +509,44 @@ def test_records_after_a_failed_one_wait_for_its_retry(
     assert [m["task"]["id"] for m in posted("conn-1")[before:]] == [first.id, second.id, first.id]
 
 
+def test_each_output_chunk_is_posted_and_the_count_it_adds_to_the_task_is_not(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscriber on a running task
+    task = new_task(aws, "alice")
+    connect("conn-out", token("alice"))
+    subscribe("conn-out", task.id)
+    running = start(aws, task)
+
+    # WHEN the backend's chunk is stored (a CHUNK# item, and the count on the task)
+    now = now_ms()
+    chunk = OutputChunk(
+        task_id=task.id, index=0, data={"text": "hi"}, attempt=1, created_at=now, expires_at=now // 1000 + 60
+    )
+    aws.store.append_output(running, chunk, 13)
+    sample = stream_event(aws, task.id)
+    (task_record,) = sample["Records"]
+    task_record["dynamodb"]["OldImage"] = {
+        k: v
+        for k, v in aws.client.get_item(TableName=aws.table, Key=task_key(task.id))["Item"].items()
+        if k not in ("output_chunks", "output_bytes")
+    } | {"output_chunks": {"N": "0"}, "output_bytes": {"N": "0"}}
+    chunk_record = copy.deepcopy(task_record)
+    chunk_record["eventName"] = "INSERT"
+    chunk_record["dynamodb"]["Keys"] = chunk_key(task.id, 0)
+    chunk_record["dynamodb"]["NewImage"] = aws.client.get_item(
+        TableName=aws.table, Key=chunk_key(task.id, 0)
+    )["Item"]
+    del chunk_record["dynamodb"]["OldImage"]
+    answer = notify({"Records": [task_record, chunk_record]}, monkeypatch)
+
+    # THEN the subscriber got the chunk as an output message, and no task message for the count
+    assert answer == {"batchItemFailures": []}
+    messages = posted("conn-out")
+    assert messages[-1] == {"type": "output", "taskId": task.id, "index": 0, "data": {"text": "hi"}}
+    assert [m["type"] for m in messages] == ["task", "output"]
+
+
 # -- counted costs: a task nobody follows costs the notifier nothing -------------------------
 
 
@@ -548,8 +594,9 @@ def test_the_notifier_filter_passes_changes_of_followed_tasks_only(aws: SimpleNa
     from tests.integration.test_template import functions, matches
 
     (event_source,) = functions()["NotifierFunction"]["Events"].values()
-    (only,) = event_source["Properties"]["FilterCriteria"]["Filters"]
-    pattern = json.loads(only["Pattern"])
+    # The first filter: task changes (the second passes output chunks: test_template.py)
+    first = event_source["Properties"]["FilterCriteria"]["Filters"][0]
+    pattern = json.loads(first["Pattern"])
     task = new_task(aws, "alice")
     (unfollowed,) = stream_event(aws, task.id)["Records"]
     assert not matches(pattern, unfollowed)

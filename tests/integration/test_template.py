@@ -112,9 +112,15 @@ def test_the_websocket_api_routes_every_message_type_to_the_websocket_function()
 
 
 def matches(pattern: Any, event: Any) -> bool:
-    """An event-filtering pattern (lists of allowed values, nested objects) against an event."""
+    """An event-filtering pattern (lists of allowed values or `{"prefix": ...}`, nested
+    objects) against an event."""
     if isinstance(pattern, list):
-        return event in pattern
+        return any(
+            isinstance(event, str) and event.startswith(allowed["prefix"])
+            if isinstance(allowed, dict)
+            else event == allowed
+            for allowed in pattern
+        )
     return isinstance(event, dict) and all(k in event and matches(v, event[k]) for k, v in pattern.items())
 
 
@@ -131,17 +137,27 @@ def test_the_notifier_reads_the_stream_and_gets_task_items_only() -> None:
     assert properties["Stream"] == {"Fn::GetAtt": ["Table", "StreamArn"]}
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert "ParallelizationFactor" not in properties  # one reader per shard keeps a task's order
-    (only,) = properties["FilterCriteria"]["Filters"]
-    pattern = json.loads(only["Pattern"])
+    patterns = [json.loads(f["Pattern"]) for f in properties["FilterCriteria"]["Filters"]]
+
+    def passes(record: dict[str, Any]) -> bool:
+        return any(matches(pattern, record) for pattern in patterns)
+
     (record,) = load_event("dynamodb-stream-task.json")["Records"]
-    assert matches(pattern, record)
+    assert passes(record)
+    chunk = {**record, "eventName": "INSERT"}
+    chunk["dynamodb"] = {
+        **record["dynamodb"],
+        "Keys": {"PK": {"S": "TASK#t-1"}, "SK": {"S": "CHUNK#00000003"}},
+    }
+    assert passes(chunk)  # streamed output, posted as an `output` message
+    assert not passes({**chunk, "eventName": "MODIFY"})
     for sort_key in ("OUTCOME", "CONN#abc=", "COUNTER", "SERVER#gpu-1"):
         other = {
             **record,
             "dynamodb": {**record["dynamodb"], "Keys": {"PK": {"S": "X"}, "SK": {"S": sort_key}}},
         }
-        assert not matches(pattern, other), sort_key
-    assert not matches(pattern, {**record, "eventName": "REMOVE"})  # TTL expiry: nothing to tell
+        assert not passes(other), sort_key
+    assert not passes({**record, "eventName": "REMOVE"})  # TTL expiry: nothing to tell
     endpoint = notifier["Environment"]["Variables"]["WEBSOCKET_ENDPOINT"]["Fn::Sub"]
     assert endpoint.startswith("https://${WebSocketApi}.execute-api.")
 

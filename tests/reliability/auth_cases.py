@@ -109,6 +109,9 @@ ROUTES: list[Route] = [
     Route("POST", "/api/task/{task}/retry", setup=cancelled),
     Route("POST", "/api/task/{task}/cancel", setup=pending),
     Route("GET", "/api/task/{task}/webhooks"),
+    Route("POST", "/api/task/{task}/output", body=lambda: {"data": {"line": "matrix"}}),
+    # Finished: on one machine a running task's stream stays open until it ends.
+    Route("GET", "/api/task/{task}/stream", setup=cancelled),
     Route("POST", "/api/servers", body=_server_body),
     Route("GET", "/api/servers"),
     Route("DELETE", "/api/servers/{server}"),
@@ -123,6 +126,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/stats/servers/{server}"),
     Route("GET", "/api/stats/queue"),
     Route("GET", "/api/stats/load-balancer"),
+    Route("GET", "/api/overview"),
     Route("POST", "/api/stats/load-balancer/algorithm", body=lambda: {"algorithm": "least-connections"}),
     Route("GET", "/health"),
     Route("GET", "/openapi.json"),

@@ -235,7 +235,9 @@ def test_roles_that_are_not_strings_are_a_401_not_a_crash(roles: object) -> None
 def test_a_callback_token_reads_only_its_own_task() -> None:
     mine = make_task(status=TaskStatus.PROCESSING, server_id="s1", attempts=1)
     neighbour = msgspec.structs.replace(mine, id="task_2")
-    callback = auth.Principal(sub="x", roles=frozenset({"service"}), server_id="s1", task_id=mine.id, attempt=1)
+    callback = auth.Principal(
+        sub="x", roles=frozenset({"service"}), server_id="s1", task_id=mine.id, attempt=1
+    )
     assert auth.visible_task(callback, mine, mine.id) is mine
     with pytest.raises(NotFoundError):
         auth.visible_task(callback, neighbour, neighbour.id)
@@ -248,7 +250,9 @@ def test_a_service_token_is_bound_to_its_registration() -> None:
     token = auth.mint(SECRET, sub="server:s1", roles=["service"], ttl_s=60, server_id="s1", tid="gen-2")
     principal = auth.verify(SECRET, bearer(token))
     assert principal.token_id == "gen-2" and principal.is_server_token
-    server = Server(id="s1", name="s1", endpoints=Endpoints(predict="http://a/p", health="http://a/h"), registered_at=0)
+    server = Server(
+        id="s1", name="s1", endpoints=Endpoints(predict="http://a/p", health="http://a/h"), registered_at=0
+    )
     assert not auth.is_current_registration(principal, msgspec.structs.replace(server, token_id="gen-1"))
     assert not auth.is_current_registration(principal, None)
     assert auth.is_current_registration(principal, msgspec.structs.replace(server, token_id="gen-2"))

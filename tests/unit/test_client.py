@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from core.domain import schemas
+from core.domain import replies
 from taskgate import models
 from taskgate.client import FIRST_PAUSE, LAST_PAUSE, Client
 from taskgate.errors import (
@@ -243,37 +243,37 @@ def test_the_backend_sdk_loads_nothing_of_the_gateway() -> None:
 
 # Each client reply type and the server's description of that reply (core/domain/schemas.py).
 MIRRORS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
-    (models.TaskCreated, schemas.TaskCreated),
-    (models.Task, schemas.TaskView),
-    (models.TaskAction, schemas.CancelReply),
-    (models.TaskAction, schemas.RetryReply),
-    (models.ServerRegistered, schemas.ServerRegistered),
-    (models.Endpoints, schemas.ServerEndpoints),
-    (models.ServerHealth, schemas.ServerHealth),
-    (models.Server, schemas.ServerView),
-    (models.ServerList, schemas.ServerList),
-    (models.HeartbeatReply, schemas.HeartbeatReply),
-    (models.MaintenanceReply, schemas.MaintenanceReply),
-    (models.ServerUnregistered, schemas.UnregisterReply),
-    (models.MetricValues, schemas.MetricValues),
-    (models.ServerMetrics, schemas.ServerMetrics),
-    (models.TopServer, schemas.TopServer),
-    (models.HourlyCount, schemas.HourlyCount),
-    (models.TaskStats, schemas.TaskStats),
-    (models.HourStats, schemas.HourStats),
-    (models.HourlyReport, schemas.HourlyReport),
-    (models.ServerStats, schemas.ServerStats),
-    (models.ServerLoad, schemas.ServerLoad),
-    (models.LoadBalancerStatus, schemas.LoadBalancerStatus),
-    (models.AlgorithmSet, schemas.AlgorithmReply),
-    (models.TaskSummary, schemas.TaskSummary),
-    (models.TaskPage, schemas.TaskList),
-    (models.PriorityCount, schemas.PriorityCount),
-    (models.QueueSummary, schemas.QueueSummary),
-    (models.BacklogGroup, schemas.BacklogGroup),
-    (models.WebhookAttempt, schemas.WebhookAttemptView),
-    (models.WebhookDelivery, schemas.WebhookDeliveryView),
-    (models.WebhookDeliveries, schemas.WebhookDeliveries),
+    (models.TaskCreated, replies.TaskCreated),
+    (models.Task, replies.TaskView),
+    (models.TaskAction, replies.CancelReply),
+    (models.TaskAction, replies.RetryReply),
+    (models.ServerRegistered, replies.ServerRegistered),
+    (models.Endpoints, replies.ServerEndpoints),
+    (models.ServerHealth, replies.ServerHealth),
+    (models.Server, replies.ServerView),
+    (models.ServerList, replies.ServerList),
+    (models.HeartbeatReply, replies.HeartbeatReply),
+    (models.MaintenanceReply, replies.MaintenanceReply),
+    (models.ServerUnregistered, replies.UnregisterReply),
+    (models.MetricValues, replies.MetricValues),
+    (models.ServerMetrics, replies.ServerMetrics),
+    (models.TopServer, replies.TopServer),
+    (models.HourlyCount, replies.HourlyCount),
+    (models.TaskStats, replies.TaskStats),
+    (models.HourStats, replies.HourStats),
+    (models.HourlyReport, replies.HourlyReport),
+    (models.ServerStats, replies.ServerStats),
+    (models.ServerLoad, replies.ServerLoad),
+    (models.LoadBalancerStatus, replies.LoadBalancerStatus),
+    (models.AlgorithmSet, replies.AlgorithmReply),
+    (models.TaskSummary, replies.TaskSummary),
+    (models.TaskPage, replies.TaskList),
+    (models.PriorityCount, replies.PriorityCount),
+    (models.QueueSummary, replies.QueueSummary),
+    (models.BacklogGroup, replies.BacklogGroup),
+    (models.WebhookAttempt, replies.WebhookAttemptView),
+    (models.WebhookDelivery, replies.WebhookDeliveryView),
+    (models.WebhookDeliveries, replies.WebhookDeliveries),
 ]
 
 

@@ -27,6 +27,8 @@ def test_every_spelling_of_token_is_redacted(line: str, redacted: str) -> None:
 
 
 def test_the_filter_rewrites_the_access_log_arguments() -> None:
-    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s"', ("1.2.3.4", "GET", "/ws?%74oken=s3cret"), None)
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s"', ("1.2.3.4", "GET", "/ws?%74oken=s3cret"), None
+    )
     assert RedactTokens().filter(record)
     assert "s3cret" not in record.getMessage() and "<redacted>" in record.getMessage()

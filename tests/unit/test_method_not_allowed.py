@@ -21,7 +21,12 @@ from handlers.routes import ROUTES
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     store = SqliteStore(str(tmp_path / "t.db"))
-    ctx = Context(store=store, queue=CallbackQueue(), config=Config.from_env({"JWT_SECRET": "s" * 40}), events=LocalEvents())
+    ctx = Context(
+        store=store,
+        queue=CallbackQueue(),
+        config=Config.from_env({"JWT_SECRET": "s" * 40}),
+        events=LocalEvents(),
+    )
     with TestClient(create_app(ROUTES, ctx)) as opened:
         yield opened
     store.close()
@@ -37,7 +42,9 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         ("OPTIONS", "/api/task", "POST"),
     ],
 )
-def test_a_405_names_every_method_of_the_path(client: TestClient, method: str, path: str, allowed: str) -> None:
+def test_a_405_names_every_method_of_the_path(
+    client: TestClient, method: str, path: str, allowed: str
+) -> None:
     reply = client.request(method, path)
     assert reply.status_code == 405
     assert reply.headers["allow"] == allowed

@@ -116,18 +116,21 @@ def test_every_operation_has_a_tag_a_200_schema_and_its_errors(spec: dict[str, A
         assert len(operation["tags"]) == 1 and operation["tags"][0] in TAGS, where
         assert operation["summary"], where
         responses = operation["responses"]
-        (media,) = responses["200"]["content"].values()
-        assert media["schema"], where
+        if "302" in responses:  # GET /: a redirect, with no body
+            assert responses["302"]["headers"]["Location"], where
+        else:
+            (media,) = responses["200"]["content"].values()
+            assert media["schema"], where
         statuses = {int(status) for status in responses}
         assert 500 in statuses, where
-        for status in statuses - {200}:
+        for status in statuses - {200, 302}:
             if not (path == "/health" and status == 503):
                 assert responses[str(status)]["$ref"].startswith("#/components/responses/"), where
         if operation["security"]:
             assert operation["security"] == [{"bearerAuth": []}], where
             assert {401, 429, 503} <= statuses, where
         else:
-            assert path in ("/health", "/docs", "/openapi.json", "/dashboard"), where
+            assert path in ("/", "/health", "/docs", "/openapi.json", "/dashboard"), where
             assert not {401, 403, 429} & statuses, where
         if "requestBody" in operation:
             assert {400, 413} <= statuses, where
@@ -140,7 +143,13 @@ def test_every_operation_has_a_tag_a_200_schema_and_its_errors(spec: dict[str, A
 def test_public_routes_are_exactly_the_ones_design_names(spec: dict[str, Any]) -> None:
     public = {(method, path) for method, path, operation in operations(spec) if operation["security"] == []}
     # The dashboard page holds no data: its script calls the API with the operator's token.
-    assert public == {("GET", "/health"), ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/dashboard")}
+    assert public == {
+        ("GET", "/"),
+        ("GET", "/health"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/dashboard"),
+    }
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
@@ -291,6 +300,9 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
     call("GET", "/openapi.json", token=None)
     assert "swagger-ui" in call("GET", "/docs", token=None)
     assert "dashboard/assets/app.js" in call("GET", "/dashboard", token=None)
+    root = checked.client.get("/", follow_redirects=False)
+    assert (root.status_code, root.headers["location"]) == (302, "dashboard")
+    checked.covered.add(("GET", "/"))
 
     # Servers. The endpoints are never called: no dispatcher or health check runs here.
     dead = "http://127.0.0.1:9"
@@ -335,9 +347,21 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
         id=task_id,
         json={"status": "PROCESSING", "progress": 45, "message": "halfway"},
     )
+    assert call("POST", "/api/task/{id}/output", id=task_id, json={"data": {"line": 1}}) == {
+        "taskId": task_id,
+        "index": 0,
+    }
+    call("POST", "/api/task/{id}/output", id=task_id, json={"data": "x" * 70_000}, expect=413)
+    call("POST", "/api/task/{id}/output", id=task_id, json={"chunk": 1}, expect=400)
+    call("POST", "/api/task/{id}/output", id=task_id, json={"data": 1}, token="user", expect=403)
     done = call("PUT", "/api/task/{id}", id=task_id, json=EXAMPLE_COMPLETED)
     assert done["status"] == "COMPLETED" and "completedAt" in done
     call("PUT", "/api/task/{id}", id=task_id, json=EXAMPLE_COMPLETED, expect=409)  # finished
+    call("POST", "/api/task/{id}/output", id=task_id, json={"data": 2}, expect=409)
+    streamed = call("GET", "/api/task/{id}/stream", id=task_id, token="user")
+    assert 'event: output\ndata: {"index":0,"data":{"line":1}}' in streamed and "event: done" in streamed
+    call("GET", "/api/task/{id}/stream", id=task_id, headers={"Last-Event-ID": "x"}, expect=400)
+    call("GET", "/api/task/{id}/stream", id="task_abc123", expect=404)
     call("POST", "/api/task", json=task, token="admin")
     listed_tasks = call("GET", "/api/tasks?limit=1")
     assert len(listed_tasks["tasks"]) == 1 and listed_tasks["nextCursor"]
@@ -354,7 +378,9 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
     call("POST", "/api/task", json={**task, "priority": 9}, token="user", headers=keyed, expect=409)
     call("POST", "/api/task", json=task, token="user", headers={"Idempotency-Key": ""}, expect=400)
     # A public receiver (webhooks refuse loopback); never called: no dispatcher runs here.
-    hooked = call("POST", "/api/task", json={**task, "webhook": "https://hooks.example.com/h"}, token="user")["id"]
+    hooked = call("POST", "/api/task", json={**task, "webhook": "https://hooks.example.com/h"}, token="user")[
+        "id"
+    ]
     call("POST", "/api/task/{id}/cancel", id=hooked, token="user")
     deliveries = call("GET", "/api/task/{id}/webhooks", id=hooked, token="user")["deliveries"]
     assert [(d["taskStatus"], d["state"], d["attempts"]) for d in deliveries] == [
@@ -384,6 +410,12 @@ def test_every_route_replies_as_documented(checked: Checked, spec: dict[str, Any
     call("GET", "/api/stats/servers/{id}", id=other)
     call("GET", "/api/stats/servers/{id}", id="nope", expect=404)
     call("GET", "/api/stats/load-balancer", token="user")
+    seen = call("GET", "/api/overview?days=7&limit=5")
+    assert len(seen["stats"]["daily"]) == 7 and seen["stats"]["hourly"] is None and seen["servers"]
+    mine = call("GET", f"/api/overview?status=PENDING&end={day}", token="user")
+    assert mine["servers"] is None and len(mine["stats"]["hourly"]) == 24
+    call("GET", "/api/overview?days=32", expect=400)
+    call("GET", "/api/overview", token=None, expect=401)
     call("POST", "/api/stats/load-balancer/algorithm", json={"algorithm": "least-connections"})
     call(
         "POST",

@@ -202,12 +202,17 @@ def test_a_name_that_rebinds_to_metadata_is_never_called(dns: FakeDns) -> None:
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.5", "100.64.1.1", "64:ff9b::a00:5", "::1"])
-def test_a_webhook_name_that_resolves_to_a_private_address_is_never_called(dns: FakeDns, address: str) -> None:
+def test_a_webhook_name_that_resolves_to_a_private_address_is_never_called(
+    dns: FakeDns, address: str
+) -> None:
     pool = NoConnect()
     dns.answers["hook.example"] = address
     outcome = blocking.send_sync(pool, WebhookRequest("http://hook.example/h", {}, b"{}", 1.0))
     assert outcome.final and outcome.status_code is None
-    assert outcome.error == "refused: the webhook resolves to a private, loopback, link-local or reserved address"
+    assert (
+        outcome.error
+        == "refused: the webhook resolves to a private, loopback, link-local or reserved address"
+    )
     assert address not in (outcome.error or "")
     assert pool.asked == []
 
@@ -239,7 +244,10 @@ def test_https_is_pinned_with_the_original_name_for_tls(dns: FakeDns) -> None:
 def test_an_unresolvable_name_is_a_retryable_failure_without_a_connection(dns: FakeDns) -> None:
     pool = NoConnect()
     outcome = blocking.predict_sync(pool, BackendRequest("http://nowhere.example/p", {}, b"{}", 1.0, "gpu-1"))
-    assert outcome.kind is Kind.RETRY and outcome.error == "Server gpu-1: the endpoint host could not be resolved"
+    assert (
+        outcome.kind is Kind.RETRY
+        and outcome.error == "Server gpu-1: the endpoint host could not be resolved"
+    )
     sent = blocking.send_sync(pool, WebhookRequest("http://nowhere.example/h", {}, b"{}", 1.0))
     assert not sent.final and sent.retryable
     assert pool.asked == []

@@ -214,7 +214,9 @@ def test_start_estimate_by_reason() -> None:
     assert start_estimate(capacity, 4, waiting, full, NOW, slot_limit=limit) == NOW + 2_000
     free = [server("a", "gpu", max_concurrent=2, latency_ewma_ms=1_000)]
     assert start_estimate(why(["gpu"], free), 1, waiting, free, NOW, slot_limit=limit) == NOW
-    backing_off = Task(**{**{f: getattr(waiting, f) for f in waiting.__struct_fields__}, "not_before": NOW + 300})
+    backing_off = Task(
+        **{**{f: getattr(waiting, f) for f in waiting.__struct_fields__}, "not_before": NOW + 300}
+    )
     backoff = why(["gpu"], free, not_before=NOW + 300)
     assert start_estimate(backoff, 1, backing_off, free, NOW, slot_limit=limit) == NOW + 300  # a slot is free
     backoff_full = why(["gpu"], full, not_before=NOW + 300)

@@ -128,7 +128,7 @@ def test_the_documented_date_pattern_is_exactly_the_dates_the_server_reads(date:
     import datetime
     import re
 
-    from core.domain.schemas import ISO_DATE
+    from core.domain.replies import ISO_DATE
 
     assert bool(re.fullmatch(ISO_DATE, date)) is valid
     try:

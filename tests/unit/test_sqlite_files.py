@@ -58,6 +58,10 @@ def test_a_database_from_before_service_token_ids_gains_the_column(tmp_path: Pat
     store.close()
     with sqlite3.connect(db) as conn:  # as a database of schema version 2, before the column
         conn.execute("ALTER TABLE servers DROP COLUMN token_id")
+        # and before step 4 (history and streamed output), which comes after it
+        for column in ("history", "output_chunks", "output_bytes"):
+            conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+        conn.execute("DROP TABLE task_output")
         conn.execute("PRAGMA user_version = 2")
     reopened = SqliteStore(str(db))
     server = reopened.get_server("s1")

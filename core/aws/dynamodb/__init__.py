@@ -19,6 +19,7 @@ below, around what they share:
 | idempotency.py      | pattern 18                                                        |
 | connections.py      | patterns 20-25 (WebSocket connections; not part of the Store)     |
 | deliveries.py       | patterns 26-29                                                    |
+| output.py           | patterns 30-31: a task's streamed output                          |
 | stream_records.py   | the table's stream records, read as task changes                  |
 
 | Item        | PK                | SK          | Other attributes                              |
@@ -33,6 +34,7 @@ below, around what they share:
 | Delivery    | WEBHOOK#<task id> | DELIVERY#<round:6> | WebhookDelivery fields; GSI2 while due; expiresAt |
 | Connection  | CONN#<conn>       | CONN        | sub, roles, tasks (string set); expiresAt     |
 | Subscription| SUBS#<task>       | CONN#<conn> | connection_id; expiresAt                      |
+| Chunk       | TASK#<id>         | CHUNK#<index:8> | data (JSON), attempt, created_at; expiresAt |
 
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
@@ -56,7 +58,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | Access pattern              | Index    | Key condition                     | Example           |
 |-----------------------------|----------|-----------------------------------|-------------------|
 | 1 Create a task             | table    | TASK#<id> / TASK, if new          | TASK#t-1          |
-| 2 Get a task                | table    | TASK#<id> / TASK                  | TASK#t-1          |
+| 2 Get a task                | table    | PK = TASK#<id> AND SK >= OUTCOME  | TASK#t-1          |
+|   (and its OUTCOME, if any) |          | (chunks sort before: never read)  |                   |
 | 3 Transition a task         | table    | TASK#<id> / TASK, if status IN    | TASK#t-1          |
 | 4 Claim a task: one write   | table    | SERVER#<s> if a slot is free,     | SERVER#gpu-1,     |
 |                             |          | + TASK#<id> if still PENDING      | TASK#t-1          |
@@ -113,6 +116,12 @@ costs a lost write (StaleWriteError), never a wrong one.
 |                             |          | GSI2SK <= <now:13>#~              | 1700000000000#~   |
 | 29 Claim, settle a delivery | table    | WEBHOOK#<task> / DELIVERY#<r>, if | WEBHOOK#t-1       |
 |                             |          | state = pending AND attempts = :n |                   |
+| 30 Append an output chunk   | table    | TASK#<id> / TASK if PROCESSING on | TASK#t-1,         |
+|                             |          | <s>, attempt <a>, output_chunks = | CHUNK#00000003    |
+|                             |          | <n>: ADD 1; + put CHUNK#<n>: one  |                   |
+|                             |          | transaction                       |                   |
+| 31 Chunks after <i>         | table    | PK = TASK#<id> AND SK BETWEEN     | TASK#t-1          |
+|                             |          | CHUNK#<i+1> AND CHUNK#~, consist. |                   |
 
 Patterns 20-25 are `connections.py` (AWS only; one machine follows tasks in memory). A task's
 stream records carry its changes to the WebSocket notifier and the statistics; both read them
@@ -127,6 +136,7 @@ from __future__ import annotations
 from core.aws.dynamodb.counters import DynamoCounterStore
 from core.aws.dynamodb.deliveries import DynamoDeliveryStore
 from core.aws.dynamodb.idempotency import DynamoIdempotencyStore
+from core.aws.dynamodb.output import DynamoOutputStore
 from core.aws.dynamodb.rate_windows import DynamoRateWindowStore
 from core.aws.dynamodb.servers import DynamoServerStore
 from core.aws.dynamodb.settings import DynamoSettingStore
@@ -140,6 +150,7 @@ __all__ = ["DynamoStore"]
 class DynamoStore(
     DynamoTaskWrites,
     DynamoTaskQueries,
+    DynamoOutputStore,
     DynamoServerStore,
     DynamoSettingStore,
     DynamoCounterStore,

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 S = TypeVar("S", Task, Server, WebhookDelivery)
 
 TTL = "expiresAt"
-JSON_FIELDS = frozenset({"payload", "result", "error", "reported", "endpoints", "log"})
+JSON_FIELDS = frozenset({"payload", "result", "error", "reported", "endpoints", "log", "history"})
 NO_DEADLINE = 9_999_999_999_999
 
 
@@ -171,7 +171,7 @@ def task_to_item(task: Task) -> Item:
 
 
 # What the listing indexes (ByOwner, ByRecent) project: a task without its bulky fields.
-BULKY_FIELDS = frozenset({"payload", "result", "error"})
+BULKY_FIELDS = frozenset({"payload", "result", "error", "history"})
 SUMMARY_FIELDS = tuple(name for name in Task.__struct_fields__ if name not in BULKY_FIELDS)
 
 

@@ -18,6 +18,9 @@ HIGHEST = "~"
 TASK = "TASK"
 # The sort key of a task's large result and error, beside the task item.
 OUTCOME = "OUTCOME"
+# A task's streamed output, one item per chunk in its partition: sorts before OUTCOME and TASK,
+# so reading a task (SK >= OUTCOME) never reads its chunks.
+CHUNK_PREFIX = "CHUNK#"
 # The one partition of every server.
 SERVERS = "SERVERS"
 # The due index shares ByStatus with tasks, under its own partition value.
@@ -69,6 +72,18 @@ def task_key(task_id: str) -> Item:
 def outcome_key(task_id: str) -> Item:
     """A task's large result and error, beside the task in its partition."""
     return key(task_partition(task_id), OUTCOME)
+
+
+def chunk_key(task_id: str, index: int) -> Item:
+    return key(task_partition(task_id), f"{CHUNK_PREFIX}{index:08d}")
+
+
+def is_chunk_key(keys: Mapping[str, Any]) -> bool:
+    """Whether a record's key attributes are an output chunk's."""
+    pk, sk = keys.get("PK", {}).get("S", ""), keys.get("SK", {}).get("S", "")
+    return (
+        isinstance(pk, str) and pk.startswith("TASK#") and isinstance(sk, str) and sk.startswith(CHUNK_PREFIX)
+    )
 
 
 def is_task_key(keys: Mapping[str, Any]) -> bool:

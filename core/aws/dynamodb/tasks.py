@@ -53,8 +53,12 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         """Pattern 2: the task item and, when its outcome is large, the OUTCOME item."""
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
-            "KeyConditionExpression": "PK = :task",
-            "ExpressionAttributeValues": {":task": {"S": task_partition(task_id)}},
+            # OUTCOME and TASK; the partition's output chunks (CHUNK#...) sort before both.
+            "KeyConditionExpression": "PK = :task AND SK >= :outcome",
+            "ExpressionAttributeValues": {
+                ":task": {"S": task_partition(task_id)},
+                ":outcome": {"S": OUTCOME},
+            },
             "ConsistentRead": True,
         }
         items = {item["SK"]["S"]: item for item in self._query(request)}

@@ -11,8 +11,8 @@ the stored object, and a value that would not survive a database round trip does
 here either. Lists are scans sorted as the other adapters' indexes sort: this store holds
 test data, a few thousand items at most.
 
-One module per entity, as the other adapters: tasks, servers, settings, counters, rate
-windows, idempotency, deliveries; `_data` holds what they share.
+One module per entity, as the other adapters: tasks, their streamed output, servers, settings,
+counters, rate windows, idempotency, deliveries; `_data` holds what they share.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from core.local.memory._data import MemoryData
 from core.local.memory.counters import MemoryCounterStore
 from core.local.memory.deliveries import MemoryDeliveryStore
 from core.local.memory.idempotency import MemoryIdempotencyStore
+from core.local.memory.output import MemoryOutputStore
 from core.local.memory.rate_windows import MemoryRateWindowStore
 from core.local.memory.servers import MemoryServerStore
 from core.local.memory.settings import MemorySettingStore
@@ -32,6 +33,7 @@ __all__ = ["MemoryData", "MemoryStore"]
 
 class MemoryStore(
     MemoryTaskStore,
+    MemoryOutputStore,
     MemoryServerStore,
     MemorySettingStore,
     MemoryCounterStore,
@@ -49,6 +51,9 @@ class MemoryStore(
             ]
             for task_id in expired:
                 del data.tasks[task_id]
+                data.output.pop(task_id, None)  # a task's output goes with it
+            for task_id, chunks in list(data.output.items()):
+                data.output[task_id] = [c for c in chunks if c.expires_at > now_s]
             data.counters = {k: c for k, c in data.counters.items() if c.expires_at > now_s}
             data.rate_windows = {k: w for k, w in data.rate_windows.items() if w.expires_at > now_s}
             data.idempotency = {k: r for k, r in data.idempotency.items() if r.expires_at > now_s}

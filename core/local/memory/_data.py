@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from core.domain.models import Server, Task, WebhookDelivery
+from core.domain.models import OutputChunk, Server, Task, WebhookDelivery
 from core.ports.storage import IdempotencyRecord
 
 S = TypeVar("S", Task, Server, WebhookDelivery)
@@ -66,6 +66,7 @@ class MemoryData:
     rate_windows: dict[str, RateWindow] = field(default_factory=dict)
     idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
     deliveries: dict[tuple[str, int], WebhookDelivery] = field(default_factory=dict)
+    output: dict[str, list[OutputChunk]] = field(default_factory=dict)  # task id -> chunks, in order
 
 
 class MemoryBase:

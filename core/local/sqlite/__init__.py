@@ -8,7 +8,7 @@ entering or leaving PROCESSING and its server's slot count) share one IMMEDIATE 
 Indexes mirror the DynamoDB adapter's access patterns: owner, newest first overall and per
 status, PENDING by priority then age, PROCESSING by deadline and by server, expiry.
 
-One module per entity (tasks, task_queries, servers, settings, counters, rate_windows,
+One module per entity (tasks, task_queries, output, servers, settings, counters, rate_windows,
 idempotency, deliveries) on what they share: `_connection` (the file, per-thread connections,
 transactions), `_rows` (rows as models) and `_schema` (the tables, indexes and the ordered
 migrations that bring a file of any earlier version to them; see there).
@@ -20,6 +20,7 @@ from core.local.sqlite._schema import SchemaVersionError
 from core.local.sqlite.counters import SqliteCounterStore
 from core.local.sqlite.deliveries import SqliteDeliveryStore
 from core.local.sqlite.idempotency import SqliteIdempotencyStore
+from core.local.sqlite.output import SqliteOutputStore
 from core.local.sqlite.rate_windows import SqliteRateWindowStore
 from core.local.sqlite.servers import SqliteServerStore
 from core.local.sqlite.settings import SqliteSettingStore
@@ -33,6 +34,7 @@ __all__ = ["SchemaVersionError", "SqliteStore"]
 class SqliteStore(
     SqliteTaskWrites,
     SqliteTaskQueries,
+    SqliteOutputStore,
     SqliteServerStore,
     SqliteSettingStore,
     SqliteCounterStore,
@@ -46,6 +48,12 @@ class SqliteStore(
 
     def purge_expired(self, now_s: int) -> int:
         with self._transaction() as conn:
+            # A task's output goes with it (and, at the latest, at its own expiry).
+            conn.execute(
+                "DELETE FROM task_output WHERE expires_at <= ? OR task_id IN"
+                " (SELECT id FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?)",
+                (now_s, now_s),
+            )
             purged = conn.execute(
                 "DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?", (now_s,)
             ).rowcount

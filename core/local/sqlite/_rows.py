@@ -15,7 +15,7 @@ S = TypeVar("S", Task, Server, WebhookDelivery)
 
 # Fields stored as JSON text; the rest are plain columns.
 _JSON_FIELDS: dict[type, frozenset[str]] = {
-    Task: frozenset({"payload", "capabilities", "failed_servers", "result", "error"}),
+    Task: frozenset({"payload", "capabilities", "failed_servers", "result", "error", "history"}),
     Server: frozenset({"endpoints", "capabilities", "groups", "reported"}),
     WebhookDelivery: frozenset({"log"}),
 }
@@ -45,6 +45,8 @@ def from_row(kind: type[S], row: sqlite3.Row) -> S:
     for name in _JSON_FIELDS[kind]:
         if values.get(name) is not None:
             values[name] = msgspec.json.decode(values[name])
+        elif name in values:
+            del values[name]  # the model's default (a task written before `history` existed)
     return msgspec.convert(values, kind, strict=False)
 
 

@@ -147,7 +147,24 @@ _STEP_2 = (
 # registered before keep "" and their id-less tokens until a rotation.
 _STEP_3 = ("ALTER TABLE servers ADD COLUMN token_id TEXT NOT NULL DEFAULT ''",)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2, _STEP_3)
+# Step 4: a task's history (one entry per attempt, JSON) and streamed output (its chunks in
+# their own table, counted on the task).
+_STEP_4 = """
+ALTER TABLE tasks ADD COLUMN history BLOB;
+ALTER TABLE tasks ADD COLUMN output_chunks INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS task_output (
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    attempt INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, idx)
+);
+"""
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2, _STEP_3, _statements(_STEP_4))
 
 
 class SchemaVersionError(RuntimeError):

@@ -1,7 +1,7 @@
 """The storage the services need, as narrow ports named after what each service uses.
 
-Each port is one idea (tasks, servers, settings and counters, rate windows, idempotency,
-webhook deliveries); `Store` composes them, and each adapter provides one `Store`:
+Each port is one idea (tasks, a task's streamed output, servers, settings and counters, rate
+windows, idempotency, webhook deliveries); `Store` composes them, and each adapter provides one `Store`:
 `core.local.sqlite.SqliteStore` (one machine), `core.aws.dynamodb.DynamoStore` (AWS) and
 `core.local.memory.MemoryStore` (tests and tools). All three pass one contract suite
 (`tests/contract`).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from core.ports.storage.deliveries import DeliveryStore
 from core.ports.storage.idempotency import IdempotencyRecord, IdempotencyStore
+from core.ports.storage.output import OutputStore
 from core.ports.storage.rate_windows import RateWindowStore
 from core.ports.storage.servers import ServerStore
 from core.ports.storage.settings import CounterStore, SettingStore
@@ -37,6 +38,7 @@ __all__ = [
     "DeliveryStore",
     "IdempotencyRecord",
     "IdempotencyStore",
+    "OutputStore",
     "RateWindowStore",
     "ServerStore",
     "SettingStore",

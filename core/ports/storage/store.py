@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.ports.storage.deliveries import DeliveryStore
 from core.ports.storage.idempotency import IdempotencyStore
+from core.ports.storage.output import OutputStore
 from core.ports.storage.rate_windows import RateWindowStore
 from core.ports.storage.servers import ServerStore
 from core.ports.storage.settings import CounterStore, SettingStore
@@ -13,7 +14,14 @@ __all__ = ["Store"]
 
 
 class Store(
-    TaskStore, ServerStore, SettingStore, CounterStore, RateWindowStore, IdempotencyStore, DeliveryStore
+    TaskStore,
+    OutputStore,
+    ServerStore,
+    SettingStore,
+    CounterStore,
+    RateWindowStore,
+    IdempotencyStore,
+    DeliveryStore,
 ):
     """Services that need one part take that port (`TaskStore`, ...); the Context holds this."""
 
