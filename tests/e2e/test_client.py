@@ -243,7 +243,9 @@ def test_over_the_rate_limit_is_rate_limited_with_retry_after(limited: Gateway) 
                 continue
             except RateLimited as exc:
                 assert exc.status == 429 and str(exc).startswith("429 Too many requests: ")
-                assert exc.retry_after is not None and 0 < exc.retry_after <= 60
+                # The window slides: a full one weighs on the next, so the wait may pass 60 s
+                # (at most until enough of it has slid out, within two windows).
+                assert exc.retry_after is not None and 0 < exc.retry_after <= 120
                 return
         pytest.fail("no 429 in 7 calls with a limit of 3 a minute")
 

@@ -65,8 +65,11 @@ def test_weighted_round_robin_follows_server_priority(fleet: Fleet, algorithm: A
     fleet.wait_terminal()
     tasks = fleet.assert_settled()
     counts = Counter(task["serverId"] for task in tasks.values())
-    assert 27 <= counts[heavy.server_id] <= 33, counts
-    assert 7 <= counts[light.server_id] <= 13, counts
+    # 30:10 exactly when one dispatcher takes every turn; concurrent dispatchers (dev --aws runs
+    # several) may each take a turn and then lose the claim, which shifts a few tasks. Plain
+    # round-robin would give 20:20, so the bounds still tell the weights apart.
+    assert 24 <= counts[heavy.server_id] <= 36, counts
+    assert 4 <= counts[light.server_id] <= 16, counts
     assert sum(counts.values()) == 40
 
 

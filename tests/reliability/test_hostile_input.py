@@ -43,8 +43,11 @@ LIMIT = 256 * 1024
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starlette]:
     store = SqliteStore(str(tmp_path_factory.mktemp("hostile") / "t.db"))
-    # `async: false` would wait 25 s for a dispatcher this app does not run.
-    config = Config.from_env({"JWT_SECRET": SECRET, **RATE_LIMITS_OFF}, sync_wait_ms=20)
+    # `async: false` would wait 25 s, and a generated `Prefer: wait=N` up to 60 s, for a dispatcher
+    # this app does not run: the deployment's cap (the least it may be, 1 s) bounds both.
+    config = Config.from_env(
+        {"JWT_SECRET": SECRET, **RATE_LIMITS_OFF}, sync_wait_ms=20, sync_wait_max_ms=1_000
+    )
     ctx = Context(store=store, queue=CallbackQueue(), config=config, events=LocalEvents())
     yield create_app(ROUTES, ctx)
     store.close()
