@@ -92,6 +92,8 @@ class Config:
     busy_retry_ms: int = 1_000
     # Reconciliation leaves a server alone for this long after a claim on it.
     reconcile_grace_ms: int = 10_000
+    # Tasks one owner (token `sub`) may have in flight on the whole fleet; 0 is no limit.
+    max_in_flight_per_owner: int = 0
     # How long a dispatcher may use its view of the fleet before reading it again.
     fleet_cache_ms: int = 1_000
     health_check_timeout_ms: int = 5_000
@@ -139,6 +141,7 @@ class Config:
             "busy_retry_ms": _int(env, "BUSY_RETRY_DELAY", 1_000),
             "reconcile_grace_ms": _int(env, "RECONCILE_GRACE", 10_000),
             "fleet_cache_ms": _int(env, "FLEET_CACHE", 1_000),
+            "max_in_flight_per_owner": _int(env, "MAX_IN_FLIGHT_PER_OWNER", 0),
             "health_check_timeout_ms": _int(env, "HEALTH_CHECK_TIMEOUT", 5_000),
             "rate_limits": RateLimits(
                 default=_int(env, "RATE_LIMIT_DEFAULT", 100),
@@ -179,6 +182,8 @@ class Config:
             raise ValueError("STREAM_WAIT_S must be 1-60 (seconds)")
         if config.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
+        if config.max_in_flight_per_owner < 0:
+            raise ValueError("MAX_IN_FLIGHT_PER_OWNER must be 0 (no limit) or more")
         if config.webhook_max_attempts < 1:
             raise ValueError("WEBHOOK_MAX_ATTEMPTS must be at least 1")
         if config.webhook_timeout_ms < 1 or config.webhook_retry_base_ms < 0:

@@ -49,6 +49,14 @@ class UnavailableError(TaskgateError):
         self.retry_after_s = retry_after_s
 
 
+class OwnerLimitError(Exception):
+    """A claim would put the task's owner over MAX_IN_FLIGHT_PER_OWNER (nothing was written)."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(f"owner {owner} is at its limit of tasks in flight")
+        self.owner = owner
+
+
 class StaleWriteError(Exception):
     """A conditional write lost: the item is not in the state the writer expected.
 

@@ -2,7 +2,7 @@
 loops themselves are core.services.work's; this module drives them with urllib3 in threads.
 
 Messages on the dispatch queue say what to look at: `{"taskId": ...}` (a task was created or
-requeued), `{"drain": true}` (capacity freed: dispatch PENDING tasks in priority order),
+requeued) and `{"drain": true}` (capacity freed) both run the scheduler's selection,
 `{"checkServer": ...}` (a server was registered: check its health now) or `{"webhook":
 {"taskId", "round"}}` (a webhook delivery is due: one attempt, bounded by WEBHOOK_TIMEOUT). Each is idempotent,
 since SQS delivers at least once: the claim is a conditional write only one caller wins.
@@ -24,16 +24,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from core.domain.models import DeliveryState, Server, Task, WebhookDelivery
 from core.domain.protocol import BackendRequest, Kind, Outcome
 from core.http import blocking as backend_http
 from core.http import blocking as webhook_http
-from core.ports.queue import enqueue_safely
-from core.services import dispatch, sweeper, webhook_delivery, work
+from core.services import sweeper, webhook_delivery, work
 from core.services.context import Context
-from core.services.dispatch import Assignment, Waiting
+from core.services.dispatch import Assignment
 from core.services.webhook_delivery import WebhookOutcome, WebhookRequest
 
 if TYPE_CHECKING:
@@ -106,10 +103,10 @@ def handle_message(
             f" under the {START_MIN_S:.0f} s a message needs"
         )
     transport = PoolTransport(pool, budget)
-    if "taskId" in body:
-        snapshot = _snapshot(body)
-        dispatch_task(ctx, snapshot or str(body["taskId"]), transport)
-    elif body.get("drain"):
+    if "taskId" in body or body.get("drain"):
+        # A task queued or a slot freed: either way, start what is best now. The task a message
+        # names gets no precedence: it goes when its turn comes, so priority and fair share hold
+        # as on one machine.
         drain(ctx, transport)
     elif "checkServer" in body:
         check_server(ctx, str(body["checkServer"]), transport)
@@ -119,18 +116,6 @@ def handle_message(
         )
     else:
         log.warning("ignoring an unknown dispatch message: %s", sorted(body))
-
-
-def _snapshot(body: dict[str, Any]) -> Task | None:
-    """The task as its message's sender wrote it, if it came along and is well formed."""
-    if not isinstance(body.get("task"), dict):
-        return None
-    try:
-        task = msgspec.convert(body["task"], Task)
-    except msgspec.ValidationError:
-        log.warning("ignoring a malformed task snapshot", extra={"task_id": body["taskId"]})
-        return None
-    return task if task.id == body["taskId"] else None
 
 
 class PoolTransport:
@@ -168,24 +153,16 @@ class PoolTransport:
         return timeout_s if self.budget is None else max(0.001, min(timeout_s, self.budget.left_s()))
 
 
-def dispatch_task(ctx: Context, task: Task | str, transport: PoolTransport) -> None:
-    task_id = task if isinstance(task, str) else task.id
-    decision = dispatch.assign(ctx, task)
-    if isinstance(decision, Assignment):
-        execute(ctx, decision, transport)
-    elif isinstance(decision, Waiting) and decision.not_before is not None:
-        # Backing off: come back when it is due (a later drain may take it first).
-        enqueue_safely(ctx.queue, task_id, delay_ms=max(0, decision.not_before - ctx.now()))
-
-
 def drain(ctx: Context, transport: PoolTransport) -> int:
-    """Dispatch PENDING tasks while capacity lasts (one batch: the message is retried, and a
-    task backing off has its own delayed message)."""
+    """Start what can go now, best first, up to DRAIN_BATCH; a full batch asks for another
+    drain, so one invocation stays short (a task backing off has its own delayed message).
+    Each predict call is bounded by the transport's budget."""
     # Slots were freed by other processes: this container's view of the fleet is stale.
     ctx.fleet.invalidate()
     started: list[Assignment] = []
     try:
-        work.drain(ctx, DRAIN_BATCH, started.append, max_batches=1)
+        if work.drain(ctx, DRAIN_BATCH, started.append, max_batches=1).started == DRAIN_BATCH:
+            ctx.queue.capacity_changed()
     finally:
         # Tasks claimed before a store fault still get their predict call.
         with ThreadPoolExecutor(max_workers=CONCURRENCY) as workers:

@@ -19,7 +19,7 @@ from typing import Any
 from core.domain import attempts, auth, balancer, protocol
 from core.domain.models import Server, ServerStatus, Task, TaskStatus
 from core.domain.protocol import BackendRequest, Kind, Outcome
-from core.errors import NoCapacityError, StaleWriteError
+from core.errors import NoCapacityError, OwnerLimitError, StaleWriteError
 from core.services import outlier_detection, tasks
 from core.services.context import Context
 
@@ -50,6 +50,8 @@ class Waiting:
     not_before: int | None = None
     # Nothing in the fleet has a free slot: no other waiting task can go either.
     fleet_full: bool = False
+    # The task's owner is at MAX_IN_FLIGHT_PER_OWNER: none of its tasks can go now.
+    owner_full: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,15 @@ def assign(ctx: Context, task: Task | str, attempt: Attempt | None = None) -> De
         return Waiting(balancer.why_waiting(fleet, task), fleet_full=full)
     for server in itertools.chain([first], order):
         try:
-            claimed = ctx.store.claim_task(task, _claim_changes(ctx, task, server, now))
+            claimed = ctx.store.claim_task(
+                task, _claim_changes(ctx, task, server, now), owner_limit=ctx.config.max_in_flight_per_owner
+            )
         except NoCapacityError:
             ctx.fleet.invalidate()
             continue
+        except OwnerLimitError:
+            limit = ctx.config.max_in_flight_per_owner
+            return Waiting(f"its owner has {limit} tasks in flight, the most allowed", owner_full=True)
         except StaleWriteError as exc:
             current = exc.current if isinstance(exc.current, Task) else None
             return Skipped(current.status if current else None)

@@ -126,6 +126,13 @@ class FleetView:
             )
         return group
 
+    def can_run(self, capabilities: Collection[str]) -> bool:
+        """Whether some online server with a free slot has all of `capabilities` (as the view
+        sees it: a stale view costs a lost claim, then a refresh)."""
+        with self._lock:
+            self._refresh()
+            return self._group(sorted(set(capabilities))).candidate_count > 0
+
     def get(self, server_id: str) -> Server | None:
         self.servers()
         return self._servers.get(server_id)

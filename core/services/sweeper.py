@@ -21,7 +21,6 @@ from core.services.context import Context
 log = logging.getLogger(__name__)
 
 BATCH = 500
-PRIORITIES = range(10, -1, -1)
 
 
 @dataclass
@@ -31,6 +30,7 @@ class SweepReport:
     silent_servers: int = 0
     orphans_requeued: int = 0
     slots_reconciled: int = 0
+    owner_counts_reconciled: int = 0
     pending_nudged: bool = False
     purged: int = 0
     # Filled by the AWS runtime, which sends due webhooks after the sweep.
@@ -47,6 +47,7 @@ def sweep(ctx: Context) -> SweepReport:
         if _silent(ctx, server, now) and servers.mark_silent(ctx, server) is not None:
             report.silent_servers += 1
     fleet = ctx.store.list_servers()
+    report.owner_counts_reconciled = reconcile_owner_counts(ctx, fleet, now)
     for server in fleet:
         if server.status is ServerStatus.OFFLINE:
             # Normally done when it went offline; this catches a crash in between.
@@ -55,7 +56,7 @@ def sweep(ctx: Context) -> SweepReport:
             )
         elif reconcile_slots(ctx, server, now):
             report.slots_reconciled += 1
-    if ctx.store.pending_tasks(1):
+    if ctx.store.count_pending():
         ctx.queue.capacity_changed()
         report.pending_nudged = True
     report.purged = ctx.store.purge_expired(now // 1000)
@@ -87,20 +88,53 @@ def _execution_timeouts(ctx: Context, now: int) -> int:
 
 
 def _queue_timeouts(ctx: Context, fleet: list[Server], now: int) -> int:
+    """Only the tasks that are due are read (an index by queued_at)."""
     cutoff = now - ctx.config.queue_timeout_ms
     count = 0
-    for priority in PRIORITIES:
-        for task in ctx.store.pending_queued_before(cutoff, BATCH, priority=priority):
-            reason = (
-                f"No server took the task within {ctx.config.queue_timeout_ms} ms:"
-                f" {balancer.why_waiting(fleet, task)}"
-            )
-            try:
-                tasks.expire_pending(ctx, task, reason)
-                count += 1
-            except StaleWriteError:
-                continue
+    for task in ctx.store.pending_queued_before(cutoff, BATCH):
+        reason = (
+            f"No server took the task within {ctx.config.queue_timeout_ms} ms:"
+            f" {balancer.why_waiting(fleet, task)}"
+        )
+        try:
+            tasks.expire_pending(ctx, task, reason)
+            count += 1
+        except StaleWriteError:
+            continue
     return count
+
+
+# Every task PROCESSING is read to recount the owners' tasks in flight (only when the cheap
+# check below fails): at most the fleet's slots.
+_PROCESSING_READ = 100_000
+_NO_DEADLINE = 9_999_999_999_999
+
+
+def reconcile_owner_counts(ctx: Context, fleet: list[Server], now: int) -> int:
+    """Set each owner's count of tasks in flight to the tasks PROCESSING, if they differ. The
+    counts change in the same writes as the tasks, so this repairs only what nothing else
+    should break (data written before the counts existed, a hand edit). A cheap check comes
+    first: the counts add up to the slots taken on the fleet. An owner whose count changed
+    within RECONCILE_GRACE is left alone (an index read may not show that task yet)."""
+    recorded = ctx.store.in_flight_by_owner()
+    if (
+        sum(recorded.values()) == sum(s.active_tasks for s in fleet)
+        and min(recorded.values(), default=0) >= 0
+    ):
+        return 0
+    actual: dict[str, int] = {}
+    for task in ctx.store.processing_due(_NO_DEADLINE, _PROCESSING_READ):
+        actual[task.owner] = actual.get(task.owner, 0) + 1
+    fixed = 0
+    quiet_since = now - ctx.config.reconcile_grace_ms
+    for owner in recorded.keys() | actual.keys():
+        have, want = recorded.get(owner, 0), actual.get(owner, 0)
+        if have != want and ctx.store.set_in_flight(owner, want, expected=have, quiet_since=quiet_since):
+            log.warning("reconciled tasks in flight of owner %s from %d to %d", owner, have, want)
+            fixed += 1
+    if fixed:
+        ctx.queue.capacity_changed()
+    return fixed
 
 
 def reconcile_slots(ctx: Context, server: Server, now: int) -> bool:

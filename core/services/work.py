@@ -7,8 +7,8 @@ runtime answers through aiohttp on its event loop (`run_async`), the Lambda runt
 urllib3 in threads (`run`); which calls run concurrently, and when, is the runtime's choice.
 Store writes happen between the yields, in the caller's thread, exactly as before the split.
 
-`drain` is the one place that decides which PENDING tasks start now: change the scheduling
-there and both runtimes follow.
+`drain` is the one place that decides which PENDING tasks start now (it runs the scheduler,
+core/services/scheduler.py): both runtimes follow it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from core.domain.models import DeliveryState, Server, Task, TaskStatus, WebhookDelivery
 from core.domain.protocol import BackendRequest, Kind, Outcome
-from core.services import dispatch, servers, webhook_delivery
+from core.services import dispatch, scheduler, servers, webhook_delivery
 from core.services.context import Context
 from core.services.dispatch import Assignment, Attempt, Waiting
 from core.services.webhook_delivery import WebhookOutcome, WebhookRequest
@@ -141,32 +141,13 @@ class Drained:
 def drain(
     ctx: Context, batch: int, start: Callable[[Assignment], None], *, max_batches: int | None = None
 ) -> Drained:
-    """Which PENDING tasks start now: claim a server for each, highest priority first, FIFO
-    within a priority, until the fleet is full or the index has nothing more that can go.
-    Reads batches of `batch` while the last one was full and started something (at most
-    `max_batches`). Each claim is handed to `start` as soon as it is made, so a store fault
-    later in the drain cannot strand a claimed task without its predict call."""
-    drained = Drained()
-    batches = 0
-    while max_batches is None or batches < max_batches:
-        batches += 1
-        pending = ctx.store.pending_tasks(batch)
-        started = 0
-        for task in pending:
-            decision = dispatch.assign(ctx, task)
-            if isinstance(decision, Assignment):
-                start(decision)
-                started += 1
-            elif isinstance(decision, Waiting):
-                if decision.not_before is not None:
-                    drained.wake_no_later_than(decision.not_before)
-                if decision.fleet_full:
-                    drained.started += started
-                    return drained  # no slot anywhere: the next freed slot wakes a drain
-        drained.started += started
-        if len(pending) < batch or not started:
-            break
-    return drained
+    """Which PENDING tasks start now: the scheduler's choice (core/services/scheduler.py), at
+    most `batch * max_batches` when that is given. Each claim is handed to `start` as soon as it
+    is made, so a store fault later in the drain cannot strand a claimed task without its
+    predict call."""
+    limit = None if max_batches is None else batch * max_batches
+    chosen = scheduler.start_next(ctx, start, limit=limit)
+    return Drained(started=chosen.started, wake_at=chosen.wake_at)
 
 
 class PredictsInFlight:

@@ -1,5 +1,5 @@
 """What the scheduler's explanations and outlier detection need of every adapter: the queue
-timeouts due read by priority and cutoff only, the outlier state of a server kept through
+timeouts due read by cutoff only (one call across priorities, SchedulingStore), the outlier state of a server kept through
 release and update, and the servers that failed a task kept with the task."""
 
 from __future__ import annotations
@@ -20,30 +20,33 @@ from tests.contract.factories import (
 # -- pending_queued_before ------------------------------------------------------------------
 
 
-def test_queue_timeouts_due_are_the_old_ones_of_that_priority_oldest_first(store: Store) -> None:
-    # GIVEN priority-5 tasks queued before, at and after the cutoff, and old ones of other priorities
+def test_queue_timeouts_due_are_the_old_ones_of_every_priority_oldest_first(store: Store) -> None:
+    # GIVEN tasks queued before, at and after the cutoff, at several priorities
     cutoff = NOW + 100
     due = [put_pending(store, priority=5, queued_at=NOW + q) for q in (100, 0, 50)]
+    due += [
+        put_pending(store, priority=4, queued_at=NOW + 10),
+        put_pending(store, priority=6, queued_at=NOW + 20),
+    ]
     put_pending(store, priority=5, queued_at=NOW + 101)
-    put_pending(store, priority=4, queued_at=NOW)
-    put_pending(store, priority=6, queued_at=NOW)
+    put_pending(store, priority=6, queued_at=NOW + 101)
 
-    # WHEN the due ones of priority 5 are read
-    listed = store.pending_queued_before(cutoff, 10, priority=5)
+    # WHEN the due ones are read
+    listed = store.pending_queued_before(cutoff, 10)
 
-    # THEN exactly those at or before the cutoff come back, oldest first
+    # THEN exactly those at or before the cutoff come back, oldest first whatever their priority
     assert [t.id for t in listed] == [t.id for t in sorted(due, key=lambda t: t.queued_at)]
     assert all(t.status is TaskStatus.PENDING for t in listed)
 
 
 def test_queue_timeouts_due_respect_the_limit_and_priorities_zero_and_ten(store: Store) -> None:
-    # GIVEN three old tasks at priority 0 and one at priority 10
-    zeros = [put_pending(store, priority=0, queued_at=NOW + q) for q in range(3)]
+    # GIVEN three old tasks at priority 0 and one, older still, at priority 10
+    zeros = [put_pending(store, priority=0, queued_at=NOW + q) for q in range(1, 4)]
     ten = put_pending(store, priority=10, queued_at=NOW)
 
-    # WHEN / THEN the limit holds, oldest first, and the extreme priorities are separate
-    assert [t.id for t in store.pending_queued_before(NOW + 5, 2, priority=0)] == [zeros[0].id, zeros[1].id]
-    assert [t.id for t in store.pending_queued_before(NOW + 5, 10, priority=10)] == [ten.id]
+    # WHEN / THEN the limit holds, oldest first across the extreme priorities
+    assert [t.id for t in store.pending_queued_before(NOW + 5, 2)] == [ten.id, zeros[0].id]
+    assert [t.id for t in store.pending_queued_before(NOW + 5, 10)] == [ten.id, *(z.id for z in zeros)]
 
 
 def test_queue_timeouts_due_leave_out_tasks_no_longer_pending(store: Store) -> None:
@@ -59,7 +62,7 @@ def test_queue_timeouts_due_leave_out_tasks_no_longer_pending(store: Store) -> N
     )
 
     # WHEN / THEN neither is due for a queue timeout
-    assert store.pending_queued_before(NOW + 1_000, 10, priority=3) == []
+    assert store.pending_queued_before(NOW + 1_000, 10) == []
 
 
 def test_queue_timeouts_due_of_a_requeued_task_count_from_its_new_queued_at(store: Store) -> None:
@@ -70,8 +73,8 @@ def test_queue_timeouts_due_of_a_requeued_task_count_from_its_new_queued_at(stor
     store.release_task(claimed, {"status": TaskStatus.PENDING, "server_id": None, "queued_at": NOW + 500})
 
     # WHEN / THEN it is not due before its new queued_at, and due from it
-    assert store.pending_queued_before(NOW + 499, 10, priority=2) == []
-    assert [t.id for t in store.pending_queued_before(NOW + 500, 10, priority=2)] == [task.id]
+    assert store.pending_queued_before(NOW + 499, 10) == []
+    assert [t.id for t in store.pending_queued_before(NOW + 500, 10)] == [task.id]
 
 
 # -- outlier state ---------------------------------------------------------------------------

@@ -26,7 +26,19 @@ if TYPE_CHECKING:
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
 EXPIRES_S = NOW // 1000 + 7 * 86_400
-GSI_ATTRIBUTES = ("GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "GSI4PK", "GSI4SK", "expiresAt")
+GSI_ATTRIBUTES = (
+    "GSI1PK",
+    "GSI1SK",
+    "GSI2PK",
+    "GSI2SK",
+    "GSI3PK",
+    "GSI3SK",
+    "GSI4PK",
+    "GSI4SK",
+    "GSI5PK",
+    "GSI5SK",
+    "expiresAt",
+)
 _ids = itertools.count(1)
 
 
@@ -152,10 +164,12 @@ def test_the_table_is_built_from_the_template_with_its_indexes_ttl_and_stream(
 ) -> None:
     description = client.describe_table(TableName=table)["Table"]
     indexes = {i["IndexName"]: i for i in description.get("GlobalSecondaryIndexes", [])}
-    assert sorted(indexes) == ["ByOwner", "ByRecent", "ByServer", "ByStatus"]
-    # The listing indexes carry summaries; the others whole tasks (dispatch reads payloads there).
+    assert sorted(indexes) == ["ByOwner", "ByQueue", "ByRecent", "ByServer", "ByStatus"]
+    # The listing indexes carry summaries; ByQueue only keys (the scheduler reads the tasks it
+    # picks from the table); the others whole tasks (dispatch reads payloads there).
     assert {name: i["Projection"]["ProjectionType"] for name, i in indexes.items()} == {
         "ByOwner": "INCLUDE",
+        "ByQueue": "KEYS_ONLY",
         "ByRecent": "INCLUDE",
         "ByServer": "ALL",
         "ByStatus": "ALL",
@@ -178,7 +192,8 @@ def test_a_pending_task_is_in_the_owner_and_pending_indexes_only(
     # WHEN it is stored
     store.put_task(task)
 
-    # THEN it has the owner and PENDING keys, ordered by priority then queue time, and no more
+    # THEN it has the owner and PENDING keys, ordered by priority then queue time, and its
+    # owner queue's (the scheduler's FIFO: capability set, priority, owner), and no more
     assert index_keys(client, table, task.id) == {
         "GSI1PK": "OWNER#alice",
         "GSI1SK": f"{NOW:013d}#{task.id}",
@@ -186,6 +201,8 @@ def test_a_pending_task_is_in_the_owner_and_pending_indexes_only(
         "GSI2SK": f"03#{NOW + 5:013d}#{task.id}",
         "GSI4PK": "RECENT#PENDING",
         "GSI4SK": f"{NOW:013d}#{task.id}",
+        "GSI5PK": "QUEUE##03#alice",
+        "GSI5SK": f"{NOW + 5:013d}#{task.id}",
     }
     # AND its fields are stored as they are, expires_at included (only finished tasks expire)
     assert store.get_task(task.id) == task
@@ -262,8 +279,9 @@ def test_a_retried_task_rejoins_the_pending_index_and_stops_expiring(
     retry = {"status": TaskStatus.PENDING, "attempts": 0, "queued_at": NOW + 99}
     store.update_task(task.id, retry, from_status={TaskStatus.FAILED, TaskStatus.TIMEOUT})
 
-    # THEN its priority was read, and it is queued under it, with no expiry
-    assert calls == ["Query", "UpdateItem"]
+    # THEN its priority was read (once), and it is queued under it, with no expiry, in one
+    # transaction with its owner queue's count; the task as written is read back
+    assert calls == ["Query", "TransactWriteItems", "Query"]
     assert index_keys(client, table, task.id) == {
         "GSI1PK": "OWNER#alice",
         "GSI1SK": f"{NOW:013d}#{task.id}",
@@ -271,7 +289,10 @@ def test_a_retried_task_rejoins_the_pending_index_and_stops_expiring(
         "GSI2SK": f"03#{NOW + 99:013d}#{task.id}",
         "GSI4PK": "RECENT#PENDING",
         "GSI4SK": f"{NOW:013d}#{task.id}",
+        "GSI5PK": "QUEUE##03#alice",
+        "GSI5SK": f"{NOW + 99:013d}#{task.id}",
     }
+    assert [(q.priority, q.owner, q.pending) for q in store.owner_queues()] == [(7, "alice", 1)]
     assert [t.id for t in store.pending_tasks(10, priority=7)] == [task.id]
 
 
@@ -540,8 +561,10 @@ def test_a_release_after_the_server_was_deleted_still_finishes_the_task(
     # WHEN it completes
     released = store.release_task(claimed, COMPLETED, server_counters={"success_count": 1})
 
-    # THEN the transaction failed on the server only, and the task was finished on its own
-    assert calls == ["TransactWriteItems", "UpdateItem"]
+    # THEN the transaction failed on the server only, and the task was finished without it
+    # (with its owner's count of tasks in flight)
+    assert calls == ["TransactWriteItems", "TransactWriteItems"]
+    assert store.in_flight_by_owner() == {}
     assert store.get_task(task.id) == released
     assert released.status is TaskStatus.COMPLETED
     assert "GSI3PK" not in index_keys(client, table, task.id)

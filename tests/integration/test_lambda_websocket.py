@@ -183,10 +183,11 @@ def api_task(aws: SimpleNamespace, task_id: str) -> dict[str, Any]:
 
 
 def pending_snapshot(aws: SimpleNamespace, task_id: str) -> dict[str, Any]:
-    """What GET shows of a PENDING task on a table without servers: why it waits included."""
+    """What GET shows of a PENDING task on a table without servers: why it waits included, and
+    its place under the scheduler's ordering (the only task of its owner queue: first)."""
     return {
         **api_task(aws, task_id),
-        "queue": {"reason": "no_capable_server", "details": "no server is registered"},
+        "queue": {"reason": "no_capable_server", "details": "no server is registered", "position": 1},
     }
 
 

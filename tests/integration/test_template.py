@@ -456,6 +456,34 @@ def test_the_listing_indexes_project_a_task_s_summary_and_nothing_bulky() -> Non
         assert not set(indexes[name]["NonKeyAttributes"]) & BULKY_FIELDS
 
 
+def test_the_scheduler_s_owner_queue_index_projects_keys_and_its_sort_key_names_the_task() -> None:
+    """ByQueue is read for task ids only (the tasks come from the table, whole and current):
+    keys only, and the id is the part of its sort key after the ready time."""
+    from core.aws.dynamodb.items import index_attributes
+    from core.domain.models import Task, TaskStatus
+
+    (by_queue,) = [
+        i for i in resources()["Table"]["Properties"]["GlobalSecondaryIndexes"] if i["IndexName"] == "ByQueue"
+    ]
+    assert by_queue["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert [k["AttributeName"] for k in by_queue["KeySchema"]] == ["GSI5PK", "GSI5SK"]
+    task = Task(
+        id="task_1",
+        owner="alice",
+        type="t",
+        priority=5,
+        payload={},
+        capabilities=["gpu"],
+        created_at=1,
+        updated_at=1,
+        queued_at=1_700_000_000_000,
+        not_before=1_700_000_000_500,
+    )
+    fields = {name: getattr(task, name) for name in Task.__struct_fields__}
+    keys = index_attributes("ByQueue", {**fields, "status": TaskStatus.PENDING})
+    assert str(keys["GSI5SK"]).partition("#") == ("1700000000500", "#", task.id)
+
+
 def test_large_payloads_have_a_private_bucket_that_expires_them_and_is_kept_with_the_table() -> None:
     bucket = resources()["PayloadBucket"]
     assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"

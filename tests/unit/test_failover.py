@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from core.config import Config, OutlierPolicy
 from core.domain.models import Endpoints, Server, Task, TaskStatus
@@ -184,6 +185,7 @@ def test_the_pending_task_explains_an_ejection_then_dispatching(ctx: Context, cl
     assert task_view.describe(ctx, waiting)["queue"] == {
         "reason": "dispatching",
         "details": "a slot is free on a: the task is about to start",
+        "position": 1,
         "estimatedStartAt": clock.now,
     }
     assert start(ctx, "waiting").server.id == "a"
@@ -222,3 +224,31 @@ def test_a_passed_active_check_ends_an_ejection_and_wakes_dispatch(ctx: Context,
     servers.record_check(ctx, "a", True)
     add_task(ctx, "next")
     assert start(ctx, "next").server.id == "a"
+
+
+def test_the_position_follows_the_scheduler_s_owner_queues(ctx: Context, clock: Clock) -> None:
+    # GIVEN a full server, and waiting: one task of a higher priority, three of alice's and one
+    # of bob's at priority 5 (alice's queued first)
+    add_server(ctx, "a", max_concurrent=1)
+    start(ctx, add_task(ctx, "running").id)
+    alice = add_task(ctx, "alice-0")  # queued at NOW, after "running"
+    for task in (
+        replace(alice, id="urgent", priority=9, queued_at=NOW + 1),
+        replace(alice, id="alice-1", queued_at=NOW + 2),
+        replace(alice, id="alice-2", queued_at=NOW + 3),
+        replace(alice, id="bob-0", owner="bob", queued_at=NOW + 4),
+    ):
+        ctx.store.put_task(task)
+
+    # WHEN their GET bodies are made, THEN each place is the scheduler's: higher priorities
+    # first, then its own owner queue's FIFO, then fair share with the other owners
+    def queue_of(task_id: str) -> dict[str, object]:
+        task = ctx.store.get_task(task_id)
+        assert task is not None
+        return dict(task_view.describe(ctx, task)["queue"])
+
+    assert queue_of("urgent")["position"] == 1
+    assert queue_of("alice-0")["position"] == 1 + 1 + 1  # urgent, and bob's head may go first
+    assert queue_of("alice-2")["position"] == 1 + 2 + 1 + 1  # urgent, two of hers, bob's one
+    assert queue_of("bob-0")["position"] == 1 + 1 + 1  # urgent, and one of alice's
+    assert "estimatedStartAt" not in queue_of("bob-0")  # full, and no pace measured yet

@@ -24,6 +24,20 @@ def open_umask() -> Iterator[None]:
         os.umask(previous)
 
 
+def undo_schema_step_5(conn: sqlite3.Connection) -> None:
+    """The scheduler's index (schema step 5) taken out again, as a file of version 4 has it."""
+    made = conn.execute("SELECT type, name FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
+    for kind, name in made:
+        if kind == "trigger" or name in (
+            "owner_queues",
+            "owners_in_flight",
+            "tasks_owner_queue",
+            "tasks_pending_age",
+        ):
+            conn.execute(f"DROP {kind.upper()} {name}")
+    conn.execute("ALTER TABLE tasks DROP COLUMN queue")
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -58,7 +72,8 @@ def test_a_database_from_before_service_token_ids_gains_the_column(tmp_path: Pat
     store.close()
     with sqlite3.connect(db) as conn:  # as a database of schema version 2, before the column
         conn.execute("ALTER TABLE servers DROP COLUMN token_id")
-        # and before step 4 (history and streamed output), which comes after it
+        undo_schema_step_5(conn)  # the scheduler's index, step 5
+        # and before steps 4 (history and streamed output) and 5, which come after it
         for column in ("history", "output_chunks", "output_bytes"):
             conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
         conn.execute("DROP TABLE task_output")

@@ -11,7 +11,8 @@ below, around what they share:
 | _expressions.py     | update and condition expressions with placeholders                |
 | _requests.py        | conditional writes, transactions, paged queries; error translation |
 | tasks.py            | patterns 1-5: create, read, transition, claim, release            |
-| task_queries.py     | patterns 6-9c: the task indexes                                   |
+| task_queries.py     | patterns 6-9b: the task indexes                                   |
+| scheduling.py       | patterns 7a, 9c, 33-35: the scheduler's owner queues and counts   |
 | servers.py          | patterns 10-13                                                    |
 | settings.py         | patterns 14-15                                                    |
 | counters.py         | patterns 16, 19                                                   |
@@ -34,13 +35,17 @@ below, around what they share:
 | Delivery    | WEBHOOK#<task id> | DELIVERY#<round:6> | WebhookDelivery fields; GSI2 while due; expiresAt |
 | Connection  | CONN#<conn>       | CONN        | sub, roles, tasks (string set); expiresAt     |
 | Subscription| SUBS#<task>       | CONN#<conn> | connection_id; expiresAt                      |
+| Owner queue | SCHEDULING        | QUEUE#<10-p:2>#<caps>#<owner> | pending (count), queue, priority, owner |
+| In flight   | SCHEDULING        | INFLIGHT#<owner> | processing (count), owner, changed_at    |
 | Chunk       | TASK#<id>         | CHUNK#<index:8> | data (JSON), attempt, created_at; expiresAt |
 
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
 
-Sparse global secondary indexes (projection ALL). This adapter derives their keys from the
-task on every task write: set while the state needs them, removed otherwise.
+Sparse global secondary indexes: ByStatus and ByServer project whole tasks (dispatch reads
+payloads there), ByOwner and ByRecent a task's summary, ByQueue keys only (the scheduler reads
+the few tasks it picks from the table). This adapter derives their keys from the task on every
+task write: set while the state needs them, removed otherwise.
 
 | Index    | PK                | SK                                         | Present while |
 |----------|-------------------|--------------------------------------------|---------------|
@@ -50,6 +55,11 @@ task on every task write: set while the state needs them, removed otherwise.
 | ByServer | GSI3PK SERVER#<s> | GSI3SK <id>                                | PROCESSING    |
 | ByStatus | GSI2PK WEBHOOK_DUE | GSI2SK <nextAttemptAt:13>#<task>#<round:6> | delivery PENDING |
 | ByRecent | GSI4PK RECENT#<st>| GSI4SK <createdAt:13>#<id>                 | always        |
+| ByQueue  | GSI5PK QUEUE#<caps>#<10-p:2>#<owner> | GSI5SK <readyAt:13>#<id> | PENDING       |
+
+`<caps>` is the task's capability set as a queue key (its labels sorted, comma-joined; empty
+for none) and `readyAt` is max(queuedAt, notBefore): each ByQueue partition is one owner queue's
+FIFO (docs/SCHEDULING.md).
 
 A finished task carries expiresAt (its `expires_at`) and TTL drops it. Index reads are
 eventually consistent; every write is conditional on the base item, so a stale index entry
@@ -68,9 +78,9 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 6 Tasks of an owner, newest | ByOwner  | GSI1PK = OWNER#<owner>, desc.     | OWNER#alice       |
 | 7 Pending, best first       | ByStatus | GSI2PK = PENDING                  | PENDING           |
 |   ... of one priority       | ByStatus | AND begins_with(GSI2SK, <10-p>#)  | 03# (priority 7)  |
-| 7b Queue timeouts due, one  | ByStatus | GSI2PK = PENDING AND GSI2SK       | 03# AND           |
-|    priority                 |          | BETWEEN <10-p># AND               | 03#1700000000000#~|
-|                             |          | <10-p>#<cutoff:13>#~              |                   |
+| 7a Pending, queued before   | ByStatus | GSI2PK = PENDING AND GSI2SK       | 03#, 03#17000..#~ |
+|    (queue timeouts)         |          | BETWEEN <10-p># AND <10-p>#<t>#~, |                   |
+|                             |          | one Query per priority            |                   |
 | 8 Processing past deadline  | ByStatus | GSI2PK = PROCESSING AND           | PROCESSING,       |
 |                             |          | GSI2SK <= <before:13>#~           | 1700000000000#~   |
 | 9 Processing on a server    | ByServer | GSI3PK = SERVER#<id>              | SERVER#gpu-1      |
@@ -79,8 +89,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 |    partitions merged)       |          |                                   |                   |
 | 9b An owner's, one status   | ByOwner  | pattern 6, FilterExpression on    | OWNER#alice       |
 |                             |          | status; at most 1,000 read a call |                   |
-| 9c PENDING per priority     | ByStatus | GSI2PK = PENDING, GSI2SK only     | PENDING           |
-|    ... and capability set   | ByStatus | the same, projecting capabilities | PENDING           |
+| 9c PENDING per priority     | table    | pattern 33, counts summed         | SCHEDULING        |
+|    ... and capability set   | table    | the same, by the queue's caps     | SCHEDULING        |
 | 10 Register a server        | table    | SERVERS / SERVER#<id>, if new     | SERVER#gpu-1      |
 | 11 Get, update, delete one  | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
 |                             |          | update if version = :v            |                   |
@@ -122,6 +132,15 @@ costs a lost write (StaleWriteError), never a wrong one.
 |                             |          | transaction                       |                   |
 | 31 Chunks after <i>         | table    | PK = TASK#<id> AND SK BETWEEN     | TASK#t-1          |
 |                             |          | CHUNK#<i+1> AND CHUNK#~, consist. |                   |
+| 33 Owner queues and counts  | table    | PK = SCHEDULING AND begins_with(  | SCHEDULING,       |
+|    (ADD pending ±1 in the   |          | SK, QUEUE#), consistent; ADD in   | QUEUE#05#gpu#alice|
+|    writes of 1, 3, 4, 5)    |          | the task's own transaction        |                   |
+| 34 Owners' tasks in flight  | table    | PK = SCHEDULING AND begins_with(  | SCHEDULING,       |
+|    (ADD processing ±1 in 4, |          | SK, INFLIGHT#); the claim's ADD   | INFLIGHT#alice    |
+|    5; set by reconciliation)|          | if processing < :limit            |                   |
+| 35 An owner queue's FIFO    | ByQueue  | GSI5PK = QUEUE#<caps>#<10-p>#<o>  | QUEUE#gpu#05#alice|
+|    (keys only; the tasks in |          | AND GSI5SK > <after>, Limit 16;   |                   |
+|    one BatchGetItem)        | table    | then TASK#<id> / TASK, consistent | TASK#t-1          |
 
 Patterns 20-25 are `connections.py` (AWS only; one machine follows tasks in memory). A task's
 stream records carry its changes to the WebSocket notifier and the statistics; both read them
@@ -138,6 +157,7 @@ from core.aws.dynamodb.deliveries import DynamoDeliveryStore
 from core.aws.dynamodb.idempotency import DynamoIdempotencyStore
 from core.aws.dynamodb.output import DynamoOutputStore
 from core.aws.dynamodb.rate_windows import DynamoRateWindowStore
+from core.aws.dynamodb.scheduling import DynamoSchedulingStore
 from core.aws.dynamodb.servers import DynamoServerStore
 from core.aws.dynamodb.settings import DynamoSettingStore
 from core.aws.dynamodb.task_queries import DynamoTaskQueries
@@ -149,6 +169,7 @@ __all__ = ["DynamoStore"]
 
 class DynamoStore(
     DynamoTaskWrites,
+    DynamoSchedulingStore,
     DynamoTaskQueries,
     DynamoOutputStore,
     DynamoServerStore,

@@ -152,12 +152,14 @@ class DynamoTable:
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return items
 
-    def _batch_get(self, keys: list[Item]) -> list[Item]:
+    def _batch_get(self, keys: list[Item], *, consistent: bool = False) -> list[Item]:
         items: list[Item] = []
         pending: list[Item] = keys
         for attempt in range(8):
             with translated_errors():
-                response = self._client.batch_get_item(RequestItems={self.table_name: {"Keys": pending}})
+                response = self._client.batch_get_item(
+                    RequestItems={self.table_name: {"Keys": pending, "ConsistentRead": consistent}}
+                )
             items.extend(response["Responses"].get(self.table_name, []))
             unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
             if not unprocessed:

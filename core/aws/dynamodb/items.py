@@ -18,6 +18,7 @@ from core.aws.dynamodb.keys import (
     DELIVERIES_DUE,
     delivery_key,
     owner_partition,
+    owner_queue_partition,
     pending_prefix,
     recent_partition,
     server_key,
@@ -25,6 +26,7 @@ from core.aws.dynamodb.keys import (
     task_key,
 )
 from core.domain.models import DeliveryState, Server, Task, TaskStatus, WebhookDelivery
+from core.domain.scheduling import queue_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -103,6 +105,7 @@ INDEX_GROUPS: dict[str, tuple[str, ...]] = {
     "ByServer": ("status", "server_id"),
     "ByRecent": ("status", "created_at"),
     TTL: ("status", "expires_at"),
+    "ByQueue": ("status", "priority", "owner", "capabilities", "queued_at", "not_before"),
 }
 
 
@@ -120,6 +123,8 @@ def index_inputs(group: str, status: TaskStatus) -> tuple[str, ...]:
         return ("created_at",)
     if group == TTL and status.is_terminal:
         return ("expires_at",)
+    if group == "ByQueue" and status is TaskStatus.PENDING:
+        return ("priority", "owner", "capabilities", "queued_at", "not_before")
     return ()
 
 
@@ -151,6 +156,16 @@ def index_attributes(group: str, task: Mapping[str, Any]) -> dict[str, str | int
         return {"GSI4PK": recent_partition(status), "GSI4SK": f"{task['created_at']:013d}#{task_id}"}
     if group == TTL:
         return {TTL: task["expires_at"] if status.is_terminal else None}
+    if group == "ByQueue":
+        if status is TaskStatus.PENDING:
+            ready = max(task["queued_at"], task["not_before"])
+            return {
+                "GSI5PK": owner_queue_partition(
+                    queue_key(task["capabilities"]), task["priority"], task["owner"]
+                ),
+                "GSI5SK": f"{ready:013d}#{task_id}",
+            }
+        return {"GSI5PK": None, "GSI5SK": None}
     raise ValueError(f"no index group {group}")
 
 

@@ -166,6 +166,25 @@ def recent_partition(status: TaskStatus) -> str:
     return f"RECENT#{status.value}"
 
 
+# The one partition of the scheduler's counts: owner queues and owners' tasks in flight.
+SCHEDULING = "SCHEDULING"
+OWNER_QUEUE_PREFIX = "QUEUE#"
+IN_FLIGHT_PREFIX = "INFLIGHT#"
+
+
+def owner_queue_key(queue: str, priority: int, owner: str) -> Item:
+    return key(SCHEDULING, f"{OWNER_QUEUE_PREFIX}{10 - priority:02d}#{queue}#{owner}")
+
+
+def in_flight_key(owner: str) -> Item:
+    return key(SCHEDULING, f"{IN_FLIGHT_PREFIX}{owner}")
+
+
+def owner_queue_partition(queue: str, priority: int, owner: str) -> str:
+    """The ByQueue partition of an owner queue (one FIFO per capability set, priority, owner)."""
+    return f"QUEUE#{queue}#{10 - priority:02d}#{owner}"
+
+
 def pending_prefix(priority: int) -> str:
     """The start of a PENDING task's ByStatus sort key: highest priority sorts first."""
     return f"{10 - priority:02d}#"

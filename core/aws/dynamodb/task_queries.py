@@ -1,4 +1,5 @@
-"""Tasks in the table, read from the indexes: patterns 6-9c (and 7b) of the access-pattern table."""
+"""Tasks in the table, read from the indexes: patterns 6-9b of the access-pattern table (9c and
+the PENDING counts are the scheduling index's, in scheduling.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from core.aws.dynamodb._expressions import Expression
 from core.aws.dynamodb._requests import DynamoTable, translated_errors
-from core.aws.dynamodb.items import from_value, summary_from_item
+from core.aws.dynamodb.items import summary_from_item
 from core.aws.dynamodb.keys import (
     HIGHEST,
     owner_partition,
@@ -15,7 +16,7 @@ from core.aws.dynamodb.keys import (
     server_partition,
 )
 from core.domain.models import Task, TaskStatus
-from core.ports.storage import TaskPage, TaskStore, capability_set, position
+from core.ports.storage import TaskPage, TaskStore, position
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import QueryInputTypeDef
@@ -100,80 +101,10 @@ class DynamoTaskQueries(DynamoTable, TaskStore):
                 return TaskPage(found, last[sort_key]["S"])
             request["ExclusiveStartKey"] = last
 
-    def pending_by_priority(self) -> dict[int, int]:
-        """Pattern 9c: the PENDING partition's sort keys only; the priority is their prefix."""
-        request: QueryInputTypeDef = {
-            "TableName": self.table_name,
-            "IndexName": "ByStatus",
-            "KeyConditionExpression": "GSI2PK = :pending",
-            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
-            "ProjectionExpression": "GSI2SK",
-        }
-        counts: dict[int, int] = {}
-        while True:
-            with translated_errors():
-                response = self._client.query(**request)
-            for item in response["Items"]:
-                priority = 10 - int(item["GSI2SK"]["S"][:2])
-                counts[priority] = counts.get(priority, 0) + 1
-            if "LastEvaluatedKey" not in response:
-                return counts
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
-        """Pattern 9c, with each task's capabilities projected too."""
-        request: QueryInputTypeDef = {
-            "TableName": self.table_name,
-            "IndexName": "ByStatus",
-            "KeyConditionExpression": "GSI2PK = :pending",
-            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
-            "ProjectionExpression": "GSI2SK, capabilities",
-        }
-        counts: dict[tuple[int, tuple[str, ...]], int] = {}
-        while True:
-            with translated_errors():
-                response = self._client.query(**request)
-            for item in response["Items"]:
-                needs = from_value(item["capabilities"]) if "capabilities" in item else []
-                key = (10 - int(item["GSI2SK"]["S"][:2]), capability_set(needs))
-                counts[key] = counts.get(key, 0) + 1
-            if "LastEvaluatedKey" not in response:
-                return counts
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
-        """Pattern 7b: one priority's range of GSI2SK up to the cutoff, oldest first."""
-        prefix = pending_prefix(priority)
-        return self._query_tasks(
-            limit,
-            "ByStatus",
-            "GSI2PK",
-            TaskStatus.PENDING.value,
-            sort_between=(prefix, f"{prefix}{max(0, cutoff):013d}#{HIGHEST}"),
-        )
-
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """Pattern 7: ascending GSI2SK is highest priority first, then oldest queued_at."""
         prefix = None if priority is None else pending_prefix(priority)
         return self._query_tasks(limit, "ByStatus", "GSI2PK", TaskStatus.PENDING.value, sort_prefix=prefix)
-
-    def count_pending(self) -> int:
-        """Pattern 7, counted (Select COUNT: the items are read, not returned)."""
-        request: QueryInputTypeDef = {
-            "TableName": self.table_name,
-            "IndexName": "ByStatus",
-            "KeyConditionExpression": "GSI2PK = :pending",
-            "ExpressionAttributeValues": {":pending": {"S": TaskStatus.PENDING.value}},
-            "Select": "COUNT",
-        }
-        count = 0
-        while True:
-            with translated_errors():
-                response = self._client.query(**request)
-            count += response["Count"]
-            if "LastEvaluatedKey" not in response:
-                return count
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def processing_due(self, before: int, limit: int) -> list[Task]:
         """Pattern 8."""

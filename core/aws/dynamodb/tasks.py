@@ -30,9 +30,10 @@ from core.aws.dynamodb.items import (
     to_value,
 )
 from core.aws.dynamodb.keys import OUTCOME, TASK, outcome_key, server_key, task_key, task_partition
+from core.aws.dynamodb.scheduling import in_flight_change, pending_change
 from core.aws.payloads import PAYLOAD_INLINE_LIMIT
 from core.domain.models import Server, ServerStatus, Task, TaskStatus, WebhookDelivery
-from core.errors import NoCapacityError, StaleWriteError
+from core.errors import NoCapacityError, OwnerLimitError, StaleWriteError
 from core.ports.storage import CLOCK_SKEW_MS, TaskStore, update_sources
 
 if TYPE_CHECKING:
@@ -43,11 +44,19 @@ if TYPE_CHECKING:
 
 class DynamoTaskWrites(DynamoTable, TaskStore):
     def put_task(self, task: Task) -> None:
-        """Pattern 1 (a large payload first to the payload bucket, the item keeping its key)."""
+        """Pattern 1, a large payload first to the payload bucket (the item keeping its key);
+        with pattern 33's count when the task is PENDING, in one transaction."""
         item = task_to_item(task)
         if self.payloads is not None and len(item["payload"]["S"]) > PAYLOAD_INLINE_LIMIT:
             item[PAYLOAD_REF] = {"S": self.payloads.put(task.id, item.pop("payload")["S"])}
-        self._put_new(item)
+        if task.status is not TaskStatus.PENDING:
+            self._put_new(item)
+            return
+        new: dict[str, Any] = {"Put": {"TableName": self.table_name, "Item": item}}
+        new["Put"]["ConditionExpression"] = "attribute_not_exists(PK)"
+        (reason, _) = self._transact(new, pending_change(self.table_name, task, +1))
+        if reason is not None:
+            raise StaleWriteError(None)
 
     def get_task(self, task_id: str) -> Task | None:
         """Pattern 2: the task item and, when its outcome is large, the OUTCOME item."""
@@ -77,13 +86,15 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         retries: int | None = None,
         delivery: WebhookDelivery | None = None,
     ) -> Task:
-        """Pattern 3 (with pattern 26 in one transaction when there is a delivery)."""
+        """Pattern 3 (with pattern 26 in one transaction when there is a delivery, and pattern
+        30's count when the task enters or leaves PENDING)."""
         check_fields(Task, changes)
         if "id" in changes:
             raise ValueError("a task's id never changes")
         statuses = update_sources(from_status, changes)
         if not statuses:
             raise StaleWriteError(self.get_task(task_id))
+        statuses, counted, delta = self._pending_move(task_id, changes, statuses)
         update = Expression()
         values = field_values(changes)
         if outcome_size(values) > OUTCOME_INLINE_LIMIT:
@@ -102,16 +113,35 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
             update.equals("server_id", server_id)
         if retries is not None:
             update.equals("retries", retries)
-        self._derive_index_keys(update, task_id, changes, statuses, server_id)
-        if delivery is None:
+        self._derive_index_keys(update, task_id, changes, statuses, server_id, counted)
+        if delivery is None and counted is None:
             return self._update_or_stale(task_key(task_id), update, self._task_from)
-        (task_reason, _) = self._transact(
-            self._update(task_key(task_id), update, return_old=True), self._put(delivery_to_item(delivery))
-        )
+        extra = [] if delivery is None else [self._put(delivery_to_item(delivery))]
+        if counted is not None:
+            extra.append(pending_change(self.table_name, counted, delta))
+        (task_reason, *_) = self._transact(self._update(task_key(task_id), update, return_old=True), *extra)
         current = self.get_task(task_id)
         if task_reason is not None or current is None:
             raise StaleWriteError(self._current_task(task_id, task_reason) if task_reason else current)
         return current
+
+    def _pending_move(
+        self, task_id: str, changes: Mapping[str, Any], statuses: frozenset[TaskStatus]
+    ) -> tuple[frozenset[TaskStatus], Task | None, int]:
+        """Whether this write moves the task into (+1) or out of (-1) PENDING, and so its owner
+        queue's count (pattern 33) with it. When `statuses` leaves that open (PENDING among
+        others), the task is read and the write pinned to the status it has."""
+        if "status" not in changes:
+            return statuses, None, 0
+        entering = TaskStatus(changes["status"]) is TaskStatus.PENDING
+        if TaskStatus.PENDING not in statuses and not entering:
+            return statuses, None, 0
+        current = self.get_task(task_id)
+        if current is None or current.status not in statuses:
+            raise StaleWriteError(current)
+        if (current.status is TaskStatus.PENDING) == entering:
+            return (frozenset({current.status}) if len(statuses) > 1 else statuses), None, 0
+        return frozenset({current.status}), current, +1 if entering else -1
 
     def _derive_index_keys(
         self,
@@ -120,6 +150,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         changes: Mapping[str, Any],
         statuses: frozenset[TaskStatus],
         server_id: str | None,
+        read: Task | None = None,
     ) -> None:
         """Add to `update` the index keys that `changes` move, computed from the task as it
         will be. A field they need that neither `changes` nor the condition pins (priority,
@@ -146,7 +177,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
             return {name for g in groups for name in index_inputs(g, status)} - known.keys()
 
         if missing():
-            current = self.get_task(task_id)
+            current = read or self.get_task(task_id)  # `read`: already read, and pinned
             if current is None or current.status not in statuses:
                 raise StaleWriteError(current)
             if "status" not in known:
@@ -159,8 +190,8 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
             for attribute, derived in index_attributes(group, known).items():
                 update.assign(attribute, None if derived is None else to_value(derived))
 
-    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
-        """Pattern 4: one transaction takes the slot and moves the task."""
+    def claim_task(self, task: Task, changes: Mapping[str, Any], *, owner_limit: int = 0) -> Task:
+        """Pattern 4: one transaction takes the slot, moves the task and its counts (33, 34)."""
         claimed = msgspec.structs.replace(task, **changes)
         if TaskStatus(claimed.status) is not TaskStatus.PROCESSING or claimed.server_id is None:
             raise ValueError("a claim sets status PROCESSING and server_id")
@@ -175,14 +206,20 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         move = self._task_write(claimed, changes)
         move.equals("status", TaskStatus.PENDING.value)
         move.equals("attempts", task.attempts)
-        server_reason, task_reason = self._transact(
+        server_reason, task_reason, _, owner_reason = self._transact(
             self._update(server_key(claimed.server_id), slot),
             self._update(task_key(task.id), move, return_old=True),
+            pending_change(self.table_name, task, -1),
+            in_flight_change(
+                self.table_name, task.owner, +1, limit=owner_limit, changed_at=changes.get("updated_at")
+            ),
         )
         if task_reason is not None:
             raise StaleWriteError(self._current_task(task.id, task_reason))
         if server_reason is not None:
             raise NoCapacityError(claimed.server_id)
+        if owner_reason is not None:
+            raise OwnerLimitError(task.owner)
         return claimed
 
     def release_task(
@@ -236,6 +273,11 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         puts = [] if outcome is None else [self._put(outcome)]
         if delivery is not None:
             puts.append(self._put(delivery_to_item(delivery)))
+        # Patterns 33 and 34: the owner has one fewer in flight; a requeued task is counted in
+        # its owner queue again.
+        puts.append(in_flight_change(self.table_name, task.owner, -1, changed_at=changes.get("updated_at")))
+        if TaskStatus(released.status) is TaskStatus.PENDING:
+            puts.append(pending_change(self.table_name, task, +1))
         task_reason, server_reason, *_ = self._transact(
             self._update(task_key(task.id), move, return_old=True),
             self._update(server_key(task.server_id), slot),
@@ -243,9 +285,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         )
         if task_reason is not None:
             raise StaleWriteError(self._current_task(task.id, task_reason))
-        if server_reason is not None and not puts:
-            self._update_or_stale(task_key(task.id), move, self._task_from)
-        elif server_reason is not None:
+        if server_reason is not None:
             (task_reason,) = self._transact(self._update(task_key(task.id), move, return_old=True), *puts)[:1]
             if task_reason is not None:
                 raise StaleWriteError(self._current_task(task.id, task_reason))

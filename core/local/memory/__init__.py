@@ -23,6 +23,7 @@ from core.local.memory.deliveries import MemoryDeliveryStore
 from core.local.memory.idempotency import MemoryIdempotencyStore
 from core.local.memory.output import MemoryOutputStore
 from core.local.memory.rate_windows import MemoryRateWindowStore
+from core.local.memory.scheduling import MemorySchedulingStore
 from core.local.memory.servers import MemoryServerStore
 from core.local.memory.settings import MemorySettingStore
 from core.local.memory.tasks import MemoryTaskStore
@@ -33,6 +34,7 @@ __all__ = ["MemoryData", "MemoryStore"]
 
 class MemoryStore(
     MemoryTaskStore,
+    MemorySchedulingStore,
     MemoryOutputStore,
     MemoryServerStore,
     MemorySettingStore,

@@ -66,6 +66,8 @@ class MemoryData:
     rate_windows: dict[str, RateWindow] = field(default_factory=dict)
     idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
     deliveries: dict[tuple[str, int], WebhookDelivery] = field(default_factory=dict)
+    # Tasks PROCESSING per owner, changed in the same step as each claim and release.
+    in_flight: dict[str, int] = field(default_factory=dict)
     output: dict[str, list[OutputChunk]] = field(default_factory=dict)  # task id -> chunks, in order
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from core.domain.models import Server, ServerStatus, Task, TaskStatus, WebhookDelivery
-from core.errors import NoCapacityError, StaleWriteError
+from core.errors import NoCapacityError, OwnerLimitError, StaleWriteError
 from core.local.memory._data import MemoryBase, changed, check_fields, copy
 from core.ports.storage import CLOCK_SKEW_MS, TaskPage, TaskStore, capability_set, position, update_sources
 
@@ -54,7 +54,7 @@ class MemoryTaskStore(MemoryBase, TaskStore):
                 self._put_delivery_if_new(delivery)
             return copy(written)
 
-    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
+    def claim_task(self, task: Task, changes: Mapping[str, Any], *, owner_limit: int = 0) -> Task:
         check_fields(Task, changes)
         claimed = msgspec.structs.replace(task, **changes)
         if TaskStatus(claimed.status) is not TaskStatus.PROCESSING or claimed.server_id is None:
@@ -70,12 +70,16 @@ class MemoryTaskStore(MemoryBase, TaskStore):
             server = self.data.servers.get(claimed.server_id)
             if server is None or server.status is not ServerStatus.ONLINE or server.free_slots == 0:
                 raise NoCapacityError(claimed.server_id)
+            in_flight = self.data.in_flight.get(task.owner, 0)
+            if owner_limit > 0 and in_flight >= owner_limit:
+                raise OwnerLimitError(task.owner)
             slot: dict[str, Any] = {"active_tasks": server.active_tasks + 1}
             if "updated_at" in changes:
                 slot["last_claim_at"] = changes["updated_at"]
             # Both written or neither: a value that does not convert raises before either.
             moved, taken = changed(Task, current, changes), changed(Server, server, slot)
             self.data.tasks[task.id], self.data.servers[server.id] = moved, taken
+            self.data.in_flight[task.owner] = in_flight + 1
         return claimed
 
     def release_task(
@@ -113,6 +117,7 @@ class MemoryTaskStore(MemoryBase, TaskStore):
                 slot |= fixed | {"active_tasks": server.active_tasks - 1}
                 self.data.servers[server.id] = changed(Server, server, slot)
             self.data.tasks[task.id] = moved
+            self.data.in_flight[task.owner] = self.data.in_flight.get(task.owner, 0) - 1
             if delivery is not None:
                 self._put_delivery_if_new(delivery)
         return released
@@ -139,14 +144,6 @@ class MemoryTaskStore(MemoryBase, TaskStore):
         page = found[:limit]
         return TaskPage(page, position(page[-1]) if len(found) > limit else None)
 
-    def pending_by_priority(self) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        with self._lock:
-            for task in self.data.tasks.values():
-                if task.status is TaskStatus.PENDING:
-                    counts[task.priority] = counts.get(task.priority, 0) + 1
-        return counts
-
     def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
         counts: dict[tuple[int, tuple[str, ...]], int] = {}
         with self._lock:
@@ -156,13 +153,6 @@ class MemoryTaskStore(MemoryBase, TaskStore):
                     counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
-        return self._tasks(
-            lambda t: t.status is TaskStatus.PENDING and t.priority == priority and t.queued_at <= cutoff,
-            lambda t: (t.queued_at, t.id),
-            limit,
-        )
-
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """Ordered as SQLite's and DynamoDB's PENDING index: priority down, queued_at, id."""
         return self._tasks(
@@ -170,10 +160,6 @@ class MemoryTaskStore(MemoryBase, TaskStore):
             lambda t: (-t.priority, t.queued_at, t.id),
             limit,
         )
-
-    def count_pending(self) -> int:
-        with self._lock:
-            return sum(1 for task in self.data.tasks.values() if task.status is TaskStatus.PENDING)
 
     def processing_due(self, before: int, limit: int) -> list[Task]:
         return self._tasks(

@@ -8,7 +8,8 @@ entering or leaving PROCESSING and its server's slot count) share one IMMEDIATE 
 Indexes mirror the DynamoDB adapter's access patterns: owner, newest first overall and per
 status, PENDING by priority then age, PROCESSING by deadline and by server, expiry.
 
-One module per entity (tasks, task_queries, output, servers, settings, counters, rate_windows,
+One module per entity (tasks, task_queries, queues (the scheduling index), output, servers, settings,
+counters, rate_windows,
 idempotency, deliveries) on what they share: `_connection` (the file, per-thread connections,
 transactions), `_rows` (rows as models) and `_schema` (the tables, indexes and the ordered
 migrations that bring a file of any earlier version to them; see there).
@@ -21,6 +22,7 @@ from core.local.sqlite.counters import SqliteCounterStore
 from core.local.sqlite.deliveries import SqliteDeliveryStore
 from core.local.sqlite.idempotency import SqliteIdempotencyStore
 from core.local.sqlite.output import SqliteOutputStore
+from core.local.sqlite.queues import SqliteSchedulingStore
 from core.local.sqlite.rate_windows import SqliteRateWindowStore
 from core.local.sqlite.servers import SqliteServerStore
 from core.local.sqlite.settings import SqliteSettingStore
@@ -34,6 +36,7 @@ __all__ = ["SchemaVersionError", "SqliteStore"]
 class SqliteStore(
     SqliteTaskWrites,
     SqliteTaskQueries,
+    SqliteSchedulingStore,
     SqliteOutputStore,
     SqliteServerStore,
     SqliteSettingStore,

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import msgspec
 
@@ -72,9 +73,11 @@ class SqliteDatabase:
             self._connections.clear()
         self._local = threading.local()
 
-    def _insert(self, table: str, kind: type, item: msgspec.Struct) -> None:
-        columns = item.__struct_fields__
-        values = [column_value(kind, name, getattr(item, name)) for name in columns]
+    def _insert(self, table: str, kind: type, item: msgspec.Struct, **extra: Any) -> None:
+        """`extra`: columns the model has no field for (a task's `queue`)."""
+        columns = (*item.__struct_fields__, *extra)
+        values = [column_value(kind, name, getattr(item, name)) for name in item.__struct_fields__]
+        values += extra.values()
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         try:
             self._conn().execute(sql, values)

@@ -18,6 +18,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+import msgspec
+
+from core.domain.scheduling import queue_key
+
 __all__ = ["MIGRATIONS", "SchemaVersionError", "migrate"]
 
 _SCHEMA_1 = """
@@ -164,11 +168,141 @@ CREATE TABLE IF NOT EXISTS task_output (
 );
 """
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_statements(_SCHEMA_1), _STEP_2, _STEP_3, _statements(_STEP_4))
+# Step 5: the scheduler's index (docs/SCHEDULING.md, core/local/sqlite/queues.py). Each task's
+# capability set as a queue key (`taskgate_queue_key`, registered by `migrate`: the domain's
+# queue_key), the PENDING counts per owner queue with each queue's head, the PROCESSING counts
+# per owner, the triggers that keep both in the same statement as the task, the owner queues'
+# FIFO index and the PENDING-by-age index (queue timeouts). A file of an earlier version gets
+# its counts built from the tasks it holds.
+_STEP_5: tuple[str, ...] = (
+    "ALTER TABLE tasks ADD COLUMN queue TEXT NOT NULL DEFAULT ''",
+    "UPDATE tasks SET queue = taskgate_queue_key(capabilities)",
+    """
+CREATE TABLE owner_queues (
+    queue TEXT NOT NULL, priority INTEGER NOT NULL, owner TEXT NOT NULL, pending INTEGER NOT NULL,
+    head_ready INTEGER, head_id TEXT,
+    PRIMARY KEY (queue, priority, owner)
+) WITHOUT ROWID
+""",
+    """
+CREATE TABLE owners_in_flight (
+    owner TEXT PRIMARY KEY, processing INTEGER NOT NULL
+) WITHOUT ROWID
+""",
+    """
+CREATE INDEX tasks_owner_queue
+    ON tasks (queue, priority, owner, MAX(queued_at, not_before), id) WHERE status = 'PENDING'
+""",
+    """
+CREATE INDEX tasks_pending_age ON tasks (queued_at, id) WHERE status = 'PENDING'
+""",
+    """
+CREATE TRIGGER tasks_enter_pending_insert AFTER INSERT ON tasks
+WHEN NEW.status = 'PENDING' BEGIN
+    INSERT INTO owner_queues (queue, priority, owner, pending)
+    VALUES (NEW.queue, NEW.priority, NEW.owner, 1)
+    ON CONFLICT (queue, priority, owner) DO UPDATE SET pending = pending + 1;
+    UPDATE owner_queues SET head_ready = MAX(NEW.queued_at, NEW.not_before), head_id = NEW.id
+    WHERE queue = NEW.queue AND priority = NEW.priority AND owner = NEW.owner
+      AND (head_id IS NULL OR MAX(NEW.queued_at, NEW.not_before) < head_ready
+           OR (MAX(NEW.queued_at, NEW.not_before) = head_ready AND NEW.id < head_id));
+END;
+""",
+    """
+CREATE TRIGGER tasks_enter_pending AFTER UPDATE OF status ON tasks
+WHEN NEW.status = 'PENDING' AND OLD.status <> 'PENDING' BEGIN
+    INSERT INTO owner_queues (queue, priority, owner, pending)
+    VALUES (NEW.queue, NEW.priority, NEW.owner, 1)
+    ON CONFLICT (queue, priority, owner) DO UPDATE SET pending = pending + 1;
+    UPDATE owner_queues SET head_ready = MAX(NEW.queued_at, NEW.not_before), head_id = NEW.id
+    WHERE queue = NEW.queue AND priority = NEW.priority AND owner = NEW.owner
+      AND (head_id IS NULL OR MAX(NEW.queued_at, NEW.not_before) < head_ready
+           OR (MAX(NEW.queued_at, NEW.not_before) = head_ready AND NEW.id < head_id));
+END;
+""",
+    """
+CREATE TRIGGER tasks_leave_pending AFTER UPDATE OF status ON tasks
+WHEN OLD.status = 'PENDING' AND NEW.status <> 'PENDING' BEGIN
+    UPDATE owner_queues SET pending = pending - 1
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner;
+    UPDATE owner_queues SET (head_ready, head_id) = (
+        SELECT MAX(queued_at, not_before), id FROM tasks INDEXED BY tasks_owner_queue
+        WHERE status = 'PENDING' AND queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner
+        ORDER BY MAX(queued_at, not_before), id LIMIT 1)
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND head_id = OLD.id;
+    DELETE FROM owner_queues
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND pending <= 0;
+END;
+""",
+    """
+CREATE TRIGGER tasks_delete_pending AFTER DELETE ON tasks
+WHEN OLD.status = 'PENDING' BEGIN
+    UPDATE owner_queues SET pending = pending - 1
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner;
+    UPDATE owner_queues SET (head_ready, head_id) = (
+        SELECT MAX(queued_at, not_before), id FROM tasks INDEXED BY tasks_owner_queue
+        WHERE status = 'PENDING' AND queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner
+        ORDER BY MAX(queued_at, not_before), id LIMIT 1)
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND head_id = OLD.id;
+    DELETE FROM owner_queues
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND pending <= 0;
+END;
+""",
+    """
+CREATE TRIGGER tasks_enter_processing AFTER UPDATE OF status ON tasks
+WHEN NEW.status = 'PROCESSING' AND OLD.status <> 'PROCESSING' BEGIN
+    INSERT INTO owners_in_flight (owner, processing) VALUES (NEW.owner, 1)
+    ON CONFLICT (owner) DO UPDATE SET processing = processing + 1;
+END;
+""",
+    """
+CREATE TRIGGER tasks_leave_processing AFTER UPDATE OF status ON tasks
+WHEN OLD.status = 'PROCESSING' AND NEW.status <> 'PROCESSING' BEGIN
+    UPDATE owners_in_flight SET processing = processing - 1 WHERE owner = OLD.owner;
+    DELETE FROM owners_in_flight WHERE owner = OLD.owner AND processing <= 0;
+END;
+""",
+    """
+CREATE TRIGGER tasks_delete_processing AFTER DELETE ON tasks
+WHEN OLD.status = 'PROCESSING' BEGIN
+    UPDATE owners_in_flight SET processing = processing - 1 WHERE owner = OLD.owner;
+    DELETE FROM owners_in_flight WHERE owner = OLD.owner AND processing <= 0;
+END;
+""",
+    """
+INSERT INTO owner_queues (queue, priority, owner, pending)
+    SELECT queue, priority, owner, COUNT(*) FROM tasks WHERE status = 'PENDING'
+    GROUP BY queue, priority, owner
+""",
+    """
+UPDATE owner_queues SET (head_ready, head_id) = (
+    SELECT MAX(t.queued_at, t.not_before), t.id FROM tasks AS t INDEXED BY tasks_owner_queue
+    WHERE t.status = 'PENDING' AND t.queue = owner_queues.queue AND t.priority = owner_queues.priority
+      AND t.owner = owner_queues.owner
+    ORDER BY MAX(t.queued_at, t.not_before), t.id LIMIT 1)
+""",
+    """
+INSERT INTO owners_in_flight (owner, processing)
+    SELECT owner, COUNT(*) FROM tasks WHERE status = 'PROCESSING' GROUP BY owner
+""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _statements(_SCHEMA_1),
+    _STEP_2,
+    _STEP_3,
+    _statements(_STEP_4),
+    _STEP_5,
+)
 
 
 class SchemaVersionError(RuntimeError):
     """The file was written by a later taskgate (a schema version this code does not know)."""
+
+
+def _queue_key(capabilities: bytes | str | None) -> str:
+    """A stored capabilities column (JSON) as its queue key, for step 5."""
+    return queue_key(msgspec.json.decode(capabilities) if capabilities else [])
 
 
 def _version(conn: sqlite3.Connection) -> int:
@@ -178,6 +312,7 @@ def _version(conn: sqlite3.Connection) -> int:
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]] | None = None) -> int:
     """Bring the file behind `conn` (in autocommit mode) to the last version; return it."""
     steps = MIGRATIONS if migrations is None else migrations
+    conn.create_function("taskgate_queue_key", 1, _queue_key, deterministic=True)
     if _version(conn) == len(steps):  # the usual open: nothing to do, no write lock taken
         return len(steps)
     conn.execute("BEGIN IMMEDIATE")

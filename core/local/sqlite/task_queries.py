@@ -1,17 +1,16 @@
 """Tasks in SQLite, read through the indexes of the schema (owner, newest first overall and
-per status, PENDING by priority then age, PROCESSING by deadline and by server)."""
+per status, PENDING by priority then age, PROCESSING by deadline and by server). The scheduler's
+reads (owner queues, PENDING counts, queue timeouts due) are in queues.py."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Any
 
-import msgspec
-
 from core.domain.models import Task, TaskStatus
 from core.local.sqlite._connection import SqliteDatabase
 from core.local.sqlite._rows import from_row
-from core.ports.storage import TaskPage, TaskStore, capability_set, position
+from core.ports.storage import TaskPage, TaskStore, position
 
 
 class SqliteTaskQueries(SqliteDatabase, TaskStore):
@@ -51,30 +50,6 @@ class SqliteTaskQueries(SqliteDatabase, TaskStore):
         page = found[:limit]
         return TaskPage(page, position(page[-1]) if len(found) > limit else None)
 
-    def pending_by_priority(self) -> dict[int, int]:
-        rows = self._conn().execute(
-            "SELECT priority, COUNT(*) FROM tasks WHERE status = 'PENDING' GROUP BY priority"
-        )
-        return {int(priority): int(count) for priority, count in rows}
-
-    def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
-        rows = self._conn().execute(
-            "SELECT priority, capabilities, COUNT(*) FROM tasks WHERE status = 'PENDING'"
-            " GROUP BY priority, capabilities"
-        )
-        counts: dict[tuple[int, tuple[str, ...]], int] = {}
-        for priority, capabilities, count in rows:
-            key = (int(priority), capability_set(msgspec.json.decode(capabilities)))
-            counts[key] = counts.get(key, 0) + int(count)
-        return counts
-
-    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
-        return self._tasks(
-            "SELECT * FROM tasks WHERE status = 'PENDING' AND priority = ? AND queued_at <= ?"
-            " ORDER BY priority DESC, queued_at, id LIMIT ?",
-            (priority, cutoff, limit),
-        )
-
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         if priority is None:
             return self._tasks(
@@ -86,10 +61,6 @@ class SqliteTaskQueries(SqliteDatabase, TaskStore):
             " ORDER BY priority DESC, queued_at, id LIMIT ?",
             (priority, limit),
         )
-
-    def count_pending(self) -> int:
-        row = self._conn().execute("SELECT COUNT(*) FROM tasks WHERE status = 'PENDING'").fetchone()
-        return int(row[0])
 
     def processing_due(self, before: int, limit: int) -> list[Task]:
         return self._tasks(

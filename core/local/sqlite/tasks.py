@@ -9,15 +9,17 @@ from typing import Any
 import msgspec
 
 from core.domain.models import Server, Task, TaskStatus, WebhookDelivery
-from core.errors import NoCapacityError, StaleWriteError
+from core.domain.scheduling import queue_key
+from core.errors import NoCapacityError, OwnerLimitError, StaleWriteError
 from core.local.sqlite._connection import SqliteDatabase
 from core.local.sqlite._rows import SERVER_COLUMNS, column_value, from_row, set_clause, started_bound
+from core.local.sqlite.queues import owner_in_flight
 from core.ports.storage import TaskStore, update_sources
 
 
 class SqliteTaskWrites(SqliteDatabase, TaskStore):
     def put_task(self, task: Task) -> None:
-        self._insert("tasks", Task, task)
+        self._insert("tasks", Task, task, queue=queue_key(task.capabilities))
 
     def get_task(self, task_id: str) -> Task | None:
         row = self._conn().execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -61,19 +63,28 @@ class SqliteTaskWrites(SqliteDatabase, TaskStore):
             raise StaleWriteError(self.get_task(task_id))
         return from_row(Task, row)
 
-    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
+    def claim_task(self, task: Task, changes: Mapping[str, Any], *, owner_limit: int = 0) -> Task:
         server_id = changes["server_id"]
         clause, params = set_clause(Task, changes)
         try:
-            self._claim(task, server_id, changes.get("updated_at"), clause, params)
+            self._claim(task, server_id, changes.get("updated_at"), clause, params, owner_limit)
         except StaleWriteError:
             raise StaleWriteError(self.get_task(task.id)) from None
         return msgspec.structs.replace(task, **changes)
 
     def _claim(
-        self, task: Task, server_id: str, claimed_at: int | None, clause: str, params: list[Any]
+        self,
+        task: Task,
+        server_id: str,
+        claimed_at: int | None,
+        clause: str,
+        params: list[Any],
+        owner_limit: int,
     ) -> None:
         with self._transaction() as conn:
+            # Read inside the write transaction: no other claim can come in between.
+            if owner_limit > 0 and owner_in_flight(conn, task.owner) >= owner_limit:
+                raise OwnerLimitError(task.owner)
             taken = conn.execute(
                 "UPDATE servers SET active_tasks = active_tasks + 1, last_claim_at = ?"
                 " WHERE id = ? AND status = 'online' AND active_tasks < max_concurrent",

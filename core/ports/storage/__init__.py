@@ -20,6 +20,7 @@ from core.ports.storage.deliveries import DeliveryStore
 from core.ports.storage.idempotency import IdempotencyRecord, IdempotencyStore
 from core.ports.storage.output import OutputStore
 from core.ports.storage.rate_windows import RateWindowStore
+from core.ports.storage.scheduling import SchedulingStore
 from core.ports.storage.servers import ServerStore
 from core.ports.storage.settings import CounterStore, SettingStore
 from core.ports.storage.store import Store
@@ -40,6 +41,7 @@ __all__ = [
     "IdempotencyStore",
     "OutputStore",
     "RateWindowStore",
+    "SchedulingStore",
     "ServerStore",
     "SettingStore",
     "Store",

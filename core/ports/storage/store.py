@@ -6,6 +6,7 @@ from core.ports.storage.deliveries import DeliveryStore
 from core.ports.storage.idempotency import IdempotencyStore
 from core.ports.storage.output import OutputStore
 from core.ports.storage.rate_windows import RateWindowStore
+from core.ports.storage.scheduling import SchedulingStore
 from core.ports.storage.servers import ServerStore
 from core.ports.storage.settings import CounterStore, SettingStore
 from core.ports.storage.tasks import TaskStore
@@ -15,6 +16,7 @@ __all__ = ["Store"]
 
 class Store(
     TaskStore,
+    SchedulingStore,
     OutputStore,
     ServerStore,
     SettingStore,

@@ -81,13 +81,14 @@ class TaskStore(ABC):
         """
 
     @abstractmethod
-    def claim_task(self, task: Task, changes: Mapping[str, Any]) -> Task:
-        """PENDING -> PROCESSING on `changes["server_id"]`, taking one of that server's slots,
-        atomically. The write is conditional on the task still being PENDING with
-        `task.attempts`; returns `task` with `changes` applied.
+    def claim_task(self, task: Task, changes: Mapping[str, Any], *, owner_limit: int = 0) -> Task:
+        """PENDING -> PROCESSING on `changes["server_id"]`, taking one of that server's slots
+        and adding one to the owner's tasks in flight, atomically. The write is conditional on
+        the task still being PENDING with `task.attempts`; returns `task` with `changes` applied.
 
         The same write sets the server's `last_claim_at` to `changes["updated_at"]`.
         NoCapacityError if the server is gone, not online or full (the task is unchanged);
+        OwnerLimitError if `owner_limit` > 0 and the owner has that many in flight already;
         StaleWriteError(current) if the task moved on (no slot is taken).
         `changes` must set status PROCESSING and server_id.
         """
@@ -141,16 +142,13 @@ class TaskStore(ABC):
     @abstractmethod
     def pending_by_need(self) -> dict[tuple[int, tuple[str, ...]], int]:
         """How many tasks are PENDING at each (priority, capability set), the set sorted and
-        without repeats; only the pairs with some. One read of the PENDING index."""
+        without repeats; only the pairs with some. From the owner queues' counts
+        (SchedulingStore.owner_queues) where a store keeps them: its cost follows the owner
+        queues, not the backlog."""
 
     @abstractmethod
     def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
         """PENDING tasks, highest priority first, then oldest `queued_at` first."""
-
-    @abstractmethod
-    def pending_queued_before(self, cutoff: int, limit: int, *, priority: int) -> list[Task]:
-        """PENDING tasks of `priority` that entered the queue at or before `cutoff`, oldest
-        `queued_at` first (the queue timeouts due): reads only those, however long the queue."""
 
     @abstractmethod
     def count_pending(self) -> int:

@@ -110,12 +110,12 @@ def test_a_store_fault_mid_drain_still_hands_over_the_claims_already_made(
     real_claim = ctx.store.claim_task
     calls = 0
 
-    def claim_then_fail(task: Task, changes: dict[str, Any]) -> Task:
+    def claim_then_fail(task: Task, changes: dict[str, Any], *, owner_limit: int = 0) -> Task:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise ConnectionError("store unreachable")
-        return real_claim(task, changes)
+        return real_claim(task, changes, owner_limit=owner_limit)
 
     monkeypatch.setattr(ctx.store, "claim_task", claim_then_fail)
     started: list[Assignment] = []
