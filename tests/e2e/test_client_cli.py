@@ -242,7 +242,7 @@ def test_tasks_get_of_a_waiting_task_says_why_on_stderr(fleet: Fleet) -> None:
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert (shown["status"], shown["queue"]["reason"]) == ("PENDING", "no_capable_server")
-    assert done.stderr == f"waiting (no_capable_server): no registered server has `{HELD}`\n"
+    assert done.stderr == f"waiting (no_capable_server, position 1): no registered server has `{HELD}`\n"
     fleet.cancel(task_id)
 
 

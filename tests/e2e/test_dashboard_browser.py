@@ -168,7 +168,7 @@ def test_an_operator_watches_and_steers_the_fleet(fleet: Fleet, browser: Browser
     assert json.loads(browser.evaluate("document.getElementById('detail-payload').innerText")) == {"n": 5}
     # AND it says why it waits
     waiting_line = browser.evaluate("document.getElementById('detail-queue').innerText")
-    assert waiting_line == "Waiting (no_capable_server): no registered server has `nobody-has-it`"
+    assert waiting_line == "Waiting (no_capable_server, position 1): no registered server has `nobody-has-it`"
     assert browser.evaluate("document.getElementById('detail-title').innerText") == f"Task {waiting}"
     browser.press("Enter")
     browser.wait_for("!document.getElementById('task-detail').open", what="Close to close it")
