@@ -120,9 +120,15 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         if counted is not None:
             extra.append(pending_change(self.table_name, counted, delta))
         (task_reason, *_) = self._transact(self._update(task_key(task_id), update, return_old=True), *extra)
+        if task_reason is not None:
+            raise StaleWriteError(self._current_task(task_id, task_reason))
+        if counted is not None:
+            # The task as this write left it: read before it, pinned to that status by the
+            # write's condition. A read after it could already show the next writer's change.
+            return msgspec.structs.replace(counted, **changes)
         current = self.get_task(task_id)
-        if task_reason is not None or current is None:
-            raise StaleWriteError(self._current_task(task_id, task_reason) if task_reason else current)
+        if current is None:
+            raise StaleWriteError(None)
         return current
 
     def _pending_move(
