@@ -174,6 +174,19 @@ CREATE TABLE IF NOT EXISTS task_output (
 # per owner, the triggers that keep both in the same statement as the task, the owner queues'
 # FIFO index and the PENDING-by-age index (queue timeouts). A file of an earlier version gets
 # its counts built from the tasks it holds.
+# A task entering PENDING (created, or moved back) counts in its owner queue and may become its
+# head: one body for the insert trigger and the update trigger.
+_ENTER_PENDING = """
+    INSERT INTO owner_queues (queue, priority, owner, pending)
+    VALUES (NEW.queue, NEW.priority, NEW.owner, 1)
+    ON CONFLICT (queue, priority, owner) DO UPDATE SET pending = pending + 1;
+    UPDATE owner_queues SET head_ready = MAX(NEW.queued_at, NEW.not_before), head_id = NEW.id
+    WHERE queue = NEW.queue AND priority = NEW.priority AND owner = NEW.owner
+      AND (head_id IS NULL OR MAX(NEW.queued_at, NEW.not_before) < head_ready
+           OR (MAX(NEW.queued_at, NEW.not_before) = head_ready AND NEW.id < head_id));
+END;
+"""
+
 _STEP_5: tuple[str, ...] = (
     "ALTER TABLE tasks ADD COLUMN queue TEXT NOT NULL DEFAULT ''",
     "UPDATE tasks SET queue = taskgate_queue_key(capabilities)",
@@ -199,27 +212,13 @@ CREATE INDEX tasks_pending_age ON tasks (queued_at, id) WHERE status = 'PENDING'
     """
 CREATE TRIGGER tasks_enter_pending_insert AFTER INSERT ON tasks
 WHEN NEW.status = 'PENDING' BEGIN
-    INSERT INTO owner_queues (queue, priority, owner, pending)
-    VALUES (NEW.queue, NEW.priority, NEW.owner, 1)
-    ON CONFLICT (queue, priority, owner) DO UPDATE SET pending = pending + 1;
-    UPDATE owner_queues SET head_ready = MAX(NEW.queued_at, NEW.not_before), head_id = NEW.id
-    WHERE queue = NEW.queue AND priority = NEW.priority AND owner = NEW.owner
-      AND (head_id IS NULL OR MAX(NEW.queued_at, NEW.not_before) < head_ready
-           OR (MAX(NEW.queued_at, NEW.not_before) = head_ready AND NEW.id < head_id));
-END;
-""",
+"""
+    + _ENTER_PENDING,
     """
 CREATE TRIGGER tasks_enter_pending AFTER UPDATE OF status ON tasks
 WHEN NEW.status = 'PENDING' AND OLD.status <> 'PENDING' BEGIN
-    INSERT INTO owner_queues (queue, priority, owner, pending)
-    VALUES (NEW.queue, NEW.priority, NEW.owner, 1)
-    ON CONFLICT (queue, priority, owner) DO UPDATE SET pending = pending + 1;
-    UPDATE owner_queues SET head_ready = MAX(NEW.queued_at, NEW.not_before), head_id = NEW.id
-    WHERE queue = NEW.queue AND priority = NEW.priority AND owner = NEW.owner
-      AND (head_id IS NULL OR MAX(NEW.queued_at, NEW.not_before) < head_ready
-           OR (MAX(NEW.queued_at, NEW.not_before) = head_ready AND NEW.id < head_id));
-END;
-""",
+"""
+    + _ENTER_PENDING,
     """
 CREATE TRIGGER tasks_leave_pending AFTER UPDATE OF status ON tasks
 WHEN OLD.status = 'PENDING' AND NEW.status <> 'PENDING' BEGIN
