@@ -21,6 +21,7 @@ from core.domain.ids import now_ms
 from core.domain.models import Task, TaskStatus
 from core.ports.storage import Store
 from tests.support.waiting import eventually
+from tools import moto_env
 from tools.moto_env import FAKE_AWS_ENV
 
 SECRET = "e2e-test-secret-" + "x" * 48
@@ -381,7 +382,7 @@ def dynamodb() -> Iterator[Api]:
         from handlers.routes import ROUTES
         from tests.support.aws import create_table
 
-        with mock_aws():
+        with moto_env.one_request_at_a_time(), moto_env.faster_dynamodb(), mock_aws():
             dynamodb = boto3.client("dynamodb", region_name="us-east-1")
             sqs = boto3.client("sqs", region_name="us-east-1")
             store = DynamoStore(create_table(dynamodb), client=dynamodb)
