@@ -718,6 +718,8 @@ def test_a_silent_connection_is_closed_by_the_first_sweep_after_its_token_expire
     subscribe("conn-short", task.id)
     listed = [sk.split("#", 1)[1] for sk in expiry_items(aws, exp, exp + 540)]
     assert listed == ["conn-short", "conn-longer"]
+    day = aws.connections.get_connection("conn-day")
+    assert day is not None and expiry_items(aws, day.expires_at) == []
     calls = dynamodb_calls(monkeypatch)
 
     client = update_push.management_client(ENDPOINT)

@@ -243,7 +243,8 @@ class ConnectionStore:
     def expired(self, now_s: int, limit: int) -> list[tuple[str, int]]:
         """Pattern 25a: (connection id, expiry) of the connections whose token expired at or
         before `now_s`, earliest first, at most `limit`: a Query of each hour one can still be
-        open in (API Gateway ends it two hours after it opened, which is before its expiry)."""
+        open in. A connection opens before its token expires and API Gateway ends it two hours
+        after it opened, so one that expired over two hours ago is closed already."""
         found: list[tuple[str, int]] = []
         first = (now_s - API_GATEWAY_LIMIT_S) // EXPIRY_BUCKET_S * EXPIRY_BUCKET_S
         for hour_s in range(first, now_s + 1, EXPIRY_BUCKET_S):
