@@ -29,6 +29,7 @@ from core.domain.models import DeliveryState, Server, Task, WebhookDelivery
 from core.domain.protocol import BackendRequest, Kind, Outcome
 from core.http import blocking as backend_http
 from core.http import blocking as webhook_http
+from core.ports.connections import ExpiringConnections
 from core.services import sweeper, webhook_delivery, work
 from core.services.context import Context
 from core.services.dispatch import Assignment
@@ -230,11 +231,19 @@ def send_webhook(ctx: Context, delivery: WebhookDelivery, transport: PoolTranspo
     return work.run(work.deliver(ctx, delivery), transport)
 
 
-def sweep(ctx: Context, pool: urllib3.PoolManager, budget: Budget | None = None) -> sweeper.SweepReport:
+def sweep(
+    ctx: Context,
+    pool: urllib3.PoolManager,
+    budget: Budget | None = None,
+    connections: ExpiringConnections | None = None,
+) -> sweeper.SweepReport:
     """The scheduled sweep, then the health checks and webhook attempts that are due
     (concurrently; a webhook whose message was lost or delayed past SQS's limit is sent here),
-    each call bounded by what the invocation has left."""
+    each call bounded by what the invocation has left. WebSocket connections whose token has
+    expired are closed first, so that they end as soon after `exp` as a sweep can."""
+    closed = sweeper.close_expired_connections(connections, ctx.now()) if connections else 0
     report = sweeper.sweep(ctx)
+    report.connections_closed = closed
     due = sweeper.due_for_check(ctx)
     deliveries = work.due_webhooks(ctx, WEBHOOK_BATCH)
     transport = PoolTransport(pool, budget)

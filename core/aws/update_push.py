@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from core.aws.context import LazyContext, build_context
 from core.aws.dynamodb import DynamoStore
@@ -28,7 +28,7 @@ from core.aws.dynamodb.connections import Connection, ConnectionStore
 from core.aws.dynamodb.stream_records import TaskChange
 from core.domain.auth import Principal
 from core.domain.models import OutputChunk, Task
-from core.errors import StaleWriteError, TaskgateError, UnauthorizedError, ValidationError
+from core.errors import StaleWriteError, TaskgateError, UnauthorizedError, UnavailableError, ValidationError
 from core.services import updates
 from core.services.context import Context
 
@@ -55,12 +55,18 @@ def management_client(endpoint: str) -> ApiGatewayManagementApiClient:
     return client
 
 
+def configured_endpoint() -> str | None:
+    """WEBSOCKET_ENDPOINT, if set (the notifier and the sweeper; a custom domain)."""
+    configured = os.environ.get("WEBSOCKET_ENDPOINT")
+    return configured.rstrip("/") if configured else None
+
+
 def endpoint(request_context: Mapping[str, Any] | None = None) -> str:
     """The @connections endpoint: WEBSOCKET_ENDPOINT when set (the notifier, which has no
     request; a custom domain), else the API's own domain and stage from the request."""
-    configured = os.environ.get("WEBSOCKET_ENDPOINT")
+    configured = configured_endpoint()
     if configured:
-        return configured.rstrip("/")
+        return configured
     if request_context is None:
         raise RuntimeError("Set WEBSOCKET_ENDPOINT")
     return f"https://{request_context['domainName']}/{request_context['stage']}"
@@ -107,14 +113,15 @@ class Push:
         )
         return principal
 
-    def close(self, connection_id: str) -> None:
-        """End a connection whose token expired: API Gateway closes it, its records go."""
+    def close(self, connection_id: str, expires_s: int | None = None) -> None:
+        """End a connection whose token expired: API Gateway closes it, its records go (its
+        expiry item too: the one of `expires_s`, if the connection item is gone already)."""
         try:
             management_client(self.endpoint).delete_connection(ConnectionId=connection_id)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "GoneException":
                 raise
-        self.connections.delete_connection(connection_id)
+        self.connections.delete_connection(connection_id, expires_s=expires_s)
 
     def disconnect(self, connection_id: str) -> None:
         self.connections.delete_connection(connection_id)
@@ -160,6 +167,17 @@ class Push:
             # the notifier with the subscription in place.
             task = self.ctx.store.get_task(task.id) or task
         self.post(connection_id, updates.snapshot_message(self.ctx, task))
+
+    # -- the sweeper (core.ports.connections.ExpiringConnections) ---------------------------
+
+    def expired(self, now_s: int, limit: int) -> list[tuple[str, int]]:
+        return self.connections.expired(now_s, limit)
+
+    def close_expired(self, connection_id: str, expires_s: int) -> None:
+        try:
+            self.close(connection_id, expires_s)
+        except (BotoCoreError, ClientError) as error:  # throttled, unreachable: the next sweep retries
+            raise UnavailableError(f"API Gateway did not close it: {error}") from error
 
     # -- the notifier ----------------------------------------------------------------------
 
@@ -213,15 +231,15 @@ class LazyPush:
 
     def __init__(self, build: Callable[[], Context] = build_context) -> None:
         self.context = LazyContext(build)
-        self._connections: ConnectionStore | None = None
+        self._connections: tuple[Context, ConnectionStore] | None = None
 
     def __call__(self, endpoint: str) -> Push:
         ctx = self.context()
-        if self._connections is None:
+        if self._connections is None or self._connections[0] is not ctx:  # built, or built again
             if not isinstance(ctx.store, DynamoStore):
                 raise TypeError("WebSocket connections are kept in the DynamoDB table")
-            self._connections = ConnectionStore(ctx.store.table_name, client=ctx.store.client)
-        return Push(ctx, self._connections, endpoint)
+            self._connections = (ctx, ConnectionStore(ctx.store.table_name, client=ctx.store.client))
+        return Push(ctx, self._connections[1], endpoint)
 
     def reset(self) -> None:
         """Forget it all (tests: each has its own emulated account)."""

@@ -14,13 +14,17 @@ from dataclasses import dataclass
 
 from core.domain import balancer, health
 from core.domain.models import Server, ServerStatus, TaskStatus
-from core.errors import StaleWriteError
+from core.errors import StaleWriteError, UnavailableError
+from core.ports.connections import ExpiringConnections
 from core.services import servers, tasks
 from core.services.context import Context
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
+# Connections closed per sweep (each is an API Gateway call and two writes, one after another):
+# more expiring within one minute wait for the next sweeps.
+CONNECTION_BATCH = 100
 
 
 @dataclass
@@ -33,6 +37,8 @@ class SweepReport:
     owner_counts_reconciled: int = 0
     pending_nudged: bool = False
     purged: int = 0
+    # WebSocket connections closed because their token expired (AWS).
+    connections_closed: int = 0
     # Filled by the AWS runtime, which sends due webhooks after the sweep.
     webhooks_sent: int = 0
 
@@ -62,6 +68,20 @@ def sweep(ctx: Context) -> SweepReport:
     report.purged = ctx.store.purge_expired(now // 1000)
     ctx.fleet.invalidate()
     return report
+
+
+def close_expired_connections(connections: ExpiringConnections, now: int) -> int:
+    """Close the WebSocket connections whose token has expired. One that cannot be closed
+    now stays listed for the next sweep; the others are closed meanwhile."""
+    closed = 0
+    for connection_id, expires_s in connections.expired(now // 1000, CONNECTION_BATCH):
+        try:
+            connections.close_expired(connection_id, expires_s)
+        except UnavailableError as exc:
+            log.warning("could not close expired connection %s: %s", connection_id, exc)
+            continue
+        closed += 1
+    return closed
 
 
 def _silent(ctx: Context, server: Server, now: int) -> bool:

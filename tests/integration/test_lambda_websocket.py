@@ -28,11 +28,11 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from core.aws import update_push
 from core.aws.dynamodb import DynamoStore
 from core.aws.dynamodb.connections import ConnectionStore
-from core.aws.dynamodb.keys import chunk_key, task_key
+from core.aws.dynamodb.keys import chunk_key, connection_expiry_partition, task_key
 from core.domain import auth
 from core.domain.ids import new_task_id, now_ms
 from core.domain.models import Endpoints, OutputChunk, Server, Task, TaskStatus
-from handlers import notifier, ws_api
+from handlers import notifier, sweeper, ws_api
 from tests.support.aws import create_table, load_event
 from tools.moto_env import LambdaContext
 
@@ -57,7 +57,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
         dynamodb = boto3.client("dynamodb")
         table = create_table(dynamodb)
         monkeypatch.setenv("TABLE_NAME", table)
-        for module in (ws_api, notifier):
+        for module in (ws_api, notifier, sweeper):
             module.push.reset()  # the Lambda caches it per container; each test has its own account
         yield SimpleNamespace(
             client=dynamodb,
@@ -670,3 +670,133 @@ def test_a_connection_ends_with_its_token(aws: SimpleNamespace, monkeypatch: pyt
 TOKEN_EXPIRED_MESSAGE = (
     b'{"type":"error","error":"Unauthorized","details":"Token expired: connect again with a new token"}'
 )
+
+
+# -- the sweeper closes silent connections at their token's expiry ---------------------------
+
+
+def sweep_at(now_ms_: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The sweeper's handler on the schedule's event, its clock at `now_ms_`."""
+    monkeypatch.setenv("WEBSOCKET_ENDPOINT", ENDPOINT)
+    ctx = sweeper.context()
+    monkeypatch.setattr(ctx, "clock", lambda: now_ms_)
+    monkeypatch.setattr(ctx.queue, "capacity_changed", lambda: None)  # the tests' queue is not there
+    report: dict[str, Any] = sweeper.handler(
+        load_event("schedule-sweep.json"), LambdaContext("taskgate-sweeper-test", timeout_s=50)
+    )
+    return report
+
+
+def expiry_items(aws: SimpleNamespace, *expiries_s: int) -> list[str]:
+    """The sort keys of the expiry items in the hours of `expiries_s` (strongly consistent)."""
+    found = []
+    for hour in sorted({connection_expiry_partition(e) for e in expiries_s}):
+        page = aws.client.query(
+            TableName=aws.table,
+            KeyConditionExpression="PK = :p",
+            ExpressionAttributeValues={":p": {"S": hour}},
+            ConsistentRead=True,
+        )
+        found += [item["SK"]["S"] for item in page["Items"]]
+    return found
+
+
+def test_a_silent_connection_is_closed_by_the_first_sweep_after_its_token_expires(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Security review, finding 5, for a connection that never speaks: nothing but the sweeper
+    runs for it, and the first sweep at or after exp closes it (API Gateway's DeleteConnection)
+    and deletes its records; one whose token lasts longer stays, and no sweep scans."""
+    short, longer = token("alice", ttl_s=60), token("bob", ttl_s=600)
+    exp = auth.verify(SECRET, f"Bearer {short}").expires_s
+    assert exp is not None
+    assert connect("conn-short", short) == {"statusCode": 200}
+    assert connect("conn-longer", longer) == {"statusCode": 200}
+    # A token outliving API Gateway's two hours needs no sweep: API Gateway ends it first.
+    assert connect("conn-day", token("carol", ttl_s=86_400)) == {"statusCode": 200}
+    task = new_task(aws, "alice")
+    subscribe("conn-short", task.id)
+    listed = [sk.split("#", 1)[1] for sk in expiry_items(aws, exp, exp + 540)]
+    assert listed == ["conn-short", "conn-longer"]
+    day = aws.connections.get_connection("conn-day")
+    assert day is not None and expiry_items(aws, day.expires_at) == []
+    calls = dynamodb_calls(monkeypatch)
+
+    client = update_push.management_client(ENDPOINT)
+    with Stubber(client) as stub:  # a second before exp: no @connections call at all
+        assert sweep_at(exp * 1000 - 1, monkeypatch)["connections_closed"] == 0
+        stub.add_response("delete_connection", {}, expected_params={"ConnectionId": "conn-short"})
+        assert sweep_at(exp * 1000, monkeypatch)["connections_closed"] == 1
+        stub.assert_no_pending_responses()
+        assert sweep_at(exp * 1000 + 60_000, monkeypatch)["connections_closed"] == 0  # once only
+
+    assert aws.connections.get_connection("conn-short") is None
+    assert aws.connections.subscribers(task.id) == []
+    assert not any(sk.endswith("#conn-short") for sk in expiry_items(aws, exp))
+    assert aws.connections.get_connection("conn-longer") is not None
+    assert aws.connections.get_connection("conn-day") is not None
+    operations = {operation for operation, _ in calls}
+    assert "Query" in operations and "Scan" not in operations
+
+
+def test_a_connection_already_gone_is_cleaned_up_without_an_error(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """410 Gone from DeleteConnection (the client left, its $disconnect lost) is a close; so is
+    an expiry item whose connection item TTL removed already."""
+    short = token("alice", ttl_s=60)
+    exp = auth.verify(SECRET, f"Bearer {short}").expires_s
+    assert exp is not None
+    for connection_id in ("conn-gone", "conn-ttl-removed"):
+        connect(connection_id, short)
+    aws.client.delete_item(
+        TableName=aws.table, Key={"PK": {"S": "CONN#conn-ttl-removed"}, "SK": {"S": "CONN"}}
+    )
+
+    client = update_push.management_client(ENDPOINT)
+    with Stubber(client) as stub:
+        for connection_id in ("conn-gone", "conn-ttl-removed"):
+            stub.add_client_error(
+                "delete_connection", "GoneException", "", 410, expected_params={"ConnectionId": connection_id}
+            )
+        # Sweeps failed meanwhile for an hour and a half: the expiry's hour is still read.
+        assert sweep_at((exp + 5400) * 1000, monkeypatch)["connections_closed"] == 2
+        stub.assert_no_pending_responses()
+
+    assert aws.connections.get_connection("conn-gone") is None
+    assert expiry_items(aws, exp) == []
+
+
+def test_a_close_api_gateway_refuses_is_retried_by_the_next_sweep(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short = token("alice", ttl_s=60)
+    exp = auth.verify(SECRET, f"Bearer {short}").expires_s
+    assert exp is not None
+    for connection_id in ("conn-a-throttled", "conn-b"):  # closed in this order (by expiry, then id)
+        connect(connection_id, short)
+
+    client = update_push.management_client(ENDPOINT)
+    with Stubber(client) as stub:
+        throttled = {"ConnectionId": "conn-a-throttled"}
+        stub.add_client_error(
+            "delete_connection", "LimitExceededException", "", 429, expected_params=throttled
+        )
+        stub.add_response("delete_connection", {}, expected_params={"ConnectionId": "conn-b"})
+        # The refusal does not fail the sweep, nor keep the other connection open.
+        assert sweep_at(exp * 1000, monkeypatch)["connections_closed"] == 1
+        assert aws.connections.get_connection("conn-a-throttled") is not None
+        stub.add_response("delete_connection", {}, expected_params=throttled)
+        assert sweep_at(exp * 1000 + 60_000, monkeypatch)["connections_closed"] == 1
+        stub.assert_no_pending_responses()
+    assert expiry_items(aws, exp) == []
+
+
+def test_a_disconnect_takes_the_expiry_item_with_it(aws: SimpleNamespace) -> None:
+    short = token("alice", ttl_s=60)
+    exp = auth.verify(SECRET, f"Bearer {short}").expires_s
+    assert exp is not None
+    connect("R2D2dcQ5oAMCJpA=", short)
+    assert expiry_items(aws, exp) == [f"{exp:010d}#R2D2dcQ5oAMCJpA="]
+    disconnect("R2D2dcQ5oAMCJpA=")
+    assert expiry_items(aws, exp) == []

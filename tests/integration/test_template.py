@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import pytest
 from starlette.routing import Route
 
 from handlers.local import app as local
@@ -160,20 +161,37 @@ def test_the_notifier_reads_the_stream_and_gets_task_items_only() -> None:
     assert not passes({**record, "eventName": "REMOVE"})  # TTL expiry: nothing to tell
     endpoint = notifier["Environment"]["Variables"]["WEBSOCKET_ENDPOINT"]["Fn::Sub"]
     assert endpoint.startswith("https://${WebSocketApi}.execute-api.")
+    # The sweeper closes connections whose token expired on the same endpoint.
+    assert (
+        functions()["SweeperFunction"]["Environment"]["Variables"]["WEBSOCKET_ENDPOINT"]["Fn::Sub"]
+        == endpoint
+    )
 
 
-def test_only_the_websocket_functions_may_manage_connections_of_that_api_and_stage() -> None:
+@pytest.mark.parametrize(
+    ("policy", "method", "holders"),
+    [
+        ("WebSocketConnectionsPolicy", "POST", {"WebSocketFunction", "NotifierFunction"}),
+        # DeleteConnection: closing a connection whose token expired (the sweeper: silent ones).
+        (
+            "WebSocketCloseConnectionsPolicy",
+            "DELETE",
+            {"WebSocketFunction", "NotifierFunction", "SweeperFunction"},
+        ),
+    ],
+)
+def test_only_the_websocket_functions_and_the_sweeper_may_manage_connections_of_that_api_and_stage(
+    policy: str, method: str, holders: set[str]
+) -> None:
     resources = load_template()["Resources"]
     allowed = {
-        name
-        for name, properties in functions().items()
-        if {"Ref": "WebSocketConnectionsPolicy"} in properties.get("Policies", [])
+        name for name, properties in functions().items() if {"Ref": policy} in properties.get("Policies", [])
     }
-    assert allowed == {"WebSocketFunction", "NotifierFunction"}
-    (statement,) = resources["WebSocketConnectionsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert allowed == holders
+    (statement,) = resources[policy]["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == "execute-api:ManageConnections"
     arn = statement["Resource"]["Fn::Sub"]
-    assert arn.endswith(":${WebSocketApi}/${WebSocketStageName}/POST/@connections/*")
+    assert arn.endswith(f":${{WebSocketApi}}/${{WebSocketStageName}}/{method}/@connections/*")
     for name, resource in resources.items():
         for policy in resource.get("Properties", {}).get("PolicyDocument", {}).get("Statement", []):
             assert policy["Resource"] != "*", name
@@ -424,7 +442,7 @@ def test_the_websocket_functions_and_the_statistics_consumer_are_held_to_their_p
     writes_anywhere = {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
     for granted, keys in websocket.items():
         if granted & writes_anywhere:
-            assert keys == {"CONN#*", "SUBS#*"}
+            assert keys == {"CONN#*", "SUBS#*", "WSEXP#*"}
         else:  # reading a task and marking it followed
             assert keys == {"TASK#*"} and granted <= {
                 "dynamodb:GetItem",
@@ -433,7 +451,7 @@ def test_the_websocket_functions_and_the_statistics_consumer_are_held_to_their_p
             }
     for granted, keys in leading_keys("NotifierTablePolicy").items():
         if granted & {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}:
-            assert keys == {"CONN#*", "SUBS#*"}
+            assert keys == {"CONN#*", "SUBS#*", "WSEXP#*"}
     ((granted, keys),) = leading_keys("StatsCountersPolicy").items()
     assert keys == {"COUNTER#*", "COUNTERBATCH#*"}
     assert "dynamodb:GetItem" not in granted

@@ -18,7 +18,7 @@ below, around what they share:
 | counters.py         | patterns 16, 19                                                   |
 | rate_windows.py     | pattern 17                                                        |
 | idempotency.py      | pattern 18                                                        |
-| connections.py      | patterns 20-25 (WebSocket connections; not part of the Store)     |
+| connections.py      | patterns 20-25a (WebSocket connections; not part of the Store)    |
 | deliveries.py       | patterns 26-29                                                    |
 | output.py           | patterns 30-31: a task's streamed output                          |
 | stream_records.py   | the table's stream records, read as task changes                  |
@@ -35,6 +35,8 @@ below, around what they share:
 | Delivery    | WEBHOOK#<task id> | DELIVERY#<round:6> | WebhookDelivery fields; GSI2 while due; expiresAt |
 | Connection  | CONN#<conn>       | CONN        | sub, roles, tasks (string set); expiresAt     |
 | Subscription| SUBS#<task>       | CONN#<conn> | connection_id; expiresAt                      |
+| Conn. expiry| WSEXP#<exp hour>  | <exp:10>#<conn> | expiresAt (exp + 2 h); only while a token |
+|             |                   |             | ends it before API Gateway's 2 h limit        |
 | Owner queue | SCHEDULING        | QUEUE#<10-p:2>#<caps>#<owner> | pending (count), queue, priority, owner |
 | In flight   | SCHEDULING        | INFLIGHT#<owner> | processing (count), owner, changed_at    |
 | Chunk       | TASK#<id>         | CHUNK#<index:8> | data (JSON), attempt, created_at; expiresAt |
@@ -107,7 +109,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 19 Add a counter batch once | table    | COUNTERBATCH#<id>#<n>, if new or  | COUNTERBATCH#9f2e#0 |
 |                             |          | expiresAt <= :now,                |                   |
 |                             |          | + up to 99 COUNTER#<key> ADDs     |                   |
-| 20 Open a WebSocket conn.   | table    | CONN#<conn> / CONN                | CONN#R2D2dcQ5oA=  |
+| 20 Open a WebSocket conn.   | table    | CONN#<conn> / CONN (BatchWrite    | CONN#R2D2dcQ5oA=, |
+|                             |          | with its expiry item, if any)     | WSEXP#472222      |
 | 21 Get a connection         | table    | CONN#<conn> / CONN, consistent    | CONN#R2D2dcQ5oA=  |
 | 22 Subscribe to a task      | table    | CONN#<conn>: ADD tasks if open    | CONN#R2D2dcQ5oA=, |
 |                             |          | and size(tasks) < max; then put   | SUBS#t-1 /        |
@@ -119,6 +122,10 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 24 Subscribers of a task    | table    | PK = SUBS#<task>, consistent      | SUBS#t-1          |
 | 25 Close a connection       | table    | delete CONN#<conn> (ALL_OLD), then| CONN#R2D2dcQ5oA=  |
 |                             |          | BatchWrite delete its SUBS items  |                   |
+|                             |          | and its expiry item               |                   |
+| 25a Connections past exp    | table    | PK = WSEXP#<hour> AND SK <        | WSEXP#472222,     |
+|    (the sweeper; the three  |          | <now+1:10>, for each hour of the  | 1700000001        |
+|    hours one can be open in)|          | last two and this one             |                   |
 | 26 Put a webhook delivery   | table    | WEBHOOK#<task> / DELIVERY#<r>;    | WEBHOOK#t-1       |
 |                             |          | with pattern 3 or 5 when finishing |                  |
 | 27 Deliveries of a task     | table    | PK = WEBHOOK#<task>               | WEBHOOK#t-1       |
@@ -142,7 +149,7 @@ costs a lost write (StaleWriteError), never a wrong one.
 |    (keys only; the tasks in |          | AND GSI5SK > <after>, Limit 16;   |                   |
 |    one BatchGetItem)        | table    | then TASK#<id> / TASK, consistent | TASK#t-1          |
 
-Patterns 20-25 are `connections.py` (AWS only; one machine follows tasks in memory). A task's
+Patterns 20-25a are `connections.py` (AWS only; one machine follows tasks in memory). A task's
 stream records carry its changes to the WebSocket notifier and the statistics; both read them
 through `stream_records.task_change`.
 

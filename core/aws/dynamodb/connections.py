@@ -6,6 +6,9 @@ A subscription is an item in its task's own SUBS#<task> partition, so the notifi
 task's subscribers with one Query; the connection item lists the tasks it follows, so closing
 it deletes their items without a query. Both expire by TTL after API Gateway's two-hour
 connection limit, in case a $disconnect never came.
+
+A connection whose token expires before that limit also has an item in the WSEXP#<hour> of its
+expiry: the sweeper queries the last few hours (never a scan) and closes what has expired.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from botocore.exceptions import ClientError
 from core.aws.dynamodb._requests import BUSY, CLIENT_CONFIG, CONDITION_FAILED, code, translated_errors
 from core.aws.dynamodb.items import FOLLOWED, TTL, from_value, to_value
 from core.aws.dynamodb.keys import (
+    EXPIRY_BUCKET_S,
+    connection_expiry_key,
+    connection_expiry_of,
+    connection_expiry_partition,
     connection_id_of,
     connection_key,
     subscription_key,
@@ -36,6 +43,8 @@ if TYPE_CHECKING:
     from core.aws.dynamodb.items import Item
 
 _BATCH_WRITE_LIMIT = 25
+# API Gateway closes every WebSocket connection after two hours.
+API_GATEWAY_LIMIT_S = 2 * 3600
 _UNPROCESSED_RETRIES = 5
 
 
@@ -67,6 +76,19 @@ def connection_to_item(connection: Connection) -> Item:
     return item
 
 
+def ends_with_token(connection: Connection) -> bool:
+    """Whether its token expires before API Gateway's limit ends it: then the sweeper must
+    close it, and it has an expiry item."""
+    return connection.expires_at < connection.connected_at // 1000 + API_GATEWAY_LIMIT_S
+
+
+def expiry_item(connection_id: str, expires_s: int) -> Item:
+    item = connection_expiry_key(connection_id, expires_s)
+    # Kept until nothing can be open: a sweep that fails retries it until then.
+    item[TTL] = to_value(expires_s + API_GATEWAY_LIMIT_S)
+    return item
+
+
 def connection_from_item(item: Item) -> Connection:
     return Connection(
         id=connection_id_of(item),
@@ -92,9 +114,13 @@ class ConnectionStore:
         self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
 
     def put_connection(self, connection: Connection) -> None:
-        """Pattern 20."""
-        with translated_errors():
-            self._client.put_item(TableName=self.table_name, Item=connection_to_item(connection))
+        """Pattern 20 (and its expiry item, in the same request, if its token ends it)."""
+        if not ends_with_token(connection):
+            with translated_errors():
+                self._client.put_item(TableName=self.table_name, Item=connection_to_item(connection))
+            return
+        items = [connection_to_item(connection), expiry_item(connection.id, connection.expires_at)]
+        self._batch_write([{"PutRequest": {"Item": item}} for item in items])
 
     def get_connection(self, connection_id: str) -> Connection | None:
         """Pattern 21."""
@@ -193,9 +219,12 @@ class ConnectionStore:
         for connection_id in connection_ids:
             self._forget_task(connection_id, task_id)
 
-    def delete_connection(self, connection_id: str, *also_tasks: str) -> Connection | None:
-        """Pattern 25: the connection and the subscription items of the tasks it followed
-        (and of `also_tasks`, a subscription it may not list). Returns what was deleted."""
+    def delete_connection(
+        self, connection_id: str, *also_tasks: str, expires_s: int | None = None
+    ) -> Connection | None:
+        """Pattern 25: the connection, the subscription items of the tasks it followed (and of
+        `also_tasks`, a subscription it may not list) and its expiry item (the one of
+        `expires_s` too, when the connection item may be gone). Returns what was deleted."""
         with translated_errors():
             deleted = self._client.delete_item(
                 TableName=self.table_name, Key=connection_key(connection_id), ReturnValues="ALL_OLD"
@@ -203,8 +232,43 @@ class ConnectionStore:
         old = deleted.get("Attributes")
         connection = None if not old else connection_from_item(old)
         tasks = set(also_tasks) | set(connection.tasks if connection else ())
-        self._batch_delete([subscription_key(task_id, connection_id) for task_id in sorted(tasks)])
+        keys = [subscription_key(task_id, connection_id) for task_id in sorted(tasks)]
+        ends = set() if expires_s is None else {expires_s}
+        if connection is not None and ends_with_token(connection):
+            ends.add(connection.expires_at)
+        keys += [connection_expiry_key(connection_id, end) for end in sorted(ends)]
+        self._batch_delete(keys)
         return connection
+
+    def expired(self, now_s: int, limit: int) -> list[tuple[str, int]]:
+        """Pattern 25a: (connection id, expiry) of the connections whose token expired at or
+        before `now_s`, earliest first, at most `limit`: a Query of each hour one can still be
+        open in. A connection opens before its token expires and API Gateway ends it two hours
+        after it opened, so one that expired over two hours ago is closed already."""
+        found: list[tuple[str, int]] = []
+        first = (now_s - API_GATEWAY_LIMIT_S) // EXPIRY_BUCKET_S * EXPIRY_BUCKET_S
+        for hour_s in range(first, now_s + 1, EXPIRY_BUCKET_S):
+            start: Any = None
+            while len(found) < limit:
+                request: dict[str, Any] = {
+                    "TableName": self.table_name,
+                    "KeyConditionExpression": "PK = :hour AND SK < :after",
+                    "ExpressionAttributeValues": {
+                        ":hour": {"S": connection_expiry_partition(hour_s)},
+                        ":after": {"S": f"{now_s + 1:010d}"},
+                    },
+                    "ProjectionExpression": "SK",
+                    "Limit": limit - len(found),
+                }
+                if start is not None:
+                    request["ExclusiveStartKey"] = start
+                with translated_errors():
+                    page = self._client.query(**request)
+                found += [connection_expiry_of(item) for item in page.get("Items", [])]
+                start = page.get("LastEvaluatedKey")
+                if start is None:
+                    break
+        return found[:limit]
 
     def _forget_task(self, connection_id: str, task_id: str) -> None:
         try:
@@ -222,10 +286,11 @@ class ConnectionStore:
                 raise
 
     def _batch_delete(self, keys: list[Any]) -> None:
-        for start in range(0, len(keys), _BATCH_WRITE_LIMIT):
-            requests: list[WriteRequestTypeDef] = [
-                {"DeleteRequest": {"Key": key}} for key in keys[start : start + _BATCH_WRITE_LIMIT]
-            ]
+        self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys])
+
+    def _batch_write(self, writes: list[WriteRequestTypeDef]) -> None:
+        for start in range(0, len(writes), _BATCH_WRITE_LIMIT):
+            requests = writes[start : start + _BATCH_WRITE_LIMIT]
             for attempt in range(_UNPROCESSED_RETRIES):
                 with translated_errors():
                     answer = self._client.batch_write_item(RequestItems={self.table_name: requests})

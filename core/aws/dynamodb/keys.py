@@ -148,6 +148,26 @@ def subscription_key(task_id: str, connection_id: str) -> Item:
     return key(subscriptions_partition(task_id), f"CONN#{connection_id}")
 
 
+# Connections closed at their token's expiry are listed by the hour they expire in; the sweeper
+# reads the few hours a connection can still be open in (API Gateway ends each within two).
+EXPIRY_BUCKET_S = 3600
+
+
+def connection_expiry_partition(expires_s: int) -> str:
+    return f"WSEXP#{expires_s // EXPIRY_BUCKET_S}"
+
+
+def connection_expiry_key(connection_id: str, expires_s: int) -> Item:
+    """Sorted by expiry within its hour, so `SK < <now + 1:10>` is what has expired."""
+    return key(connection_expiry_partition(expires_s), f"{expires_s:010d}#{connection_id}")
+
+
+def connection_expiry_of(item: Item) -> tuple[str, int]:
+    """(connection id, expiry in epoch seconds) of an expiry item's key."""
+    expires, connection_id = item["SK"]["S"].split("#", 1)
+    return connection_id, int(expires)
+
+
 # -- index keys --------------------------------------------------------------------------------
 
 
