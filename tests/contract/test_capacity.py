@@ -67,7 +67,7 @@ def test_claims_fill_a_server_up_to_max_concurrent_and_no_further(store: Store) 
     # THEN the task is unchanged and no slot was taken
     assert_same(store.get_task(third.id), third)
     assert active_tasks(store, server.id) == 2
-    assert [t.id for t in store.pending_tasks(10)] == [third.id]
+    assert [t.id for t in store.pending_queued_before(NOW + 10**9, 10)] == [third.id]
 
 
 def test_claim_on_a_server_with_drifted_count_over_max_is_no_capacity(store: Store) -> None:
@@ -362,7 +362,7 @@ def test_release_after_the_server_was_deleted_still_moves_the_task_on(store: Sto
     # THEN it left PROCESSING, and the server was not brought back by the counters
     assert_same(released, applied(claimed, changes))
     assert_same(store.get_task(task.id), released)
-    assert [t.id for t in store.pending_tasks(10)] == [task.id]
+    assert [t.id for t in store.pending_queued_before(NOW + 10**9, 10)] == [task.id]
     assert store.get_server(server.id) is None
     assert store.list_servers() == []
 
@@ -440,7 +440,7 @@ def test_processing_count_and_slot_count_agree_through_a_lifecycle(store: Store)
             refused += 1
     first_id = tasks[0].id
     store.release_task(running.pop(first_id), completed_changes())
-    waiting = store.pending_tasks(10)
+    waiting = store.pending_queued_before(NOW + 10**9, 10)
     running[waiting[0].id] = store.claim_task(waiting[0], claim_changes(waiting[0], server.id))
 
     # THEN at every step the slot count is the number PROCESSING there

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -234,7 +233,7 @@ def test_update_task_accepts_any_of_several_from_statuses(store: Store) -> None:
     assert written.status is TaskStatus.PENDING
     assert written.error is None
     assert_same(store.get_task(task.id), applied(task, retry))
-    assert [t.id for t in store.pending_tasks(10)] == [task.id]
+    assert queued(store) == [task.id]
 
 
 def test_update_task_leaves_unmentioned_fields_alone(store: Store) -> None:
@@ -412,69 +411,15 @@ def test_tasks_by_owner_of_an_unknown_owner_is_empty(store: Store) -> None:
     assert store.tasks_by_owner("nobody") == []
 
 
-# -- pending_tasks ------------------------------------------------------------------------
+# -- the PENDING index ---------------------------------------------------------------------
 
 
-def test_pending_tasks_are_highest_priority_first_then_fifo(store: Store) -> None:
-    # GIVEN PENDING tasks of mixed priorities and queue times, stored in random order
-    specs = [(p, NOW + q) for p in (0, 3, 10) for q in (300, 100, 200)]
-    random.Random(7).shuffle(specs)
-    tasks = [put_pending(store, priority=p, queued_at=q, created_at=NOW - q) for p, q in specs]
-
-    # WHEN the queue is read
-    listed = store.pending_tasks(100)
-
-    # THEN priority 10 comes first, and within a priority the oldest queued_at first
-    expected = sorted(tasks, key=lambda t: (-t.priority, t.queued_at))
-    assert [(t.priority, t.queued_at) for t in listed] == [(t.priority, t.queued_at) for t in expected]
-    assert [t.id for t in listed] == [t.id for t in expected]
-    assert_same(listed[0], expected[0])
+def queued(store: Store) -> list[str]:
+    """The ids of every PENDING task, by the PENDING index (oldest queued_at first)."""
+    return [t.id for t in store.pending_queued_before(NOW + 10**9, 100)]
 
 
-def test_pending_tasks_orders_by_queued_at_not_created_at(store: Store) -> None:
-    # GIVEN an old task that was re-queued recently, and a newer task queued earlier
-    requeued = put_pending(store, created_at=NOW - 10_000, queued_at=NOW + 500)
-    newer = put_pending(store, created_at=NOW, queued_at=NOW + 100)
-
-    # WHEN / THEN queue order follows queued_at
-    assert [t.id for t in store.pending_tasks(10)] == [newer.id, requeued.id]
-
-
-def test_pending_tasks_filters_by_priority(store: Store) -> None:
-    # GIVEN tasks of priorities 2 and 7
-    sevens = [put_pending(store, priority=7, queued_at=NOW + q) for q in (30, 10, 20)]
-    put_pending(store, priority=2, queued_at=NOW)
-    put_pending(store, priority=8, queued_at=NOW)
-
-    # WHEN only priority 7 is asked for
-    listed = store.pending_tasks(10, priority=7)
-
-    # THEN only those come back, FIFO
-    assert [t.id for t in listed] == [t.id for t in sorted(sevens, key=lambda t: t.queued_at)]
-
-
-def test_pending_tasks_filter_accepts_priority_zero(store: Store) -> None:
-    # GIVEN tasks of priorities 0 and 1 (0 is falsy: a filter must not ignore it)
-    zero = put_pending(store, priority=0)
-    put_pending(store, priority=1)
-
-    # WHEN / THEN filtering on 0 returns the priority-0 task only
-    assert [t.id for t in store.pending_tasks(10, priority=0)] == [zero.id]
-
-
-def test_pending_tasks_respects_the_limit(store: Store) -> None:
-    # GIVEN six PENDING tasks
-    tasks = [put_pending(store, priority=i % 2, queued_at=NOW + i) for i in range(6)]
-
-    # WHEN three are asked for
-    listed = store.pending_tasks(3)
-
-    # THEN they are the first three in queue order
-    expected = sorted(tasks, key=lambda t: (-t.priority, t.queued_at))[:3]
-    assert [t.id for t in listed] == [t.id for t in expected]
-
-
-def test_pending_tasks_excludes_tasks_that_left_pending(store: Store) -> None:
+def test_tasks_that_left_pending_leave_the_pending_index(store: Store) -> None:
     # GIVEN four PENDING tasks and a task stored as FAILED
     server = put_online_server(store)
     stay, cancel, claim, finish = (put_pending(store, queued_at=NOW + i) for i in range(4))
@@ -487,8 +432,8 @@ def test_pending_tasks_excludes_tasks_that_left_pending(store: Store) -> None:
     store.release_task(done, completed_changes())
 
     # THEN only the untouched task is still in the queue
-    assert [t.id for t in store.pending_tasks(10)] == [stay.id]
-    assert [t.id for t in store.pending_tasks(10, priority=stay.priority)] == [stay.id]
+    assert queued(store) == [stay.id]
+    assert store.count_pending() == 1
 
 
 def test_a_task_released_back_to_pending_rejoins_the_queue(store: Store) -> None:
@@ -497,7 +442,7 @@ def test_a_task_released_back_to_pending_rejoins_the_queue(store: Store) -> None
     waiting = put_pending(store, queued_at=NOW + 50)
     task = put_pending(store, queued_at=NOW)
     claimed = store.claim_task(task, claim_changes(task, server.id))
-    assert [t.id for t in store.pending_tasks(10)] == [waiting.id]
+    assert queued(store) == [waiting.id]
 
     # WHEN its attempt fails and it goes back to PENDING with a new queued_at
     store.release_task(
@@ -506,12 +451,12 @@ def test_a_task_released_back_to_pending_rejoins_the_queue(store: Store) -> None
     )
 
     # THEN it is queued again, behind the task that waited
-    assert [t.id for t in store.pending_tasks(10)] == [waiting.id, task.id]
+    assert queued(store) == [waiting.id, task.id]
 
 
-def test_pending_tasks_of_an_empty_store_is_empty(store: Store) -> None:
-    assert store.pending_tasks(10) == []
-    assert store.pending_tasks(10, priority=5) == []
+def test_the_pending_index_of_an_empty_store_is_empty(store: Store) -> None:
+    assert queued(store) == []
+    assert store.count_pending() == 0
 
 
 # -- processing_due -----------------------------------------------------------------------

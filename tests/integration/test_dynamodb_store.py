@@ -296,7 +296,7 @@ def test_a_retried_task_rejoins_the_pending_index_and_stops_expiring(
         "GSI5SK": f"{NOW + 99:013d}#{task.id}",
     }
     assert [(q.priority, q.owner, q.pending) for q in store.owner_queues()] == [(7, "alice", 1)]
-    assert [t.id for t in store.pending_tasks(10, priority=7)] == [task.id]
+    assert [t.id for t in store.pending_queued_before(NOW + 99, 10)] == [task.id]
 
 
 def test_a_progress_update_leaves_the_index_keys_alone_in_one_request(
@@ -389,8 +389,7 @@ def test_no_method_scans(store: DynamoStore, calls: list[str]) -> None:
     )
     store.update_task(stays.id, {"message": "x"}, from_status={TaskStatus.FAILED})
     store.tasks_by_owner("alice")
-    store.pending_tasks(10)
-    store.pending_tasks(10, priority=7)
+    store.pending_queued_before(NOW, 10)
     store.processing_due(NOW, 10)
     store.processing_on_server(server.id)
     store.set_active_tasks(server.id, 0, expected=0)
@@ -456,7 +455,7 @@ def test_throttling_is_unavailable(store: DynamoStore, client: DynamoDBClient, c
     with pytest.raises(UnavailableError):
         store.update_task(task.id, {"message": "x"}, from_status={TaskStatus.PENDING})
     with pytest.raises(UnavailableError):
-        store.pending_tasks(10)
+        store.pending_queued_before(NOW, 10)
     with pytest.raises(UnavailableError):
         store.put_setting("lb", "random")
 

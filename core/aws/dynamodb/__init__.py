@@ -78,8 +78,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 | 5 Release a task: one write | table    | TASK#<id> if PROCESSING on <s>,   | TASK#t-1,         |
 |                             |          | + SERVER#<s> (slot, counters)     | SERVER#gpu-1      |
 | 6 Tasks of an owner, newest | ByOwner  | GSI1PK = OWNER#<owner>, desc.     | OWNER#alice       |
-| 7 Pending, best first       | ByStatus | GSI2PK = PENDING                  | PENDING           |
-|   ... of one priority       | ByStatus | AND begins_with(GSI2SK, <10-p>#)  | 03# (priority 7)  |
+| 7 (retired: the scheduler   |          |                                   |                   |
+|   reads owner queues, 33)   |          |                                   |                   |
 | 7a Pending, queued before   | ByStatus | GSI2PK = PENDING AND GSI2SK       | 03#, 03#17000..#~ |
 |    (queue timeouts)         |          | BETWEEN <10-p># AND <10-p>#<t>#~, |                   |
 |                             |          | one Query per priority            |                   |

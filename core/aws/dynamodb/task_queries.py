@@ -11,7 +11,6 @@ from core.aws.dynamodb.items import summary_from_item
 from core.aws.dynamodb.keys import (
     HIGHEST,
     owner_partition,
-    pending_prefix,
     recent_partition,
     server_partition,
 )
@@ -100,11 +99,6 @@ class DynamoTaskQueries(DynamoTable, TaskStore):
                 # Everything up to the last item read was looked at: the next call goes on from there.
                 return TaskPage(found, last[sort_key]["S"])
             request["ExclusiveStartKey"] = last
-
-    def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
-        """Pattern 7: ascending GSI2SK is highest priority first, then oldest queued_at."""
-        prefix = None if priority is None else pending_prefix(priority)
-        return self._query_tasks(limit, "ByStatus", "GSI2PK", TaskStatus.PENDING.value, sort_prefix=prefix)
 
     def processing_due(self, before: int, limit: int) -> list[Task]:
         """Pattern 8."""

@@ -153,14 +153,6 @@ class MemoryTaskStore(MemoryBase, TaskStore):
                     counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
-        """Ordered as SQLite's and DynamoDB's PENDING index: priority down, queued_at, id."""
-        return self._tasks(
-            lambda t: t.status is TaskStatus.PENDING and priority in (None, t.priority),
-            lambda t: (-t.priority, t.queued_at, t.id),
-            limit,
-        )
-
     def processing_due(self, before: int, limit: int) -> list[Task]:
         return self._tasks(
             lambda t: t.status is TaskStatus.PROCESSING and t.deadline is not None and t.deadline <= before,

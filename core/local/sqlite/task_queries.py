@@ -50,18 +50,6 @@ class SqliteTaskQueries(SqliteDatabase, TaskStore):
         page = found[:limit]
         return TaskPage(page, position(page[-1]) if len(found) > limit else None)
 
-    def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
-        if priority is None:
-            return self._tasks(
-                "SELECT * FROM tasks WHERE status = 'PENDING' ORDER BY priority DESC, queued_at, id LIMIT ?",
-                (limit,),
-            )
-        return self._tasks(
-            "SELECT * FROM tasks WHERE status = 'PENDING' AND priority = ?"
-            " ORDER BY priority DESC, queued_at, id LIMIT ?",
-            (priority, limit),
-        )
-
     def processing_due(self, before: int, limit: int) -> list[Task]:
         return self._tasks(
             "SELECT * FROM tasks WHERE status = 'PROCESSING' AND deadline <= ? ORDER BY deadline, id LIMIT ?",

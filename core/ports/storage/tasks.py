@@ -147,10 +147,6 @@ class TaskStore(ABC):
         queues, not the backlog."""
 
     @abstractmethod
-    def pending_tasks(self, limit: int, *, priority: int | None = None) -> list[Task]:
-        """PENDING tasks, highest priority first, then oldest `queued_at` first."""
-
-    @abstractmethod
     def count_pending(self) -> int:
         """How many tasks are PENDING (the backlog), from the PENDING index."""
 
