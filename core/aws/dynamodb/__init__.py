@@ -40,6 +40,7 @@ below, around what they share:
 | Owner queue | SCHEDULING        | QUEUE#<10-p:2>#<caps>#<owner> | pending (count), queue, priority, owner |
 | In flight   | SCHEDULING        | INFLIGHT#<owner> | processing (count), owner, changed_at    |
 | Chunk       | TASK#<id>         | CHUNK#<index:8> | data (JSON), attempt, created_at; expiresAt |
+| Outcome     | TASK#<id>         | OUTCOME     | result, error: read only, as older versions wrote them |
 
 All servers share one partition, so listing them is one strongly consistent Query. A partition
 takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
@@ -71,7 +72,8 @@ costs a lost write (StaleWriteError), never a wrong one.
 |-----------------------------|----------|-----------------------------------|-------------------|
 | 1 Create a task             | table    | TASK#<id> / TASK, if new          | TASK#t-1          |
 | 2 Get a task                | table    | PK = TASK#<id> AND SK >= OUTCOME  | TASK#t-1          |
-|   (and its OUTCOME, if any) |          | (chunks sort before: never read)  |                   |
+|   (and an OUTCOME an older  |          | (chunks sort before: never read)  |                   |
+|   version wrote, if any)    |          |                                   |                   |
 | 3 Transition a task         | table    | TASK#<id> / TASK, if status IN    | TASK#t-1          |
 | 4 Claim a task: one write   | table    | SERVER#<s> if a slot is free,     | SERVER#gpu-1,     |
 |                             |          | + TASK#<id> if still PENDING      | TASK#t-1          |

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from core.aws.dynamodb._expressions import Expression
-from core.aws.dynamodb.items import PAYLOAD_REF, task_from_item
+from core.aws.dynamodb.items import OUTCOME_FIELDS, PAYLOAD_REF, outcome_object, task_from_item
 from core.domain.models import Server, Task, WebhookDelivery
 from core.errors import StaleWriteError, UnavailableError
 
@@ -76,18 +76,26 @@ class DynamoTable:
         self, table_name: str, client: DynamoDBClient | None = None, payloads: PayloadBucket | None = None
     ) -> None:
         """`client` is created once per process when not given (Lambda reuses it). With
-        `payloads`, large task payloads live in that bucket (core.aws.payloads)."""
+        `payloads`, large task payloads and outcomes live in that bucket (core.aws.payloads)."""
         self.table_name = table_name
         self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
         self.payloads = payloads
 
     def _task_from(self, item: Item) -> Task:
-        """A task item read back whole: its payload fetched if it is in the bucket."""
+        """A task item read back whole: its payload, result and error fetched if they are in
+        the bucket."""
         if PAYLOAD_REF in item and "payload" not in item:
-            if self.payloads is None:
-                raise RuntimeError("a task's payload is in the payload bucket: set PAYLOAD_BUCKET")
-            item = {**item, "payload": {"S": self.payloads.get(item[PAYLOAD_REF]["S"])}}
+            item = {**item, "payload": {"S": self._bucket().get(item[PAYLOAD_REF]["S"])}}
+        if (key := outcome_object(item)) is not None:
+            outcome = self._bucket().get_outcome(key)
+            item = {name: value for name, value in item.items() if name not in OUTCOME_FIELDS}
+            item.update({name: {"S": outcome[name]} for name in OUTCOME_FIELDS if name in outcome})
         return task_from_item(item)
+
+    def _bucket(self) -> PayloadBucket:
+        if self.payloads is None:
+            raise RuntimeError("a task's payload or outcome is in the payload bucket: set PAYLOAD_BUCKET")
+        return self.payloads
 
     @property
     def client(self) -> DynamoDBClient:

@@ -201,9 +201,10 @@ def task_from_item(item: Item) -> Task:
 
 
 # A task's result and error may be as large as a request body (256 KiB), next to a payload as
-# large: together past DynamoDB's 400 KB item limit. Past this size they move to the task's
-# OUTCOME item (same partition, so reading the task stays one Query) and the task item
-# carries OUTCOME_REF instead.
+# large: together past DynamoDB's 400 KB item limit. Past this size (together, as JSON) they move
+# to the payload bucket (core.aws.payloads) and the task item keeps the object's key in
+# OUTCOME_REF. The limit keeps the item, and so every write of it, small: a result read back
+# costs one S3 GET instead.
 OUTCOME_FIELDS = ("result", "error")
 OUTCOME_INLINE_LIMIT = 32 * 1024
 OUTCOME_REF = "outcome_ref"
@@ -221,9 +222,22 @@ def outcome_size(values: Mapping[str, AttributeValueTypeDef | None]) -> int:
     return sum(len(v["S"]) for name in OUTCOME_FIELDS if (v := values.get(name)) is not None and "S" in v)
 
 
+def outcome_object(item: Item) -> str | None:
+    """The key of the bucket object holding the item's result and error, if it has one."""
+    ref = item.get(OUTCOME_REF)
+    return ref["S"] if ref is not None and "S" in ref else None
+
+
+def has_outcome_item(item: Item) -> bool:
+    """Whether the task item's result and error are in its OUTCOME item: how versions before
+    the bucket stored a large outcome (OUTCOME_REF true). Such items are read, never written."""
+    ref = item.get(OUTCOME_REF)
+    return ref is not None and "BOOL" in ref
+
+
 def merge_outcome(task_item: Item, outcome_item: Item | None) -> Item:
-    """The task item with its out-of-line result and error put back (if it has them)."""
-    if OUTCOME_REF not in task_item or outcome_item is None:
+    """The task item with the result and error of its OUTCOME item put back (if it has them)."""
+    if not has_outcome_item(task_item) or outcome_item is None:
         return task_item
     merged = dict(task_item)
     for name in OUTCOME_FIELDS:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 HIGHEST = "~"
 # The sort key of a task item (template.yaml's stream filters select it).
 TASK = "TASK"
-# The sort key of a task's large result and error, beside the task item.
+# The sort key of a task's large result and error, beside the task item, as versions before
+# the payload bucket held them: read (pattern 2), never written.
 OUTCOME = "OUTCOME"
 # A task's streamed output, one item per chunk in its partition: sorts before OUTCOME and TASK,
 # so reading a task (SK >= OUTCOME) never reads its chunks.
@@ -70,7 +71,7 @@ def task_key(task_id: str) -> Item:
 
 
 def outcome_key(task_id: str) -> Item:
-    """A task's large result and error, beside the task in its partition."""
+    """A task's large result and error as earlier versions stored them (read only)."""
     return key(task_partition(task_id), OUTCOME)
 
 

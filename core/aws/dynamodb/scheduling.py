@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from core.aws.dynamodb._expressions import Expression
 from core.aws.dynamodb._requests import CONDITION_FAILED, DynamoTable, code, translated_errors
-from core.aws.dynamodb.items import OUTCOME_REF
+from core.aws.dynamodb.items import has_outcome_item
 from core.aws.dynamodb.keys import (
     HIGHEST,
     IN_FLIGHT_PREFIX,
@@ -161,7 +161,7 @@ class DynamoSchedulingStore(DynamoTable, TaskStore, SchedulingStore):
             item = found.get(task_id)
             if item is None:
                 continue
-            if OUTCOME_REF in item:  # an earlier attempt's large error: read with its outcome item
+            if has_outcome_item(item):  # an earlier attempt's large error, in an OUTCOME item
                 task = self.get_task(task_id)
                 if task is not None:
                     tasks.append(task)

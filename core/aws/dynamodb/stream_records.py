@@ -27,9 +27,9 @@ class TaskChange:
     task: Task
     # The status before the write; None when the task was created.
     previous_status: TaskStatus | None
-    # A large result or error lives in the task's OUTCOME item, or a large payload in the
-    # payload bucket: `task` lacks it (an empty payload), and who needs it reads the task from
-    # the store.
+    # A large result or error, or a large payload, lives in the payload bucket (or, written
+    # by an earlier version, a large outcome in the task's OUTCOME item): `task` lacks it (an
+    # empty payload, no result or error), and who needs it reads the task from the store.
     outcome_elsewhere: bool
     # A WebSocket connection subscribed to the task at some point (the notifier looks for
     # subscribers of followed tasks only).

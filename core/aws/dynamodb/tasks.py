@@ -16,7 +16,6 @@ from core.aws.dynamodb.items import (
     OUTCOME_INLINE_LIMIT,
     OUTCOME_REF,
     PAYLOAD_REF,
-    TTL,
     check_fields,
     delivery_to_item,
     field_value,
@@ -29,7 +28,7 @@ from core.aws.dynamodb.items import (
     task_to_item,
     to_value,
 )
-from core.aws.dynamodb.keys import OUTCOME, TASK, outcome_key, server_key, task_key, task_partition
+from core.aws.dynamodb.keys import OUTCOME, TASK, server_key, task_key, task_partition
 from core.aws.dynamodb.scheduling import in_flight_change, pending_change
 from core.aws.payloads import PAYLOAD_INLINE_LIMIT
 from core.domain.models import Server, ServerStatus, Task, TaskStatus, WebhookDelivery
@@ -37,7 +36,7 @@ from core.errors import NoCapacityError, OwnerLimitError, StaleWriteError
 from core.ports.storage import CLOCK_SKEW_MS, TaskStore, update_sources
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import QueryInputTypeDef
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, QueryInputTypeDef
 
     from core.aws.dynamodb.items import Item
 
@@ -59,7 +58,8 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
             raise StaleWriteError(None)
 
     def get_task(self, task_id: str) -> Task | None:
-        """Pattern 2: the task item and, when its outcome is large, the OUTCOME item."""
+        """Pattern 2: the task item (its large payload and outcome read from the bucket) and,
+        for a task an earlier version finished with a large outcome, its OUTCOME item."""
         request: QueryInputTypeDef = {
             "TableName": self.table_name,
             # OUTCOME and TASK; the partition's output chunks (CHUNK#...) sort before both.
@@ -238,7 +238,8 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         delivery: WebhookDelivery | None = None,
     ) -> Task:
         """Pattern 5: one transaction moves the task and frees the slot (and puts the
-        delivery, pattern 26, when given). If the server was unregistered meanwhile (or
+        delivery, pattern 26, when given), a large result or error written to the bucket
+        first. If the server was unregistered meanwhile (or
         registered afresh under the same id after the task started), the task still moves,
         alone, on the same condition."""
         released = msgspec.structs.replace(task, **changes)
@@ -252,16 +253,11 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
                 f"not server counters or values: {sorted(counters)}, {sorted(server_values or {})}"
             )
         values = field_values(changes)
-        outcome: dict[str, Any] | None = None
-        if outcome_size(values) > OUTCOME_INLINE_LIMIT:
-            outcome = outcome_key(task.id)
-            for name in OUTCOME_FIELDS:
-                if (value := values.pop(name, None)) is not None:
-                    outcome[name] = value
-            if released.expires_at is not None:
-                outcome[TTL] = to_value(released.expires_at)
+        outcome_moves = any(name in changes for name in OUTCOME_FIELDS)
+        outcome_ref = self._place_outcome(released, values) if outcome_moves else None
         move = self._task_write(released, changes, values)
-        move.assign(OUTCOME_REF, True if outcome is not None else None)
+        if outcome_moves:
+            move.assign(OUTCOME_REF, outcome_ref)
         move.equals("status", TaskStatus.PROCESSING.value)
         move.equals("attempts", task.attempts)
         move.equals("server_id", task.server_id)
@@ -276,9 +272,7 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
         if task.started_at is not None:  # not a registration made after the task started
             newest = task.started_at + CLOCK_SKEW_MS
             slot.condition(f"{slot.name('registered_at')} <= {slot.value(newest)}")
-        puts = [] if outcome is None else [self._put(outcome)]
-        if delivery is not None:
-            puts.append(self._put(delivery_to_item(delivery)))
+        puts = [] if delivery is None else [self._put(delivery_to_item(delivery))]
         # Patterns 33 and 34: the owner has one fewer in flight; a requeued task is counted in
         # its owner queue again.
         puts.append(in_flight_change(self.table_name, task.owner, -1, changed_at=changes.get("updated_at")))
@@ -296,6 +290,21 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
             if task_reason is not None:
                 raise StaleWriteError(self._current_task(task.id, task_reason))
         return released
+
+    def _place_outcome(self, task: Task, values: dict[str, Any]) -> AttributeValueTypeDef | None:
+        """Put `task`'s result and error (the task as the write leaves it: a completion keeps
+        an earlier attempt's error) into `values`: inline up to OUTCOME_INLINE_LIMIT, else in
+        a new bucket object, written now, before the transaction (whose condition decides
+        whether the task keeps its key). Returns the task item's OUTCOME_REF (None: removed).
+        An unreachable bucket raises UnavailableError with nothing written to the table."""
+        outcome = field_values({name: getattr(task, name) for name in OUTCOME_FIELDS})
+        values.update(outcome)
+        if self.payloads is None or outcome_size(outcome) <= OUTCOME_INLINE_LIMIT:
+            return None  # without a bucket, DynamoDB's 400 KB item limit is the only one
+        stored = {name: value["S"] for name, value in outcome.items() if value is not None and "S" in value}
+        key = self.payloads.put_outcome(task.id, task.attempts, stored)
+        values.update(dict.fromkeys(OUTCOME_FIELDS))  # removed from the item
+        return {"S": key}
 
     def _task_write(
         self, task: Task, changes: Mapping[str, Any], values: Mapping[str, Any] | None = None
