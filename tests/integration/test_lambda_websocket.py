@@ -29,11 +29,12 @@ from core.aws import update_push
 from core.aws.dynamodb import DynamoStore
 from core.aws.dynamodb.connections import ConnectionStore
 from core.aws.dynamodb.keys import chunk_key, connection_expiry_partition, task_key
+from core.aws.payloads import PayloadBucket
 from core.domain import auth
 from core.domain.ids import new_task_id, now_ms
 from core.domain.models import Endpoints, OutputChunk, Server, Task, TaskStatus
 from handlers import notifier, sweeper, ws_api
-from tests.support.aws import create_table, load_event
+from tests.support.aws import TEST_PAYLOAD_BUCKET, create_table, load_event
 from tools.moto_env import LambdaContext
 
 SECRET = "lambda-websocket-secret-" * 3
@@ -57,12 +58,16 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
         dynamodb = boto3.client("dynamodb")
         table = create_table(dynamodb)
         monkeypatch.setenv("TABLE_NAME", table)
+        boto3.client("s3").create_bucket(Bucket=TEST_PAYLOAD_BUCKET)
+        monkeypatch.setenv("PAYLOAD_BUCKET", TEST_PAYLOAD_BUCKET)
         for module in (ws_api, notifier, sweeper):
             module.push.reset()  # the Lambda caches it per container; each test has its own account
         yield SimpleNamespace(
             client=dynamodb,
             table=table,
-            store=DynamoStore(table, client=dynamodb),
+            store=DynamoStore(
+                table, client=dynamodb, payloads=PayloadBucket(TEST_PAYLOAD_BUCKET, client=boto3.client("s3"))
+            ),
             connections=ConnectionStore(table, client=dynamodb),
         )
         apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].connections.clear()
@@ -436,7 +441,7 @@ def test_a_large_result_is_posted_whole(aws: SimpleNamespace, monkeypatch: pytes
     subscribe("conn-1", task.id)
     running = start(aws, task)
     now = now_ms()
-    result = {"frames": ["x" * 1000] * 60}  # past the inline limit: kept in the OUTCOME item
+    result = {"frames": ["x" * 1000] * 60}  # past the inline limit: kept in the payload bucket
     aws.store.release_task(
         running,
         {
@@ -448,7 +453,7 @@ def test_a_large_result_is_posted_whole(aws: SimpleNamespace, monkeypatch: pytes
         },
     )
     image = aws.client.get_item(TableName=aws.table, Key=task_key(task.id))["Item"]
-    assert "result" not in image
+    assert "result" not in image and image["outcome_ref"]["S"].startswith(f"results/{task.id}/")
     assert notify(stream_event(aws, task.id), monkeypatch) == {"batchItemFailures": []}
     assert posted("conn-1")[-1]["task"]["result"] == result
 

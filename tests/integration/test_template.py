@@ -507,9 +507,12 @@ def test_large_payloads_have_a_private_bucket_that_expires_them_and_is_kept_with
     assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
     properties = bucket["Properties"]
     assert all(properties["PublicAccessBlockConfiguration"].values())
-    (rule,) = properties["LifecycleConfiguration"]["Rules"]
-    assert (rule["Status"], rule["Prefix"]) == ("Enabled", "payloads/")
-    assert rule["ExpirationInDays"] == {"Ref": "PayloadRetentionDays"}
+    payloads, results = properties["LifecycleConfiguration"]["Rules"]
+    assert (payloads["Status"], payloads["Prefix"]) == ("Enabled", "payloads/")
+    assert payloads["ExpirationInDays"] == {"Ref": "PayloadRetentionDays"}
+    # a result is written when its task finishes, when the task's own TTL clock starts
+    assert (results["Status"], results["Prefix"]) == ("Enabled", "results/")
+    assert results["ExpirationInDays"] == {"Ref": "TaskTtlDays"}
     parameters = load_template()["Parameters"]
     assert parameters["PayloadRetentionDays"]["Default"] > parameters["TaskTtlDays"]["Default"]
     assert load_template()["Globals"]["Function"]["Environment"]["Variables"]["PAYLOAD_BUCKET"] == {
@@ -524,9 +527,17 @@ def test_only_task_creation_writes_payloads_and_every_reader_of_whole_tasks_may_
         return {name for name, p in functions().items() if {"Ref": policy} in p.get("Policies", [])}
 
     assert uses("PayloadWritePolicy") == {"TasksFunction"}
+    # results: the functions that record a backend's answer (callbacks, synchronous predicts)
+    assert uses("ResultWritePolicy") == {"CallbacksFunction", "DispatcherFunction"}
     readers = uses("TableReadWritePolicy") | {"WebSocketFunction", "NotifierFunction"}
     assert uses("PayloadReadPolicy") == readers
-    for policy, action in (("PayloadReadPolicy", "s3:GetObject"), ("PayloadWritePolicy", "s3:PutObject")):
+    for policy, prefix in (("PayloadWritePolicy", "payloads"), ("ResultWritePolicy", "results")):
         (statement,) = policy_statements(policy)
-        assert statement["Action"] == action
-        assert statement["Resource"] == {"Fn::Sub": "${PayloadBucket.Arn}/payloads/*"}
+        assert statement["Action"] == "s3:PutObject"
+        assert statement["Resource"] == {"Fn::Sub": f"${{PayloadBucket.Arn}}/{prefix}/*"}
+    (statement,) = policy_statements("PayloadReadPolicy")
+    assert statement["Action"] == "s3:GetObject"
+    assert statement["Resource"] == [
+        {"Fn::Sub": "${PayloadBucket.Arn}/payloads/*"},
+        {"Fn::Sub": "${PayloadBucket.Arn}/results/*"},
+    ]
