@@ -589,45 +589,7 @@ def test_an_expired_idempotency_record_awaiting_ttl_deletion_counts_as_absent(
     assert store.put_idempotency(again, now_s=NOW // 1000 + 2) == new
 
 
-# -- large outcomes ----------------------------------------------------------------------------
-
-
-def test_a_large_result_next_to_a_large_payload_goes_to_the_outcome_item(
-    store: DynamoStore, client: DynamoDBClient, table: str, calls: list[str]
-) -> None:
-    # GIVEN a task with a 200 KiB payload PROCESSING on a server
-    server = make_server()
-    store.put_server(server)
-    task = make_task(payload={"frames": "p" * 200 * 1024})
-    store.put_task(task)
-    claimed = store.claim_task(task, {"status": TaskStatus.PROCESSING, "server_id": server.id, "attempts": 1})
-    calls.clear()
-
-    # WHEN it completes with a 200 KiB result (together past the 400 KB item limit)
-    result = {"frames": "r" * 200 * 1024}
-    done = {"status": TaskStatus.COMPLETED, "result": result, "expires_at": EXPIRES_S}
-    store.release_task(claimed, done)
-
-    # THEN one transaction wrote it, the task reads back whole in one request, slot freed
-    assert calls == ["TransactWriteItems"]
-    calls.clear()
-    got = store.get_task(task.id)
-    assert calls == ["Query"]
-    assert got is not None and got.result == result and got.payload == task.payload
-    outcome = client.get_item(TableName=table, Key={"PK": {"S": f"TASK#{task.id}"}, "SK": {"S": "OUTCOME"}})[
-        "Item"
-    ]
-    assert outcome["expiresAt"] == {"N": str(EXPIRES_S)}
-    assert store.get_server(server.id).active_tasks == 0  # type: ignore[union-attr]
-
-    # AND a retry drops the reference, so the old outcome is never read again
-    store.update_task(
-        task.id,
-        {"status": TaskStatus.PENDING, "result": None, "queued_at": NOW + 1},
-        from_status={TaskStatus.COMPLETED, TaskStatus.FAILED},
-    )
-    again = store.get_task(task.id)
-    assert again is not None and again.result is None
+# -- outcomes (large ones: test_dynamodb_outcomes.py) ------------------------------------
 
 
 def test_a_small_result_stays_on_the_task_item(
