@@ -375,6 +375,7 @@ def dynamodb() -> Iterator[Api]:
         from starlette.testclient import TestClient
 
         from core.aws.dynamodb import DynamoStore
+        from core.aws.payloads import PayloadBucket
         from core.aws.sqs import SqsQueue
         from core.config import Config
         from core.services.context import Context
@@ -385,7 +386,11 @@ def dynamodb() -> Iterator[Api]:
         with moto_env.one_request_at_a_time(), moto_env.faster_dynamodb(), mock_aws():
             dynamodb = boto3.client("dynamodb", region_name="us-east-1")
             sqs = boto3.client("sqs", region_name="us-east-1")
-            store = DynamoStore(create_table(dynamodb), client=dynamodb)
+            s3 = boto3.client("s3", region_name="us-east-1")
+            bucket = unique("payloads")
+            s3.create_bucket(Bucket=bucket)
+            # As deployed: large payloads and outcomes in the bucket, the items keeping keys.
+            store = DynamoStore(create_table(dynamodb), client=dynamodb, payloads=PayloadBucket(bucket, s3))
             queue = SqsQueue(sqs.create_queue(QueueName=unique("tasks"))["QueueUrl"], sqs)
             ctx = Context(store=store, queue=queue, config=Config.from_env(jwt_secret=SECRET))
             app = create_app(ROUTES, ctx)
