@@ -338,3 +338,154 @@ def test_a_payload_the_bucket_cannot_take_creates_no_task(
     status, answer, _ = invoke(tasks, event)
     assert status == 503, answer
     assert aws.store.list_tasks(10).tasks == []  # nothing half-written
+
+
+# -- large results: the callback (CallbacksFunction: handlers.tasks) and GET ---------------------
+
+
+def running_task(aws: SimpleNamespace) -> tuple[str, str]:
+    """A task of alice's PROCESSING on a server (attempt 1): its id and the server's."""
+    from core.domain.ids import new_task_id, now_ms
+    from core.domain.models import Endpoints, Server, Task, TaskStatus
+
+    now = now_ms()
+    endpoints = Endpoints(predict="http://gpu:8080/predict", health="http://gpu:8080/health")
+    server = Server(id="gpu-1", name="gpu-1", endpoints=endpoints, registered_at=now - 1000)
+    aws.store.put_server(server)
+    task = Task(
+        id=new_task_id(),
+        owner="alice",
+        type="t",
+        priority=5,
+        payload={},
+        created_at=now,
+        updated_at=now,
+        queued_at=now,
+    )
+    aws.store.put_task(task)
+    changes = {"status": TaskStatus.PROCESSING, "server_id": server.id, "attempts": 1, "started_at": now}
+    aws.store.claim_task(task, changes)
+    return task.id, server.id
+
+
+def callback_event(task_id: str, body: str) -> dict[str, Any]:
+    """`PUT /api/task/{id}` as API Gateway hands it to the callbacks function (the GET event's
+    shape, method and route changed), from an admin (who may report on any task)."""
+    event = load_event("api-get-task.json", admin())
+    event["routeKey"] = event["requestContext"]["routeKey"] = "PUT /api/task/{id}"
+    event["requestContext"]["http"]["method"] = "PUT"
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/api/task/{task_id}"
+    event["pathParameters"] = {"id": task_id}
+    event["headers"] |= {"content-type": "application/json", "content-length": str(len(body))}
+    event["body"] = body
+    return event
+
+
+def get_task(task_id: str) -> dict[str, Any]:
+    """GET /api/task/{id} from a fresh container (nothing cached)."""
+    event = load_event("api-get-task.json", user("alice"))
+    event["pathParameters"] = {"id": task_id}
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/api/task/{task_id}"
+    status, task, _ = invoke(handler_module("tasks"), event)
+    assert status == 200, task
+    return task
+
+
+def task_item(aws: SimpleNamespace, task_id: str) -> dict[str, Any]:
+    key = {"PK": {"S": f"TASK#{task_id}"}, "SK": {"S": "TASK"}}
+    found: dict[str, Any] = aws.store.client.get_item(TableName=aws.table, Key=key, ConsistentRead=True)[
+        "Item"
+    ]
+    return found
+
+
+@pytest.mark.parametrize("over", [False, True], ids=["at-limit", "over-limit"])
+def test_a_result_at_and_past_the_inline_limit_round_trips_through_get(
+    aws: SimpleNamespace, over: bool
+) -> None:
+    from core.aws.dynamodb.items import OUTCOME_INLINE_LIMIT
+
+    # GIVEN a running task
+    task_id, server_id = running_task(aws)
+    result = "r" * (OUTCOME_INLINE_LIMIT - 2 + over)  # its JSON: the limit, or one byte more
+
+    # WHEN its backend reports the result
+    body = json.dumps({"status": "COMPLETED", "result": result})
+    status, answer, _ = invoke(handler_module("tasks"), callback_event(task_id, body))
+
+    # THEN the task is COMPLETED with the result in its item, or in the bucket past the limit
+    assert status == 200 and answer["status"] == "COMPLETED", answer
+    item = task_item(aws, task_id)
+    assert ("result" in item, "outcome_ref" in item) == (not over, over)
+    # AND GET returns it whole either way, the slot freed
+    got = get_task(task_id)
+    assert (got["status"], got["result"]) == ("COMPLETED", result)
+    assert aws.store.get_server(server_id).active_tasks == 0
+
+
+def test_a_result_over_the_maximum_fails_the_task_with_413(aws: SimpleNamespace) -> None:
+    task_id, server_id = running_task(aws)
+    body = json.dumps({"status": "COMPLETED", "result": "r" * (256 * 1024)})
+
+    status, answer, _ = invoke(handler_module("tasks"), callback_event(task_id, body))
+
+    assert status == 413, answer
+    got = get_task(task_id)
+    assert got["status"] == "FAILED" and got["result"] is None
+    assert got["error"].startswith("Result too large") and "256 KiB" in got["error"]
+    assert aws.store.get_server(server_id).active_tasks == 0  # the slot is free at once
+    assert "outcome_ref" not in task_item(aws, task_id)  # nothing of it was stored
+
+
+def test_a_result_the_bucket_cannot_take_is_503_and_the_task_unchanged(
+    aws: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.aws import TEST_PAYLOAD_BUCKET
+
+    # GIVEN a running task, and a callbacks function whose bucket refuses the write
+    task_id, server_id = running_task(aws)
+    before = task_item(aws, task_id)
+    body = json.dumps({"status": "COMPLETED", "result": {"frames": "r" * 40 * 1024}})
+    monkeypatch.setenv("PAYLOAD_BUCKET", "no-such-bucket-here")
+
+    # WHEN the backend reports a large result
+    status, answer, _ = invoke(handler_module("tasks"), callback_event(task_id, body))
+
+    # THEN it is told to retry, and the task is as it was: PROCESSING, its slot held
+    assert status == 503, answer
+    assert task_item(aws, task_id) == before
+    assert aws.store.get_server(server_id).active_tasks == 1
+    # AND its retry, once the bucket answers, completes the task
+    monkeypatch.setenv("PAYLOAD_BUCKET", TEST_PAYLOAD_BUCKET)
+    status, answer, _ = invoke(handler_module("tasks"), callback_event(task_id, body))
+    assert status == 200, answer
+    assert get_task(task_id)["result"] == {"frames": "r" * 40 * 1024}
+
+
+def test_a_task_finished_with_an_outcome_item_by_an_earlier_version_still_reads(aws: SimpleNamespace) -> None:
+    from core.aws.dynamodb.items import task_to_item
+    from core.aws.dynamodb.keys import outcome_key
+    from core.domain.ids import new_task_id, now_ms
+    from core.domain.models import Task, TaskStatus
+
+    # GIVEN a COMPLETED task as the previous version stored a 40 KiB result: in an OUTCOME item
+    now = now_ms()
+    task = Task(
+        id=new_task_id(),
+        owner="alice",
+        type="t",
+        priority=5,
+        payload={},
+        status=TaskStatus.COMPLETED,
+        created_at=now,
+        updated_at=now,
+        queued_at=now,
+        completed_at=now,
+    )
+    result = {"frames": "r" * 40 * 1024}
+    client = aws.store.client
+    client.put_item(TableName=aws.table, Item=task_to_item(task) | {"outcome_ref": {"BOOL": True}})
+    client.put_item(TableName=aws.table, Item=outcome_key(task.id) | {"result": {"S": json.dumps(result)}})
+
+    # WHEN it is read, THEN its result is there
+    assert get_task(task.id)["result"] == result
