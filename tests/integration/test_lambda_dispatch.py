@@ -145,6 +145,27 @@ def test_a_task_delivered_six_times_is_sent_to_the_backend_once(
     assert server is not None and server.active_tasks == 0
 
 
+def test_a_synchronous_answer_past_the_inline_limit_is_kept_in_the_bucket(
+    aws: SimpleNamespace, backend: Backend
+) -> None:
+    # GIVEN a task with a 40 KiB payload, which the mock backend echoes in its answer
+    register(backend)
+    body = json.loads(load_event("api-create-task.json")["body"])
+    user = auth.mint(SECRET, sub="alice", roles=["user"], ttl_s=300)
+    payload = {"frames": "p" * 40 * 1024}
+    task_id = http(lambda_module("tasks"), "api-create-task.json", {**body, "payload": payload}, user)["id"]
+
+    # WHEN the dispatcher sends it and gets the answer inline
+    assert dispatch(sqs_event(task_message(task_id))) == []
+
+    # THEN the result is in the bucket, the item keeping its key, and reads back whole
+    key = {"PK": {"S": f"TASK#{task_id}"}, "SK": {"S": "TASK"}}
+    item = aws.store.client.get_item(TableName=aws.table, Key=key, ConsistentRead=True)["Item"]
+    assert "result" not in item and item["outcome_ref"]["S"].startswith(f"results/{task_id}/1-")
+    task = aws.store.get_task(task_id)
+    assert task is not None and task.status is TaskStatus.COMPLETED and task.result["echo"] == payload
+
+
 def sent_messages(aws: SimpleNamespace) -> list[dict[str, Any]]:
     """The bodies waiting on the queue (received, so they are not seen twice)."""
     got = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10).get("Messages", [])
