@@ -161,14 +161,20 @@ def test_an_unusable_key_is_400_and_creates_nothing(aws: SimpleNamespace, key: s
 # -- webhooks ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["small", "large-result-in-the-bucket"])
 def test_the_dispatcher_delivers_the_webhook_message_a_finish_leaves(
-    aws: SimpleNamespace, backend: Backend, receivers: list[Receiver], tmp_path: Path
+    aws: SimpleNamespace, backend: Backend, receivers: list[Receiver], tmp_path: Path, large: bool
 ) -> None:
-    # GIVEN a task with a webhook, completed inline by the backend through the dispatcher
+    # GIVEN a task with a webhook, completed inline by the backend through the dispatcher (which
+    # echoes the payload: a 40 KiB one makes a result kept in the bucket, and a webhook body
+    # read from the task when it is sent)
     receiver = start_receiver(tmp_path)
     receivers.append(receiver)
     register(backend)
-    task_id = json.loads(create(example(webhook=receiver.url))["body"])["id"]
+    fields: dict[str, Any] = {"webhook": receiver.url}
+    if large:
+        fields["payload"] = {"frames": "p" * 40 * 1024}
+    task_id = json.loads(create(example(**fields))["body"])["id"]
     assert dispatch(*[m for m in queued(aws) if "taskId" in m]) == []
     hints = [m for m in queued(aws) if "webhook" in m]
     assert hints == [{"webhook": {"taskId": task_id, "round": 0}}]
@@ -180,6 +186,7 @@ def test_the_dispatcher_delivers_the_webhook_message_a_finish_leaves(
     (request,) = receiver.wait_requests(1)
     task = aws.store.get_task(task_id)
     assert task is not None and json.loads(request["body"]) == task.to_api()
+    assert (task.result["echo"] == fields["payload"]) if large else task.result is not None
     headers = request["headers"]
     assert verify(
         WEBHOOK_SECRET,
@@ -190,6 +197,7 @@ def test_the_dispatcher_delivers_the_webhook_message_a_finish_leaves(
     )
     (delivery,) = aws.store.deliveries_of_task(task_id)
     assert delivery.state is DeliveryState.DELIVERED and [a.status_code for a in delivery.log] == [200]
+    assert (delivery.body == "") is large  # a large body is not kept on the delivery
     # A duplicate message sends nothing more. The dispatcher is synchronous and the receiver
     # logs a request before it answers: any POST of this call is in the log when it returns.
     assert dispatch(*hints) == []
