@@ -40,10 +40,16 @@ def test_a_task_changed_carries_its_status_before() -> None:
     assert (change.task, change.previous_status) == (after, TaskStatus.PENDING)
 
 
-def test_a_task_whose_outcome_lives_beside_it_says_so() -> None:
-    item = dict(task_to_item(make_task())) | {OUTCOME_REF: {"BOOL": True}}
+@pytest.mark.parametrize(
+    "ref",
+    [{"S": "results/t-1/1-0123456789abcdef.json"}, {"BOOL": True}],
+    ids=["in-the-bucket", "in-an-outcome-item"],
+)
+def test_a_task_whose_outcome_lives_elsewhere_says_so(ref: dict[str, Any]) -> None:
+    item = dict(task_to_item(make_task())) | {OUTCOME_REF: ref}
     change = task_change(record("MODIFY", item))
     assert change is not None and change.outcome_elsewhere
+    assert change.task.result is None  # who needs it reads the task from the store
 
 
 @pytest.mark.parametrize(
