@@ -28,9 +28,10 @@ messages delivered in batches of 10, then each reported, completed and read (per
     python -m bench.cost [--burst 10] [--result-bytes 200] [--payload-bytes 1024]
     python -m bench.cost --json
 
---json runs the burst for a 1 KB and a 64 KB payload and ends with one line, a JSON object:
-{"payload_1kb": {"requests_per_task", "wru_per_task", "rru_per_task", "usd_per_million", ...},
-"payload_64kb": {...}}, requests being DynamoDB + SQS requests of our code per task.
+--json runs the burst for a 1 KB and a 64 KB payload, and for a 1 KB payload with a 64 KB
+result, and ends with one line, a JSON object: {"payload_1kb": {"requests_per_task",
+"wru_per_task", "rru_per_task", "usd_per_million", ...}, "payload_64kb": {...}, "result_64kb":
+{...}}, requests being DynamoDB + SQS requests of our code per task.
 """
 
 from __future__ import annotations
@@ -817,6 +818,9 @@ def cost_table(runs: list[Run], memory_mb: int, architecture: str) -> None:
 
 
 PAYLOADS = {"payload_1kb": 1024, "payload_64kb": 64 * 1024}
+# A 1 KB payload with a 64 KB result, past the 32 KiB inline limit: its object's PUT when the
+# task completes and its GET when the task is read, priced with the payloads' S3 requests.
+LARGE_RESULT = ("result_64kb", 1024, 64 * 1024)
 
 
 def by_payload(
@@ -825,14 +829,19 @@ def by_payload(
     """The burst scenario at each payload size: its tables, then the figures the JSON line
     carries (requests per task: DynamoDB + SQS requests of our code, as the target counts)."""
     found: dict[str, dict[str, float]] = {}
-    for key, size in PAYLOADS.items():
-        run = scenario(f"burst, {size // 1024} KB payload", burst, result_bytes, indexes, size)
+    cases = [(key, size, result_bytes) for key, size in PAYLOADS.items()] + [LARGE_RESULT]
+    for key, size, result_size in cases:
+        name = f"burst, {size // 1024} KB payload" + (
+            f", {result_size // 1024} KB result" if key == LARGE_RESULT[0] else ""
+        )
+        run = scenario(name, burst, result_size, indexes, size)
         request_table(run)
         cost_table([run], memory_mb, architecture)
         ours = [r for r in run.meter.requests if r.actor == "taskgate" and r.step in STEPS]
         figures = cost(run, memory_mb, architecture)
         found[key] = {
             "payload_bytes": size,
+            "result_bytes": result_size,
             "requests_per_task": round(per_task(run, ours), 2),
             "wru_per_task": round(figures["_wru"], 2),
             "rru_per_task": round(figures["_rru"], 2),
