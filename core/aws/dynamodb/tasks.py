@@ -239,9 +239,8 @@ class DynamoTaskWrites(DynamoTable, TaskStore):
     ) -> Task:
         """Pattern 5: one transaction moves the task and frees the slot (and puts the
         delivery, pattern 26, when given), a large result or error written to the bucket
-        first. If the server was unregistered meanwhile (or
-        registered afresh under the same id after the task started), the task still moves,
-        alone, on the same condition."""
+        first. If the server was unregistered meanwhile (or registered afresh under the same
+        id after the task started), the task still moves, alone, on the same condition."""
         released = msgspec.structs.replace(task, **changes)
         if TaskStatus(released.status) is TaskStatus.PROCESSING or task.server_id is None:
             raise ValueError("a release moves a task that has a server out of PROCESSING")
