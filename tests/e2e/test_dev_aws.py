@@ -67,7 +67,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Backend]]:
     """Every backend the module needs, started at once (each test registers its own)."""
-    mocks = {"sync": Mock("sync"), "failing": Mock("failing", fail_rate=1)}
+    mocks = {"sync": Mock("sync"), "failing": Mock("failing", fail_rate=1), "echo": Mock("echo")}
     started = start_backends(tmp_path_factory.mktemp("backends"), list(mocks.values()))
     try:
         yield dict(zip(mocks, started, strict=True))
@@ -123,6 +123,19 @@ def test_sync_backend_completes_in_one_post(gateway: httpx.Client, backends: dic
     assert (done["status"], done["attempts"], done["serverId"]) == ("COMPLETED", 1, backend.server_id)
     assert done["result"]["taskId"] == done["id"]
     assert backend.stats()["byTask"] == {done["id"]: 1}
+
+
+def test_a_result_past_the_inline_limit_reads_back_whole(
+    gateway: httpx.Client, backends: dict[str, Backend]
+) -> None:
+    # The mock echoes the payload: a 40 KiB one makes a result kept in the payload bucket.
+    capability = register(gateway, backends["echo"])
+    payload = {"frames": "p" * 40 * 1024}
+
+    done = submit(gateway, capability, payload=payload, **{"async": False})
+
+    assert done["status"] == "COMPLETED" and done["result"]["echo"] == payload
+    assert task(gateway, done["id"])["result"]["echo"] == payload
 
 
 # -- the event source mapping, in-process ----------------------------------------------------
