@@ -13,6 +13,7 @@ from core.ports.queue import TaskQueue
 from core.ports.storage import Store
 from core.ports.telemetry import Telemetry
 from core.services.fleet import FleetView
+from core.services.rate_leases import RateLeases
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Context:
     fleet: FleetView = field(init=False)
     # Counts of closed rate-limit windows, by key (core.services.ratelimit): read once each.
     closed_rate_windows: dict[str, int] = field(init=False, default_factory=dict)
+    # Rate-limit hits this process has leased and not served yet (core.services.rate_leases).
+    rate_leases: RateLeases = field(init=False, default_factory=RateLeases)
 
     def __post_init__(self) -> None:
         self.fleet = FleetView(self.store, self.config.fleet_cache_ms, self.clock, self.config.outlier)

@@ -28,6 +28,7 @@ from typing import Literal
 from core.config import RateLimits
 from core.domain.auth import Principal
 from core.errors import RateLimitedError
+from core.services import rate_leases
 from core.services.context import Context
 
 WINDOW_S = 60
@@ -110,7 +111,8 @@ def check(ctx: Context, principal: Principal, bucket: Bucket) -> RateDecision | 
     """Count this request in its window; None if the bucket has no limit.
 
     Raises RateLimitExceededError once the sliding count is past the limit (a refused request
-    is taken back out of the count).
+    is taken back out of the count). A process serving many requests of one principal counts
+    them in leased blocks (core.services.rate_leases).
     """
     limit = limit_for(ctx.config.rate_limits, bucket)
     if limit <= 0:
@@ -119,24 +121,57 @@ def check(ctx: Context, principal: Principal, bucket: Bucket) -> RateDecision | 
     window_ms = WINDOW_S * 1000
     window = now_ms // window_ms
     reset_s = (window + 1) * WINDOW_S
-    key = window_key(principal, bucket, window)
-    count = ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S)
+    lease_key = f"{principal.rate_key}#{bucket}"
     previous = _previous_count(ctx, window_key(principal, bucket, window - 1))
     elapsed = (now_ms - window * window_ms) / window_ms
-    estimate = previous * (1 - elapsed) + count
-    decision = RateDecision(limit=limit, remaining=max(0, limit - math.ceil(estimate)), reset_s=reset_s)
-    if estimate > limit:
+    carried = previous * (1 - elapsed)
+    taken = ctx.rate_leases.take(lease_key, window)
+    if taken is None:
+        taken = _hit(ctx, principal, bucket, limit, window, carried, elapsed, previous)
+    # A leased hit fitted when it was leased, and the previous window only weighs less since.
+    remaining = max(0, limit - math.ceil(carried + taken.count))
+    return RateDecision(limit=limit, remaining=remaining, reset_s=reset_s)
+
+
+def _room(limit: int, carried: float) -> int:
+    """The largest count of the current window that keeps the sliding estimate in the limit."""
+    room = math.floor(limit - carried)
+    return room - 1 if carried + room > limit else room  # floating point at the boundary
+
+
+def _hit(
+    ctx: Context,
+    principal: Principal,
+    bucket: Bucket,
+    limit: int,
+    window: int,
+    carried: float,
+    elapsed: float,
+    previous: int,
+) -> rate_leases.Taken:
+    """One ADD to the shared window: a block of hits for this process, less what does not fit
+    (given back); RateLimitExceededError if not even this request fits."""
+    lease_key = f"{principal.rate_key}#{bucket}"
+    key = window_key(principal, bucket, window)
+    reset_s = (window + 1) * WINDOW_S
+    room = _room(limit, carried)
+    asked = ctx.rate_leases.block(lease_key, window, limit, room)
+    count = ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S, amount=asked)
+    excess = min(asked, max(0, count - room))
+    if excess:
         # Not served, so not counted: a client retrying too early is not locked out longer.
-        ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S, amount=-1)
-        count -= 1
+        ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S, amount=-excess)
+        count -= excess
+    if excess == asked:
+        ctx.rate_leases.refused(lease_key, window, count)
         retry_after_s = _retry_after_s(limit, previous, count, elapsed)
         raise RateLimitExceededError(
             f"Rate limit of {limit} requests per minute exceeded for {_DESCRIPTIONS[bucket]};"
             f" retry after {retry_after_s} s",
             retry_after_s,
-            decision,
+            RateDecision(limit=limit, remaining=0, reset_s=reset_s),
         )
-    return decision
+    return ctx.rate_leases.granted(lease_key, window, limit, count, asked - excess)
 
 
 def _retry_after_s(limit: int, previous: int, count: int, elapsed: float) -> int:

@@ -264,7 +264,7 @@ def test_limit_0_is_off_and_writes_nothing(store: SqliteStore, clock: Clock) -> 
 
 
 class UnavailableStore(SqliteStore):
-    def hit_rate_window(self, key: str, *, expires_at: int) -> int:
+    def hit_rate_window(self, key: str, *, expires_at: int, amount: int = 1) -> int:
         raise UnavailableError("DynamoDB is throttling")
 
 
