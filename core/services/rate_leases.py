@@ -34,6 +34,8 @@ class _Lease:
     left: int
     # The block the next ADD asks for.
     next_block: int
+    # A thread of this process is taking a block now.
+    leasing: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,30 +62,45 @@ class RateLeases:
             lease.left -= 1
             return Taken(lease.seen - lease.left)
 
-    def block(self, lease_key: str, window: int, limit: int, room: int) -> int:
-        """How many hits the next ADD for `window` should ask for: 1 for the key's first in
-        this process and window, then growing up to the cap, and never more than the room
-        left under the limit as last seen (at least 1: others may have given hits back)."""
-        with self._lock:
-            lease = self._leases.get(lease_key)
-            if lease is None or lease.window != window:
-                return 1
-            return max(1, min(lease.next_block, lease_cap(limit), room - lease.seen))
-
-    def granted(self, lease_key: str, window: int, limit: int, count: int, granted: int) -> Taken:
-        """Record an ADD that left the window's shared count at `count` and kept `granted`
-        hits for this process (at least 1); one of them is served now."""
+    def block(self, lease_key: str, window: int, limit: int, room: int) -> tuple[int, bool]:
+        """How many hits the next ADD for `window` should ask for, and whether it leads (takes
+        a block for the process): 1 for the key's first in this process and window, then
+        growing up to the cap, never more than the room left under the limit as last seen (at
+        least 1: others may have given hits back). While one thread's block is being taken,
+        the others' ADDs are single hits, so a process holds at most one unused block."""
         with self._lock:
             lease = self._leases.get(lease_key)
             if lease is None or lease.window != window:
                 if len(self._leases) >= _MAX_KEYS:
                     self._leases.clear()
                 lease = self._leases[lease_key] = _Lease(window, seen=0, left=0, next_block=1)
-            # Threads of one process may ADD for the same key at once: each block is counted
-            # in the store, so their unused hits add up and the newest count is kept.
+            if lease.leasing:
+                return 1, False
+            lease.leasing = True
+            return max(1, min(lease.next_block, lease_cap(limit), room - lease.seen)), True
+
+    def done(self, lease_key: str, window: int) -> None:
+        """The leading ADD is over (granted, refused or failed): the next may lead."""
+        with self._lock:
+            lease = self._leases.get(lease_key)
+            if lease is not None and lease.window == window:
+                lease.leasing = False
+
+    def granted(
+        self, lease_key: str, window: int, limit: int, count: int, granted: int, leading: bool
+    ) -> Taken:
+        """Record an ADD that left the window's shared count at `count` and kept `granted`
+        hits for this process (at least 1); one of them is served now."""
+        with self._lock:
+            lease = self._leases.get(lease_key)
+            if lease is None or lease.window != window:  # the table was emptied meanwhile
+                lease = self._leases[lease_key] = _Lease(window, seen=0, left=0, next_block=1)
+            # Single hits of other threads may land meanwhile: every hit is counted in the
+            # store, so unused ones add up and the newest count is kept.
             lease.seen = max(lease.seen, count)
             lease.left += granted - 1
-            lease.next_block = min(lease_cap(limit), lease.next_block * 2)
+            if leading:
+                lease.next_block = min(lease_cap(limit), lease.next_block * 2)
             return Taken(lease.seen - lease.left)
 
     def refused(self, lease_key: str, window: int, count: int) -> None:

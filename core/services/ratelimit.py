@@ -155,23 +155,27 @@ def _hit(
     key = window_key(principal, bucket, window)
     reset_s = (window + 1) * WINDOW_S
     room = _room(limit, carried)
-    asked = ctx.rate_leases.block(lease_key, window, limit, room)
-    count = ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S, amount=asked)
-    excess = min(asked, max(0, count - room))
-    if excess:
-        # Not served, so not counted: a client retrying too early is not locked out longer.
-        ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S, amount=-excess)
-        count -= excess
-    if excess == asked:
-        ctx.rate_leases.refused(lease_key, window, count)
-        retry_after_s = _retry_after_s(limit, previous, count, elapsed)
-        raise RateLimitExceededError(
-            f"Rate limit of {limit} requests per minute exceeded for {_DESCRIPTIONS[bucket]};"
-            f" retry after {retry_after_s} s",
-            retry_after_s,
-            RateDecision(limit=limit, remaining=0, reset_s=reset_s),
-        )
-    return ctx.rate_leases.granted(lease_key, window, limit, count, asked - excess)
+    asked, leading = ctx.rate_leases.block(lease_key, window, limit, room)
+    try:
+        count = ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S, amount=asked)
+        excess = min(asked, max(0, count - room))
+        if excess:
+            # Not served, so not counted: a client retrying too early is not locked out longer.
+            ctx.store.hit_rate_window(key, expires_at=reset_s + WINDOW_S, amount=-excess)
+            count -= excess
+        if excess == asked:
+            ctx.rate_leases.refused(lease_key, window, count)
+            retry_after_s = _retry_after_s(limit, previous, count, elapsed)
+            raise RateLimitExceededError(
+                f"Rate limit of {limit} requests per minute exceeded for {_DESCRIPTIONS[bucket]};"
+                f" retry after {retry_after_s} s",
+                retry_after_s,
+                RateDecision(limit=limit, remaining=0, reset_s=reset_s),
+            )
+        return ctx.rate_leases.granted(lease_key, window, limit, count, asked - excess, leading)
+    finally:
+        if leading:
+            ctx.rate_leases.done(lease_key, window)
 
 
 def _retry_after_s(limit: int, previous: int, count: int, elapsed: float) -> int:

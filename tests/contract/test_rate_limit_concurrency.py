@@ -104,3 +104,20 @@ def test_the_window_slides_across_its_edge(contexts_for: ContextsFor, clock: Clo
     allowed, refused = split(outcomes, RateLimitedError)
     assert (len(allowed), len(refused)) == (25, 35)
     assert {o.value.reset_s for o in allowed} == {WINDOW_START_MS // 1000 + 120}
+
+
+def test_instances_leasing_blocks_at_once_never_pass_the_limit(
+    contexts_for: ContextsFor, store: Store
+) -> None:
+    # GIVEN 4 processes, each serving many of alice's requests (so each leases blocks of 2)
+    contexts = contexts_for(4)
+
+    # WHEN she sends 100 at once, 25 to each
+    outcomes = run_concurrently(100, lambda i: ratelimit.check(contexts[i % 4], ALICE, "task_create"))
+
+    # THEN at most the limit pass, and no fewer than the limit less one unused leased hit per
+    # process (the documented bound: the cap less one)
+    allowed, _ = split(outcomes, RateLimitedError)
+    assert 50 - 4 <= len(allowed) <= 50
+    window = (WINDOW_START_MS + 15_000) // 60_000
+    assert len(allowed) <= store.rate_window_hits(f"alice#task_create#{window}") <= 50
