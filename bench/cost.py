@@ -562,7 +562,7 @@ class Aws:
                 continue  # the notifier keeps no fleet view
             ctx = app.state.context if app is not None else module.context._context
             if ctx is not None:
-                ctx.fleet.invalidate()
+                ctx.fleet.invalidate(settings=True)
                 if hasattr(ctx.queue, "_last_drain"):
                     ctx.queue._last_drain = float("-inf")
                     ctx.queue._delayed_until = float("-inf")

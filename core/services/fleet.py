@@ -151,10 +151,15 @@ class FleetView:
                 cached = self._settings[name] = (now, self._store.get_setting(name))
             return cached[1]
 
-    def invalidate(self) -> None:
+    def invalidate(self, *, settings: bool = False) -> None:
+        """Read the fleet again at its next use (slots freed or taken elsewhere). Settings are
+        kept (they still refresh every `ttl_ms`): a drain, which invalidates the fleet every
+        time, would otherwise read the algorithm at every dispatch. `settings=True` drops
+        them too (this process changed one)."""
         with self._lock:
             self._loaded_at = None
-            self._settings.clear()
+            if settings:
+                self._settings.clear()
 
     def adjust(self, server_id: str, delta: int, **values: object) -> None:
         """Apply this process's own slot change (and server values) to the view."""

@@ -399,7 +399,7 @@ def set_algorithm(ctx: Context, principal: Principal, body: SetAlgorithm) -> str
             f"Invalid field algorithm: {body.algorithm!r} is not one of {', '.join(balancer.ALGORITHMS)}"
         )
     ctx.store.put_setting(dispatch.ALGORITHM_SETTING, body.algorithm)
-    ctx.fleet.invalidate()  # this process dispatches with it at once; others within FLEET_CACHE
+    ctx.fleet.invalidate(settings=True)  # this process dispatches with it at once; others within FLEET_CACHE
     return body.algorithm
 
 
