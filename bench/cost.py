@@ -19,7 +19,8 @@ Every request any botocore client makes is seen by handlers appended to botocore
 BUILTIN_HANDLERS (as moto does; every session and client created afterwards has them):
 `before-call` counts it, `before-parameter-build` / `after-call` read the items it writes
 before and after (with an uncounted client) to size its write and read units. Rate limits are
-on, as deployed (each authenticated request counts one hit in the table).
+on, as deployed: each authenticated request is counted in the table, a container serving many
+of one principal's requests in leased blocks (core/services/rate_leases.py).
 
 Scenarios: `alone`, one task with every per-container cache cold (the fleet view read again at
 each step: traffic under one task a second); `burst`, --burst tasks created together, their
@@ -346,13 +347,18 @@ def describe(operation: str, params: dict[str, Any]) -> str:
         return "fleet (list servers)" if value == keys.SERVERS else kind(value)
     if operation == "BatchGetItem":
         return "counters"
-    return kind(_pk(params))
+    what = kind(_pk(params))
+    if what == "rate-limit window":  # a leased block of hits, or the closed window's count
+        return f"{what}, {'closed' if operation == 'GetItem' else 'leased block'}"
+    return what
 
 
 # Reads and messages whose count per task falls with traffic (cached or coalesced per container).
 AMORTISED = {
     "fleet (list servers)": "cached 1 s per container (FLEET_CACHE)",
+    "setting": "cached 1 s per container (FLEET_CACHE)",
     "drain hint": "at most one now and one delayed per second per container",
+    "rate-limit window": "leased in blocks of 1, 2, 4 ... up to limit/20 per container and window",
 }
 
 
@@ -368,11 +374,11 @@ PURPOSES = {
     "server + task": "the task item (its own reads and writes)",
     "task + server": "the task item (its own reads and writes)",
     "task message": "the task message (create)",
-    "rate-limit window": "rate limits: one hit per authenticated request",
+    "rate-limit window": "rate limits: leased blocks, and each closed window read once per container",
     "counter": "statistics counters, written inline (stats.Recorder)",
     "counter batch + counter": "statistics: one transaction per stream batch (core/aws/stream.py)",
     "counter batch + counter + counter": "statistics: one transaction per stream batch (core/aws/stream.py)",
-    "setting": "settings: the algorithm, read at every dispatch (not cached)",
+    "setting": "settings: the algorithm, cached 1 s per container (FLEET_CACHE)",
     "fleet (list servers)": "fleet view: cached 1 s per container",
     "drain hint": "drain after a freed slot: the hint and the drain it runs",
     "index ByStatus": "drain after a freed slot: the hint and the drain it runs",
@@ -932,7 +938,7 @@ def main() -> None:
     )
     print(
         f"\ntarget, at most {TARGET_REQUESTS} DynamoDB + SQS requests per task (our code): {verdict};"
-        f" alone {total}, of which {len(falling)} amortise under load (fleet reads, drain hint and drain);"
+        f" alone {total}, of which {len(falling)} amortise under load (fleet and setting reads, rate-limit blocks, drain hint and drain);"
         f" burst of {runs[1].tasks}: {per_task(runs[1], [r for r in runs[1].meter.requests if r.actor == 'taskgate' and r.step in STEPS]):g}"
     )
     cost_table(runs, memory_mb, architecture)
