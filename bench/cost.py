@@ -358,7 +358,8 @@ AMORTISED = {
     "fleet (list servers)": "cached 1 s per container (FLEET_CACHE)",
     "setting": "cached 1 s per container (FLEET_CACHE)",
     "drain hint": "at most one now and one delayed per second per container",
-    "rate-limit window": "leased in blocks of 1, 2, 4 ... up to limit/20 per container and window",
+    "rate-limit window, leased block": "blocks of 1, 2, 4 ... up to limit/20 per container and window",
+    "rate-limit window, closed": "read once per container and window",
 }
 
 
@@ -366,7 +367,7 @@ def amortised(step: str, what: str) -> str | None:
     """Why a request's count per task falls under load (None: it does not)."""
     if step == "drain":
         return "runs once per drain hint"
-    return AMORTISED.get(what.split(",")[0])
+    return AMORTISED.get(what) or AMORTISED.get(what.split(",")[0])
 
 
 PURPOSES = {
