@@ -14,6 +14,10 @@ for POST /api/servers, and `default` for the rest. Each bucket has its own count
 principal and window: `<sub>#<bucket>#<epoch seconds // 60>`, which expires a window after
 its own ends, while it still weighs on the next (DynamoDB by TTL, SQLite by `purge_expired`).
 
+A process serving many requests of one principal counts them in leased blocks, one ADD each
+(core.services.rate_leases): every served request is in the shared count before it is served,
+so instances together never pass the limit; a block's unused hits count against the client.
+
 A limit of 0 (or less) turns its bucket off: nothing is written to the store and `check` returns None,
 so the response carries no X-RateLimit headers (there is no limit to describe).
 """
