@@ -339,19 +339,22 @@ def describe(operation: str, params: dict[str, Any]) -> str:
     if operation == "TransactWriteItems":
         return " + ".join(kind(_pk(next(iter(e.values())))) for e in params["TransactItems"])
     if operation == "Query":
-        if "IndexName" in params:
-            return f"index {params['IndexName']}"
         values: dict[str, dict[str, str]] = params.get("ExpressionAttributeValues", {})
         value = next(iter(values.values()), {}).get("S", "")
-        return "fleet (list servers)" if value == keys.SERVERS else kind(value)
+        if params.get("IndexName") == "ByQueue" and value == keys.FLEET:
+            return "fleet (list servers)"
+        return f"index {params['IndexName']}" if "IndexName" in params else kind(value)
     if operation == "BatchGetItem":
-        return "counters"
+        (batch,) = params["RequestItems"].values()
+        kinds = {kind(keys.partition_of(key)) for key in batch["Keys"]}
+        return "fleet (read servers)" if kinds == {"server"} else "counters"
     return kind(_pk(params))
 
 
 # Reads and messages whose count per task falls with traffic (cached or coalesced per container).
 AMORTISED = {
     "fleet (list servers)": "cached 1 s per container (FLEET_CACHE)",
+    "fleet (read servers)": "cached 1 s per container (FLEET_CACHE)",
     "drain hint": "at most one now and one delayed per second per container",
 }
 
@@ -374,6 +377,7 @@ PURPOSES = {
     "counter batch + counter + counter": "statistics: one transaction per stream batch (core/aws/stream.py)",
     "setting": "settings: the algorithm, read at every dispatch (not cached)",
     "fleet (list servers)": "fleet view: cached 1 s per container",
+    "fleet (read servers)": "fleet view: cached 1 s per container",
     "drain hint": "drain after a freed slot: the hint and the drain it runs",
     "index ByStatus": "drain after a freed slot: the hint and the drain it runs",
 }
