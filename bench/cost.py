@@ -167,7 +167,7 @@ def index_writes(
 
 
 def read_units(items: list[dict[str, Any]], consistent: bool) -> float:
-    """A GetItem or Query: the items' total size in 4 KB units, at least 1; half for
+    """A GetItem or Query (or one key of a BatchGetItem): the items' total size in 4 KB units, at least 1; half for
     eventually consistent reads."""
     units = max(1, math.ceil(sum(item_size(i) for i in items) / 4096))
     return units * (1.0 if consistent else 0.5)
@@ -284,6 +284,17 @@ class Meter:
             consistent = params.get("ConsistentRead", False) and "IndexName" not in params
             request.rru = read_units(items, consistent)
             request.detail = f"{len(items)} items, {sum(item_size(i) for i in items)} bytes"
+        elif model.name == "BatchGetItem":
+            # Each key is read (and rounded up to 4 KB) on its own; one not found still costs a unit.
+            ((table, batch),) = params["RequestItems"].items()
+            items = parsed.get("Responses", {}).get(table, [])
+            consistent = batch.get("ConsistentRead", False)
+            unprocessed = parsed.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            missing = len(batch["Keys"]) - len(items) - len(unprocessed)
+            request.rru = (
+                sum(read_units([item], consistent) for item in items) + read_units([], consistent) * missing
+            )
+            request.detail = f"{len(items)} items, {sum(item_size(i) for i in items)} bytes"
 
     def _images(self, operation: str, params: dict[str, Any]) -> dict[str, Any] | None:
         """The items a write touches, as they are now (None: not a write)."""
@@ -347,7 +358,9 @@ def describe(operation: str, params: dict[str, Any]) -> str:
     if operation == "BatchGetItem":
         (batch,) = params["RequestItems"].values()
         kinds = {kind(keys.partition_of(key)) for key in batch["Keys"]}
-        return "fleet (read servers)" if kinds == {"server"} else "counters"
+        if kinds == {"server"}:
+            return "fleet (read servers)"
+        return "index ByQueue (its tasks)" if kinds == {"task"} else "counters"
     return kind(_pk(params))
 
 
@@ -380,6 +393,7 @@ PURPOSES = {
     "fleet (read servers)": "fleet view: cached 1 s per container",
     "drain hint": "drain after a freed slot: the hint and the drain it runs",
     "index ByStatus": "drain after a freed slot: the hint and the drain it runs",
+    "index ByQueue (its tasks)": "index ByQueue",
 }
 
 
