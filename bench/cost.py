@@ -168,7 +168,7 @@ def index_writes(
 
 
 def read_units(items: list[dict[str, Any]], consistent: bool) -> float:
-    """A GetItem or Query: the items' total size in 4 KB units, at least 1; half for
+    """A GetItem or Query (or one key of a BatchGetItem): the items' total size in 4 KB units, at least 1; half for
     eventually consistent reads."""
     units = max(1, math.ceil(sum(item_size(i) for i in items) / 4096))
     return units * (1.0 if consistent else 0.5)
@@ -285,6 +285,17 @@ class Meter:
             consistent = params.get("ConsistentRead", False) and "IndexName" not in params
             request.rru = read_units(items, consistent)
             request.detail = f"{len(items)} items, {sum(item_size(i) for i in items)} bytes"
+        elif model.name == "BatchGetItem":
+            # Each key is read (and rounded up to 4 KB) on its own; one not found still costs a unit.
+            ((table, batch),) = params["RequestItems"].items()
+            items = parsed.get("Responses", {}).get(table, [])
+            consistent = batch.get("ConsistentRead", False)
+            unprocessed = parsed.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            missing = len(batch["Keys"]) - len(items) - len(unprocessed)
+            request.rru = (
+                sum(read_units([item], consistent) for item in items) + read_units([], consistent) * missing
+            )
+            request.detail = f"{len(items)} items, {sum(item_size(i) for i in items)} bytes"
 
     def _images(self, operation: str, params: dict[str, Any]) -> dict[str, Any] | None:
         """The items a write touches, as they are now (None: not a write)."""
@@ -340,13 +351,17 @@ def describe(operation: str, params: dict[str, Any]) -> str:
     if operation == "TransactWriteItems":
         return " + ".join(kind(_pk(next(iter(e.values())))) for e in params["TransactItems"])
     if operation == "Query":
-        if "IndexName" in params:
-            return f"index {params['IndexName']}"
         values: dict[str, dict[str, str]] = params.get("ExpressionAttributeValues", {})
         value = next(iter(values.values()), {}).get("S", "")
-        return "fleet (list servers)" if value == keys.SERVERS else kind(value)
+        if params.get("IndexName") == "ByQueue" and value == keys.FLEET:
+            return "fleet (list servers)"
+        return f"index {params['IndexName']}" if "IndexName" in params else kind(value)
     if operation == "BatchGetItem":
-        return "counters"
+        (batch,) = params["RequestItems"].values()
+        kinds = {kind(keys.partition_of(key)) for key in batch["Keys"]}
+        if kinds == {"server"}:
+            return "fleet (read servers)"
+        return "index ByQueue (its tasks)" if kinds == {"task"} else "counters"
     what = kind(_pk(params))
     if what == "rate-limit window":  # a leased block of hits, or the closed window's count
         return f"{what}, {'closed' if operation == 'GetItem' else 'leased block'}"
@@ -357,6 +372,7 @@ def describe(operation: str, params: dict[str, Any]) -> str:
 AMORTISED = {
     "fleet (list servers)": "cached 1 s per container (FLEET_CACHE)",
     "setting": "cached 1 s per container (FLEET_CACHE)",
+    "fleet (read servers)": "cached 1 s per container (FLEET_CACHE)",
     "drain hint": "at most one now and one delayed per second per container",
     "rate-limit window, leased block": "blocks of 1, 2, 4 ... up to limit/20 per container and window",
     "rate-limit window, closed": "read once per container and window",
@@ -381,8 +397,10 @@ PURPOSES = {
     "counter batch + counter + counter": "statistics: one transaction per stream batch (core/aws/stream.py)",
     "setting": "settings: the algorithm, cached 1 s per container (FLEET_CACHE)",
     "fleet (list servers)": "fleet view: cached 1 s per container",
+    "fleet (read servers)": "fleet view: cached 1 s per container",
     "drain hint": "drain after a freed slot: the hint and the drain it runs",
     "index ByStatus": "drain after a freed slot: the hint and the drain it runs",
+    "index ByQueue (its tasks)": "index ByQueue",
 }
 
 

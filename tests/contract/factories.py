@@ -7,6 +7,7 @@ import itertools
 import math
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -105,6 +106,18 @@ def active_tasks(store: Store, server_id: str) -> int:
     server = store.get_server(server_id)
     assert server is not None, f"server {server_id} vanished"
     return server.active_tasks
+
+
+def assert_turns_cycle(turns: list[int], counters: int) -> None:
+    """Turns of one sequence: with one counter, 1..len(turns), each once; with more, each
+    counter's a run of its own, so every residue of a small modulus (a round-robin over that
+    many servers) comes up within `counters` of evenly."""
+    assert all(type(turn) is int and turn >= 1 for turn in turns)
+    if counters == 1:
+        assert sorted(turns) == list(range(1, len(turns) + 1))
+    for modulus in (2, 3, 5, 7):
+        counts = Counter(turn % modulus for turn in turns)
+        assert all(abs(counts[r] - len(turns) / modulus) < counters for r in range(modulus)), counts
 
 
 def strictly_equal(got: Any, expected: Any) -> bool:

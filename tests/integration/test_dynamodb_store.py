@@ -545,7 +545,7 @@ def test_a_claim_on_a_deleted_server_is_no_capacity_and_creates_nothing(
     # THEN the task is still queued, and no server item appeared
     assert store.get_task(task.id) == task
     assert index_keys(client, table, task.id)["GSI2PK"] == "PENDING"
-    assert raw(client, table, "SERVERS", f"SERVER#{server.id}") == {}
+    assert raw(client, table, f"SERVER#{server.id}", "SERVER") == {}
 
 
 def test_a_release_after_the_server_was_deleted_still_finishes_the_task(
@@ -570,7 +570,7 @@ def test_a_release_after_the_server_was_deleted_still_finishes_the_task(
     assert store.get_task(task.id) == released
     assert released.status is TaskStatus.COMPLETED
     assert "GSI3PK" not in index_keys(client, table, task.id)
-    assert raw(client, table, "SERVERS", f"SERVER#{server.id}") == {}
+    assert raw(client, table, f"SERVER#{server.id}", "SERVER") == {}
 
 
 def test_an_expired_idempotency_record_awaiting_ttl_deletion_counts_as_absent(

@@ -157,7 +157,7 @@ def test_a_record_that_is_not_a_task_is_skipped() -> None:
     removal = {"eventName": "REMOVE", "dynamodb": {"OldImage": {"PK": {"S": "TASK#t"}, "SK": {"S": "TASK"}}}}
     server = {
         "eventName": "MODIFY",
-        "dynamodb": {"NewImage": {"PK": {"S": "SERVERS"}, "SK": {"S": "SERVER#a"}}},
+        "dynamodb": {"NewImage": {"PK": {"S": "SERVER#a"}, "SK": {"S": "SERVER"}}},
     }
     broken = {
         "eventID": "x",

@@ -152,7 +152,7 @@ def test_the_notifier_reads_the_stream_and_gets_task_items_only() -> None:
     }
     assert passes(chunk)  # streamed output, posted as an `output` message
     assert not passes({**chunk, "eventName": "MODIFY"})
-    for sort_key in ("OUTCOME", "CONN#abc=", "COUNTER", "SERVER#gpu-1"):
+    for sort_key in ("OUTCOME", "CONN#abc=", "COUNTER", "SERVER", "SEQUENCE"):
         other = {
             **record,
             "dynamodb": {**record["dynamodb"], "Keys": {"PK": {"S": "X"}, "SK": {"S": sort_key}}},

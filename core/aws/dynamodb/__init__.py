@@ -26,9 +26,9 @@ below, around what they share:
 | Item        | PK                | SK          | Other attributes                              |
 |-------------|-------------------|-------------|-----------------------------------------------|
 | Task        | TASK#<id>         | TASK        | Task fields; GSI1-3 keys; expiresAt when done |
-| Server      | SERVERS           | SERVER#<id> | Server fields                                 |
+| Server      | SERVER#<id>       | SERVER      | Server fields; GSI5 keys FLEET, <id>          |
 | Setting     | SETTINGS          | <name>      | value (JSON)                                  |
-| Sequence    | SEQUENCE          | <name>      | n                                             |
+| Sequence    | SEQUENCE#<name>#<i> | SEQUENCE  | n (one of SEQUENCE_COUNTERS, i = 0..3)        |
 | Counters    | COUNTER#<key>     | COUNTER     | one number per counter name; expiresAt        |
 | Rate window | RATE#<key>        | RATE        | hits; expiresAt                               |
 | Idempotency | IDEMPOTENCY#<key> | IDEMPOTENCY | body_hash, task_id; expiresAt                 |
@@ -42,8 +42,11 @@ below, around what they share:
 | Chunk       | TASK#<id>         | CHUNK#<index:8> | data (JSON), attempt, created_at; expiresAt |
 | Outcome     | TASK#<id>         | OUTCOME     | result, error: read only, as older versions wrote them |
 
-All servers share one partition, so listing them is one strongly consistent Query. A partition
-takes about 1,000 writes/s (heartbeats, health, slots): ample for a few thousand servers.
+Each server is its own partition: a partition (and an item) takes about 1,000 writes/s, and
+every claim and release writes its server, so the fleet's claims scale with its servers. The
+fleet is listed through ByQueue's FLEET partition (keys only, written on registration and
+deletion alone), then read with consistent BatchGetItems (pattern 12). A round-robin sequence is
+spread the same way over SEQUENCE_COUNTERS items, a turn taken from one at random.
 
 Sparse global secondary indexes: ByStatus and ByServer project whole tasks (dispatch reads
 payloads there), ByOwner and ByRecent a task's summary, ByQueue keys only (the scheduler reads
@@ -59,6 +62,7 @@ task write: set while the state needs them, removed otherwise.
 | ByStatus | GSI2PK WEBHOOK_DUE | GSI2SK <nextAttemptAt:13>#<task>#<round:6> | delivery PENDING |
 | ByRecent | GSI4PK RECENT#<st>| GSI4SK <createdAt:13>#<id>                 | always        |
 | ByQueue  | GSI5PK QUEUE#<caps>#<10-p:2>#<owner> | GSI5SK <readyAt:13>#<id> | PENDING       |
+| ByQueue  | GSI5PK FLEET      | GSI5SK <server id>                         | a server item |
 
 `<caps>` is the task's capability set as a queue key (its labels sorted, comma-joined; empty
 for none) and `readyAt` is max(queuedAt, notBefore): each ByQueue partition is one owner queue's
@@ -95,15 +99,18 @@ costs a lost write (StaleWriteError), never a wrong one.
 |                             |          | status; at most 1,000 read a call |                   |
 | 9c PENDING per priority     | table    | pattern 33, counts summed         | SCHEDULING        |
 |    ... and capability set   | table    | the same, by the queue's caps     | SCHEDULING        |
-| 10 Register a server        | table    | SERVERS / SERVER#<id>, if new     | SERVER#gpu-1      |
-| 11 Get, update, delete one  | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
+| 10 Register a server        | table    | SERVER#<id> / SERVER, if new      | SERVER#gpu-1      |
+| 11 Get, update, delete one  | table    | SERVER#<id> / SERVER,             | SERVER#gpu-1      |
 |                             |          | update if version = :v            |                   |
-| 12 List servers, by id      | table    | PK = SERVERS, strongly consistent | SERVERS           |
-| 13 Reconcile a slot count   | table    | SERVERS / SERVER#<id>,            | SERVER#gpu-1      |
+| 12 List servers, by id      | ByQueue  | GSI5PK = FLEET (keys only); then  | FLEET             |
+|                             | table    | BatchGet SERVER#<id>, consistent, | SERVER#gpu-1      |
+|                             |          | 100 a request                     |                   |
+| 13 Reconcile a slot count   | table    | SERVER#<id> / SERVER,             | SERVER#gpu-1      |
 |                             |          | if active_tasks = :expected (and  |                   |
 |                             |          | last_claim_at = :last, if given)  |                   |
 | 14 Get, put a setting       | table    | SETTINGS / <name>                 | lb_algorithm      |
-| 15 Next in a sequence       | table    | SEQUENCE / <name>, ADD n :1       | round_robin       |
+| 15 Next in a sequence       | table    | SEQUENCE#<name>#<i> / SEQUENCE,   | SEQUENCE#         |
+|                             |          | i at random of 4, ADD n :1        | round_robin#2     |
 | 16 Add to, read counters    | table    | COUNTER#<key> / COUNTER; BatchGet | COUNTER#<day>     |
 | 17 Count a rate-window hit  | table    | RATE#<key> / RATE, ADD hits :1    | RATE#<sub>#<bucket>#<min> |
 | 18 Claim an idempotency key | table    | IDEMPOTENCY#<key>, if new or      | IDEMPOTENCY#<key> |

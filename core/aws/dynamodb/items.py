@@ -17,6 +17,7 @@ import msgspec
 from core.aws.dynamodb.keys import (
     DELIVERIES_DUE,
     delivery_key,
+    fleet_index_keys,
     owner_partition,
     owner_queue_partition,
     pending_prefix,
@@ -250,7 +251,8 @@ def merge_outcome(task_item: Item, outcome_item: Item | None) -> Item:
 
 
 def server_to_item(server: Server) -> Item:
-    item = server_key(server.id)
+    """With its fleet keys (ByQueue), which nothing but registration writes."""
+    item = server_key(server.id) | fleet_index_keys(server.id)
     for name, value in field_values(msgspec.structs.asdict(server)).items():
         if value is not None:
             item[name] = value

@@ -22,8 +22,18 @@ OUTCOME = "OUTCOME"
 # A task's streamed output, one item per chunk in its partition: sorts before OUTCOME and TASK,
 # so reading a task (SK >= OUTCOME) never reads its chunks.
 CHUNK_PREFIX = "CHUNK#"
-# The one partition of every server.
-SERVERS = "SERVERS"
+# The sort key of a server item: each server is its own partition (`SERVER#<id>`), as claims
+# and releases write it (DynamoDB takes about 1,000 writes/s per partition).
+SERVER = "SERVER"
+# The ByQueue partition (keys only) that lists every server: written on registration and
+# deletion only, as no other write changes a server's index keys.
+FLEET = "FLEET"
+# The partitions of the layout before: every server, every sequence (read by upgrade.py only).
+OLD_SERVERS = "SERVERS"
+OLD_SEQUENCES = "SEQUENCE"
+# A sequence is spread over this many counters, each its own partition; a turn is taken from
+# one at random (see DynamoSettingStore.next_in_sequence).
+SEQUENCE_COUNTERS = 4
 # The due index shares ByStatus with tasks, under its own partition value.
 DELIVERIES_DUE = "WEBHOOK_DUE"
 
@@ -34,7 +44,7 @@ KEY_ATTRIBUTES = ("PK", "SK")
 # Each partition-key prefix and the kind of item under it, the more specific first.
 _PARTITION_KINDS = (
     ("TASK#", "task"),
-    ("SERVERS", "server"),
+    ("SERVER#", "server"),
     ("SETTINGS", "setting"),
     ("SEQUENCE", "sequence"),
     ("COUNTERBATCH#", "counter batch"),
@@ -94,15 +104,21 @@ def is_task_key(keys: Mapping[str, Any]) -> bool:
 
 
 def server_key(server_id: str) -> Item:
-    return key(SERVERS, f"SERVER#{server_id}")
+    return key(f"SERVER#{server_id}", SERVER)
+
+
+def fleet_index_keys(server_id: str) -> Item:
+    """A server item's ByQueue keys: the fleet partition, sorted by id."""
+    return {"GSI5PK": {"S": FLEET}, "GSI5SK": {"S": server_id}}
 
 
 def setting_key(name: str) -> Item:
     return key("SETTINGS", name)
 
 
-def sequence_key(name: str) -> Item:
-    return key("SEQUENCE", name)
+def sequence_key(name: str, counter: int) -> Item:
+    """One of a sequence's SEQUENCE_COUNTERS counters (0-based)."""
+    return key(f"SEQUENCE#{name}#{counter}", "SEQUENCE")
 
 
 def counter_key(counters: str) -> Item:

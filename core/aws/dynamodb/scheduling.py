@@ -13,8 +13,10 @@ of the SCHEDULING partition reads every owner queue (or every owner's count): it
 queues x priorities x owners, never the backlog. Each owner queue's FIFO is the sparse ByQueue
 index (GSI5PK `QUEUE#<caps>#<10-priority:2>#<owner>`, GSI5SK `<ready_at:13>#<id>`).
 
-The counts share one partition, like the servers: about 1,000 writes/s, three per task
-(create, claim, release), so about 300 tasks/s through the scheduler.
+The counts share one partition: about 1,000 writes/s, three per task (create, claim,
+release), so about 300 tasks/s through the scheduler, the deployment's ceiling (servers and
+round-robin counters have partitions of their own). Spreading it over N partitions would make
+every scheduler round N Queries instead of one.
 """
 
 from __future__ import annotations

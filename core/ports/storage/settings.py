@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["CounterStore", "SettingStore"]
 
 
 class SettingStore(ABC):
     """Named settings (the balancing algorithm, ...) and shared sequences (round robin)."""
+
+    # How many counters a sequence is spread over (DynamoDB: one item takes about 1,000
+    # writes/s). With one, turns are exact.
+    sequence_counters: ClassVar[int] = 1
 
     @abstractmethod
     def get_setting(self, name: str) -> Any | None: ...
@@ -20,7 +24,10 @@ class SettingStore(ABC):
 
     @abstractmethod
     def next_in_sequence(self, name: str) -> int:
-        """Atomically increment and return a shared counter (1, 2, 3, ...)."""
+        """The next turn of a shared sequence. With one counter: 1, 2, 3, ..., each once. With
+        `sequence_counters` of them, a turn comes from one counter, each counting on from its
+        own start (1, 2, 3, ... with an offset below the count of counters): any `turn % n`
+        still cycles through every residue, each within that count of even."""
 
 
 class CounterStore(ABC):
