@@ -63,6 +63,12 @@ def principal(request: Request) -> auth.Principal:
     return found
 
 
+def caller(request: Request) -> tuple[Context, auth.Principal]:
+    """The Context and the authenticated principal: the first two arguments of every
+    service call an endpoint makes."""
+    return context(request), principal(request)
+
+
 def path_id(request: Request, name: str, kind: str) -> str:
     return check_path_id(request.path_params[name], kind)
 
@@ -208,11 +214,14 @@ def aws_context() -> Context:
     return build_http_context()
 
 
-def lambda_handler(app: Starlette) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def lambda_handler(app: Starlette) -> LambdaHandler:
     """The app's Lambda entry point (API Gateway HTTP API, payload 2.0). Mangum and Powertools
     load on the first invocation: the one-machine deployment imports these modules for their
     routes and never needs either."""
-    built: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+    built: LambdaHandler | None = None
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         nonlocal built
@@ -239,3 +248,10 @@ def create_app(routes: Sequence[BaseRoute], context_source: ContextSource) -> St
         app.state.context = None
         app.state.context_source = context_source
     return app
+
+
+def lambda_app(routes: Sequence[BaseRoute]) -> tuple[Starlette, LambdaHandler]:
+    """One HTTP Lambda function: the app for `routes`, its Context built on the first request,
+    and the app's entry point."""
+    app = create_app(routes, aws_context)
+    return app, lambda_handler(app)

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from handlers._http import aws_context, create_app, lambda_handler
+from handlers._http import lambda_app
 
 ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"})
 
@@ -175,5 +175,4 @@ routes = [
     Route("/dashboard/assets/{name}", dashboard_asset, methods=["GET"], include_in_schema=False),
 ]
 
-app = create_app(routes, aws_context)
-handler = lambda_handler(app)
+app, handler = lambda_app(routes)

@@ -8,39 +8,29 @@ from starlette.routing import Route
 
 from core.domain.schemas import Heartbeat, Maintenance, RegisterServer, decode
 from core.services import servers
-from handlers._http import (
-    authenticated,
-    aws_context,
-    context,
-    create_app,
-    json_response,
-    lambda_handler,
-    path_id,
-    principal,
-    read_body,
-)
+from handlers._http import authenticated, caller, json_response, lambda_app, path_id, read_body
 
 
 @authenticated
 async def register_server(request: Request) -> Response:
     body = decode(await read_body(request), RegisterServer)
-    server, token = servers.register_server(context(request), principal(request), body)
+    server, token = servers.register_server(*caller(request), body)
     return json_response({"serverId": server.id, "message": "Server registered successfully", "token": token})
 
 
 @authenticated
 async def rotate_token(request: Request) -> Response:
     server_id = path_id(request, "id", "server")
-    server, token = servers.rotate_token(context(request), principal(request), server_id)
+    server, token = servers.rotate_token(*caller(request), server_id)
     return json_response({"serverId": server.id, "message": "Service token rotated", "token": token})
 
 
 @authenticated
 async def list_servers(request: Request) -> Response:
-    ctx = context(request)
+    ctx, who = caller(request)
     found = servers.list_servers(
         ctx,
-        principal(request),
+        who,
         status=request.query_params.get("status"),
         group=request.query_params.get("group"),
     )
@@ -52,7 +42,7 @@ async def list_servers(request: Request) -> Response:
 async def heartbeat(request: Request) -> Response:
     server_id = path_id(request, "id", "server")
     body = decode(await read_body(request) or b"{}", Heartbeat)
-    server = servers.heartbeat(context(request), principal(request), server_id, body)
+    server = servers.heartbeat(*caller(request), server_id, body)
     return json_response(
         {"message": "Heartbeat updated", "serverId": server.id, "status": server.status.value}
     )
@@ -60,7 +50,7 @@ async def heartbeat(request: Request) -> Response:
 
 @authenticated
 async def unregister_server(request: Request) -> Response:
-    server = servers.unregister_server(context(request), principal(request), path_id(request, "id", "server"))
+    server = servers.unregister_server(*caller(request), path_id(request, "id", "server"))
     return json_response({"message": "Server unregistered", "serverId": server.id})
 
 
@@ -68,7 +58,7 @@ async def unregister_server(request: Request) -> Response:
 async def set_maintenance(request: Request) -> Response:
     server_id = path_id(request, "id", "server")
     body = decode(await read_body(request), Maintenance)
-    server = servers.set_maintenance(context(request), principal(request), server_id, body)
+    server = servers.set_maintenance(*caller(request), server_id, body)
     return json_response(
         {
             "message": "Maintenance mode enabled" if body.maintenance else "Maintenance mode disabled",
@@ -81,8 +71,7 @@ async def set_maintenance(request: Request) -> Response:
 
 @authenticated
 async def server_metrics(request: Request) -> Response:
-    ctx = context(request)
-    return json_response(servers.server_metrics(ctx, principal(request), path_id(request, "id", "server")))
+    return json_response(servers.server_metrics(*caller(request), path_id(request, "id", "server")))
 
 
 routes = [
@@ -95,5 +84,4 @@ routes = [
     Route("/api/servers/{id}/token", rotate_token, methods=["POST"]),
 ]
 
-app = create_app(routes, aws_context)
-handler = lambda_handler(app)
+app, handler = lambda_app(routes)

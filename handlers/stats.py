@@ -11,41 +11,31 @@ from starlette.routing import Route
 from core.domain.schemas import SetAlgorithm, decode
 from core.services import overview as overview_service
 from core.services import stats, task_listing
-from handlers._http import (
-    authenticated,
-    aws_context,
-    context,
-    create_app,
-    json_response,
-    lambda_handler,
-    path_id,
-    principal,
-    read_body,
-)
+from handlers._http import authenticated, caller, json_response, lambda_app, path_id, read_body
 
 
 @authenticated
 async def task_stats(request: Request) -> Response:
     day = request.query_params.get("date")
-    return json_response(stats.task_stats(context(request), principal(request), day))
+    return json_response(stats.task_stats(*caller(request), day))
 
 
 @authenticated
 async def hourly_report(request: Request) -> Response:
     day = request.query_params.get("date")
-    return json_response(stats.hourly_report(context(request), principal(request), day))
+    return json_response(stats.hourly_report(*caller(request), day))
 
 
 @authenticated
 async def server_stats(request: Request) -> Response:
     server_id = path_id(request, "id", "server")
     day = request.query_params.get("date")
-    return json_response(stats.server_stats(context(request), principal(request), server_id, day))
+    return json_response(stats.server_stats(*caller(request), server_id, day))
 
 
 @authenticated
 async def queue_summary(request: Request) -> Response:
-    return json_response(task_listing.queue_summary(context(request), principal(request)))
+    return json_response(task_listing.queue_summary(*caller(request)))
 
 
 @authenticated
@@ -53,8 +43,7 @@ async def overview(request: Request) -> Response:
     query = request.query_params
     return json_response(
         overview_service.overview(
-            context(request),
-            principal(request),
+            *caller(request),
             status=query.get("status"),
             limit=query.get("limit"),
             days=query.get("days"),
@@ -65,13 +54,13 @@ async def overview(request: Request) -> Response:
 
 @authenticated
 async def load_balancer(request: Request) -> Response:
-    return json_response(stats.load_balancer(context(request), principal(request)))
+    return json_response(stats.load_balancer(*caller(request)))
 
 
 @authenticated
 async def set_algorithm(request: Request) -> Response:
     body = decode(await read_body(request), SetAlgorithm)
-    chosen = stats.set_algorithm(context(request), principal(request), body)
+    chosen = stats.set_algorithm(*caller(request), body)
     return json_response({"message": "Load balancer algorithm updated", "algorithm": chosen})
 
 
@@ -85,5 +74,4 @@ routes = [
     Route("/api/stats/load-balancer/algorithm", set_algorithm, methods=["POST"]),
 ]
 
-app = create_app(routes, aws_context)
-handler = lambda_handler(app)
+app, handler = lambda_app(routes)

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.services import system
-from handlers._http import aws_context, context, create_app, json_response, lambda_handler
+from handlers._http import context, json_response, lambda_app
 
 
 async def health(request: Request) -> Response:
@@ -17,5 +17,4 @@ async def health(request: Request) -> Response:
 
 routes = [Route("/health", health, methods=["GET"])]
 
-app = create_app(routes, aws_context)
-handler = lambda_handler(app)
+app, handler = lambda_app(routes)

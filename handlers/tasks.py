@@ -11,17 +11,7 @@ from core.domain import prefer
 from core.domain.schemas import AppendOutput, CreateTask, UpdateTask, decode
 from core.errors import PayloadTooLargeError
 from core.services import idempotency, output, task_listing, task_view, tasks, webhook_delivery
-from handlers._http import (
-    authenticated,
-    aws_context,
-    context,
-    create_app,
-    json_response,
-    lambda_handler,
-    path_id,
-    principal,
-    read_body,
-)
+from handlers._http import authenticated, caller, json_response, lambda_app, path_id, read_body
 
 # Not cached, not buffered by a proxy: each event is sent as it happens.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -32,12 +22,12 @@ async def create_task(request: Request) -> Response:
     key = idempotency.check_key(request.headers.get(idempotency.HEADER))
     preferred_s = prefer.wait_seconds(request.headers.get("prefer"))
     body = decode(await read_body(request), CreateTask)
-    ctx = context(request)
+    ctx, who = caller(request)
     replayed = False
     if key is None:
-        task = tasks.create_task(ctx, principal(request), body)
+        task = tasks.create_task(ctx, who, body)
     else:
-        task, replayed = idempotency.create_task_once(ctx, principal(request), body, key)
+        task, replayed = idempotency.create_task_once(ctx, who, body, key)
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     if preferred_s is not None:
         applied_s = tasks.applied_wait_s(ctx, preferred_s)
@@ -62,8 +52,7 @@ async def create_task(request: Request) -> Response:
 async def list_tasks(request: Request) -> Response:
     query = request.query_params
     page = task_listing.list_tasks(
-        context(request),
-        principal(request),
+        *caller(request),
         status=query.get("status"),
         limit=query.get("limit"),
         cursor=query.get("cursor"),
@@ -73,8 +62,8 @@ async def list_tasks(request: Request) -> Response:
 
 @authenticated
 async def get_task(request: Request) -> Response:
-    ctx = context(request)
-    task = tasks.get_task(ctx, principal(request), path_id(request, "id", "task"))
+    ctx, who = caller(request)
+    task = tasks.get_task(ctx, who, path_id(request, "id", "task"))
     return json_response(task_view.describe(ctx, task))
 
 
@@ -86,22 +75,22 @@ async def update_task(request: Request) -> Response:
     except PayloadTooLargeError:
         # A result over the maximum cannot be kept: the task fails saying so, rather than
         # wait for its timeout with the backend's work done and lost.
-        tasks.refuse_oversized_report(context(request), principal(request), task_id)
+        tasks.refuse_oversized_report(*caller(request), task_id)
         raise
     body = decode(raw, UpdateTask)
-    task = tasks.report(context(request), principal(request), task_id, body)
+    task = tasks.report(*caller(request), task_id, body)
     return json_response(task.to_api())
 
 
 @authenticated
 async def retry_task(request: Request) -> Response:
-    task = tasks.retry_task(context(request), principal(request), path_id(request, "id", "task"))
+    task = tasks.retry_task(*caller(request), path_id(request, "id", "task"))
     return json_response({"message": "Task queued for retry", "taskId": task.id})
 
 
 @authenticated
 async def cancel_task(request: Request) -> Response:
-    task = tasks.cancel_task(context(request), principal(request), path_id(request, "id", "task"))
+    task = tasks.cancel_task(*caller(request), path_id(request, "id", "task"))
     return json_response({"message": "Task cancelled", "taskId": task.id})
 
 
@@ -109,15 +98,15 @@ async def cancel_task(request: Request) -> Response:
 async def append_output(request: Request) -> Response:
     task_id = path_id(request, "id", "task")
     body = decode(await read_body(request), AppendOutput)
-    chunk = output.append(context(request), principal(request), task_id, body.data)
+    chunk = output.append(*caller(request), task_id, body.data)
     return json_response({"taskId": chunk.task_id, "index": chunk.index})
 
 
 @authenticated
 async def stream_task(request: Request) -> Response:
-    ctx = context(request)
+    ctx, who = caller(request)
     after = output.last_event_id(request.headers.get("last-event-id"))
-    task = output.readable_task(ctx, principal(request), path_id(request, "id", "task"))
+    task = output.readable_task(ctx, who, path_id(request, "id", "task"))
     return StreamingResponse(
         output.events(ctx, task, after), media_type="text/event-stream", headers=SSE_HEADERS
     )
@@ -126,7 +115,7 @@ async def stream_task(request: Request) -> Response:
 @authenticated
 async def task_webhooks(request: Request) -> Response:
     task_id = path_id(request, "id", "task")
-    task, deliveries = webhook_delivery.deliveries(context(request), principal(request), task_id)
+    task, deliveries = webhook_delivery.deliveries(*caller(request), task_id)
     return json_response(
         {"taskId": task.id, "webhook": task.webhook, "deliveries": [d.to_api() for d in deliveries]}
     )
@@ -144,5 +133,4 @@ routes = [
     Route("/api/task/{id}/stream", stream_task, methods=["GET"]),
 ]
 
-app = create_app(routes, aws_context)
-handler = lambda_handler(app)
+app, handler = lambda_app(routes)

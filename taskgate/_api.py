@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from taskgate._http import Day, day_query, segment
 from taskgate.models import (
@@ -39,11 +39,15 @@ WAIT_MARGIN_S = 15.0
 MAX_WAIT_S = 60
 
 
+# What a call's reply decodes to; covariant, so that `Call[Task]` is a `Call[TaskCreated | Task]`.
+R = TypeVar("R", covariant=True)
+
+
 @dataclass(frozen=True)
-class Call:
+class Call(Generic[R]):
     method: str
     path: str
-    reply: type[Any]
+    reply: type[R]
     body: Mapping[str, Any] | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -68,7 +72,7 @@ def create_task(
     webhook: str | None,
     idempotency_key: str | None,
     wait: float | None,
-) -> Call:
+) -> Call[TaskCreated | Task]:
     body: dict[str, Any] = {"type": type, "priority": priority, "payload": payload, "async": async_}
     body.update(_present(capabilities=capabilities, timeout=timeout, webhook=webhook))
     headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
@@ -82,24 +86,29 @@ def create_task(
     return Call("POST", "/api/task", Task, body, headers=headers, timeout=SYNC_CREATE_TIMEOUT)
 
 
-def get_task(task_id: str, *, as_sent: bool = False) -> Call:
-    return Call("GET", f"/api/task/{segment(task_id)}", dict if as_sent else Task)
+def get_task(task_id: str) -> Call[Task]:
+    return Call("GET", f"/api/task/{segment(task_id)}", Task)
 
 
-def list_tasks(status: str | None, limit: int | None, cursor: str | None) -> Call:
+def get_task_json(task_id: str) -> Call[dict[str, Any]]:
+    """The task as sent: every field, also those a newer gateway adds."""
+    return Call("GET", f"/api/task/{segment(task_id)}", dict)
+
+
+def list_tasks(status: str | None, limit: int | None, cursor: str | None) -> Call[TaskPage]:
     params = _present(status=status, limit=None if limit is None else str(limit), cursor=cursor)
     return Call("GET", "/api/tasks", TaskPage, params=params)
 
 
-def cancel_task(task_id: str) -> Call:
+def cancel_task(task_id: str) -> Call[TaskAction]:
     return Call("POST", f"/api/task/{segment(task_id)}/cancel", TaskAction)
 
 
-def retry_task(task_id: str) -> Call:
+def retry_task(task_id: str) -> Call[TaskAction]:
     return Call("POST", f"/api/task/{segment(task_id)}/retry", TaskAction)
 
 
-def webhook_deliveries(task_id: str) -> Call:
+def webhook_deliveries(task_id: str) -> Call[WebhookDeliveries]:
     return Call("GET", f"/api/task/{segment(task_id)}/webhooks", WebhookDeliveries)
 
 
@@ -111,12 +120,12 @@ def update_task(
     result: Any,
     error: Any,
     message: str | None,
-) -> Call:
+) -> Call[Task]:
     body = _present(status=status, progress=progress, result=result, error=error, message=message)
     return Call("PUT", f"/api/task/{segment(task_id)}", Task, body)
 
 
-def append_output(task_id: str, data: Any) -> Call:
+def append_output(task_id: str, data: Any) -> Call[OutputAccepted]:
     return Call("POST", f"/api/task/{segment(task_id)}/output", OutputAccepted, {"data": data})
 
 
@@ -137,7 +146,7 @@ def register_server(
     capabilities: Sequence[str] | None,
     groups: Sequence[str] | None,
     priority: int | None,
-) -> Call:
+) -> Call[ServerRegistered]:
     body: dict[str, Any] = {"name": name, "endpoints": dict(endpoints)}
     body.update(
         _present(
@@ -152,55 +161,55 @@ def register_server(
     return Call("POST", "/api/servers", ServerRegistered, body)
 
 
-def list_servers(status: str | None, group: str | None) -> Call:
+def list_servers(status: str | None, group: str | None) -> Call[ServerList]:
     return Call("GET", "/api/servers", ServerList, params=_present(status=status, group=group))
 
 
-def server_metrics(server_id: str) -> Call:
+def server_metrics(server_id: str) -> Call[ServerMetrics]:
     return Call("GET", f"/api/servers/{segment(server_id)}/metrics", ServerMetrics)
 
 
 def heartbeat(
     server_id: str, status: str, active_tasks: int | None, metrics: Mapping[str, Any] | None
-) -> Call:
+) -> Call[HeartbeatReply]:
     body: dict[str, Any] = {"status": status}
     body.update(_present(activeTasks=active_tasks, metrics=None if metrics is None else dict(metrics)))
     return Call("POST", f"/api/servers/{segment(server_id)}/heartbeat", HeartbeatReply, body)
 
 
-def unregister_server(server_id: str) -> Call:
+def unregister_server(server_id: str) -> Call[ServerUnregistered]:
     return Call("DELETE", f"/api/servers/{segment(server_id)}", ServerUnregistered)
 
 
-def set_maintenance(server_id: str, maintenance: bool, reason: str | None) -> Call:
+def set_maintenance(server_id: str, maintenance: bool, reason: str | None) -> Call[MaintenanceReply]:
     body: dict[str, Any] = {"maintenance": maintenance, **_present(reason=reason)}
     return Call("POST", f"/api/servers/{segment(server_id)}/maintenance", MaintenanceReply, body)
 
 
-def rotate_server_token(server_id: str) -> Call:
+def rotate_server_token(server_id: str) -> Call[ServerToken]:
     return Call("POST", f"/api/servers/{segment(server_id)}/token", ServerToken)
 
 
 # -- statistics and load balancing -------------------------------------------------------
 
 
-def task_stats(date: Day | None) -> Call:
+def task_stats(date: Day | None) -> Call[TaskStats]:
     return Call("GET", "/api/stats/tasks", TaskStats, params=day_query(date))
 
 
-def hourly_report(date: Day | None) -> Call:
+def hourly_report(date: Day | None) -> Call[HourlyReport]:
     return Call("GET", "/api/stats/hourly", HourlyReport, params=day_query(date))
 
 
-def server_stats(server_id: str, date: Day | None) -> Call:
+def server_stats(server_id: str, date: Day | None) -> Call[ServerStats]:
     return Call("GET", f"/api/stats/servers/{segment(server_id)}", ServerStats, params=day_query(date))
 
 
-def queue_stats() -> Call:
+def queue_stats() -> Call[QueueSummary]:
     return Call("GET", "/api/stats/queue", QueueSummary)
 
 
-def overview(status: str | None, limit: int | None, days: int | None, end: Day | None) -> Call:
+def overview(status: str | None, limit: int | None, days: int | None, end: Day | None) -> Call[Overview]:
     params = _present(
         status=status,
         limit=None if limit is None else str(limit),
@@ -210,9 +219,9 @@ def overview(status: str | None, limit: int | None, days: int | None, end: Day |
     return Call("GET", "/api/overview", Overview, params=params)
 
 
-def load_balancer() -> Call:
+def load_balancer() -> Call[LoadBalancerStatus]:
     return Call("GET", "/api/stats/load-balancer", LoadBalancerStatus)
 
 
-def set_algorithm(algorithm: str) -> Call:
+def set_algorithm(algorithm: str) -> Call[AlgorithmSet]:
     return Call("POST", "/api/stats/load-balancer/algorithm", AlgorithmSet, {"algorithm": algorithm})

@@ -7,12 +7,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from taskgate import _api
 from taskgate._http import Connection
-from taskgate._waiting import FIRST_PAUSE, STREAM_BROKEN, next_pause, rate_limit_pause
-from taskgate.errors import RateLimited, WaitTimeout
+from taskgate._waiting import STREAM_BROKEN, Polling, Reading, deliver
+from taskgate.errors import RateLimited
 from taskgate.models import Task
-from taskgate.streaming import READ_TIMEOUT_S, DoneEvent, OutputEvent, StreamState, TaskEvent, parse_sse
+from taskgate.streaming import OutputEvent, TaskEvent
 
 
 class Following:
@@ -32,30 +31,17 @@ class Following:
         the first reading and whenever the status or progress changes. After `timeout`
         seconds (None: no limit) it raises `WaitTimeout`. A rate-limited poll waits out the
         limit's Retry-After when that fits in the time left."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = FIRST_PAUSE
-        seen: tuple[str, int] | None = None
+        polling = Polling(timeout, on_progress)
         while True:
             try:
                 task = self.get_task(task_id)
             except RateLimited as exc:
-                time.sleep(rate_limit_pause(exc, deadline))
+                time.sleep(polling.rate_limited(exc))
                 continue
-            if (task.status, task.progress) != seen:
-                seen = (task.status, task.progress)
-                if on_progress is not None:
-                    on_progress(task)
-            if task.is_finished:
+            pause = polling.read(task)
+            if pause is None:
                 return task
-            sleep_s = pause
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    assert timeout is not None
-                    raise WaitTimeout(task, timeout)
-                sleep_s = min(pause, left)
-            time.sleep(sleep_s)
-            pause = next_pause(pause)
+            time.sleep(pause)
 
     def stream(
         self, task_id: str, *, last_event_id: str | None = None, timeout: float | None = None
@@ -65,33 +51,23 @@ class Following:
         with the finished task. A stream that ends early or breaks is read again from the last
         event (`Last-Event-ID`), and no chunk is yielded twice. After `timeout` seconds (None:
         no limit) it raises `WaitTimeout`."""
-        state = StreamState(task_id, last_event_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        path = _api.stream_path(task_id)
+        reading = Reading(task_id, last_event_id, timeout)
         while True:
-            read_s = (
-                READ_TIMEOUT_S
-                if deadline is None
-                else max(0.1, min(READ_TIMEOUT_S, deadline - time.monotonic()))
-            )
             try:
-                with self._http.stream(path, state.headers(), read_s) as lines:
+                with self._http.stream(*reading.request()) as lines:
                     try:
-                        for sse in parse_sse(lines):
-                            event = state.read(sse)
-                            if event is not None:
-                                yield event
-                            if state.done:
+                        for line in lines:
+                            yield from reading.feed(line)
+                            if reading.done:
                                 return
                     except STREAM_BROKEN:
                         pass  # read again from the last event
             except RateLimited as exc:
-                time.sleep(rate_limit_pause(exc, deadline))
+                time.sleep(reading.rate_limited(exc))
                 continue
-            time.sleep(state.reconnect_s)
-            if deadline is not None and time.monotonic() >= deadline:
-                assert timeout is not None
-                raise WaitTimeout(self.get_task(task_id), timeout)
+            time.sleep(reading.reconnect_s)
+            if reading.up():
+                raise reading.timed_out(self.get_task(task_id))
 
     def output(self, task_id: str, *, timeout: float | None = None) -> Iterator[Any]:
         """The task's output chunks (their data) as they come, until the task is finished."""
@@ -110,11 +86,7 @@ class Following:
         """Read the task's stream to its end and return the finished task, calling
         `on_progress(task)` on each status event and `on_output(chunk)` on each chunk."""
         for event in self.stream(task_id, timeout=timeout):
-            if isinstance(event, OutputEvent):
-                if on_output is not None:
-                    on_output(event)
-            elif on_progress is not None:
-                on_progress(event.task)
-            if isinstance(event, DoneEvent):
-                return event.task
+            finished = deliver(event, on_progress, on_output)
+            if finished is not None:
+                return finished
         raise AssertionError("a stream ends with its done event")  # pragma: no cover

@@ -7,7 +7,7 @@ import contextlib
 import datetime
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -22,6 +22,8 @@ URL_ENV = "TASKGATE_URL"
 TOKEN_ENV = "TASKGATE_TOKEN"
 DEFAULT_URL = "http://localhost:8787"
 
+R = TypeVar("R")
+
 Day = str | datetime.date
 
 
@@ -35,7 +37,7 @@ def _defaults(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
     return base, headers
 
 
-def _request_args(call: Call) -> dict[str, Any]:
+def _request_args(call: Call[Any]) -> dict[str, Any]:
     headers = dict(call.headers)
     content = None
     if call.body is not None:
@@ -53,7 +55,7 @@ def transport_error(method: str, url: str, exc: httpx.TransportError) -> Network
     return NetworkError("Network error", f"{method} {url}: {exc}")
 
 
-def decode(call: Call, response: httpx.Response) -> Any:
+def decode(call: Call[R], response: httpx.Response) -> R:
     """The 2xx reply decoded as the call's reply type; any other answer raised as an error."""
     if not response.is_success:
         raise from_response(response)
@@ -78,7 +80,7 @@ class Connection:
     def close(self) -> None:
         self._http.close()
 
-    def send(self, call: Call) -> Any:
+    def send(self, call: Call[R]) -> R:
         try:
             response = self._http.request(call.method, call.path, **_request_args(call))
         except httpx.TransportError as exc:
@@ -118,7 +120,7 @@ class AsyncConnection:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def send(self, call: Call) -> Any:
+    async def send(self, call: Call[R]) -> R:
         try:
             response = await self._http.request(call.method, call.path, **_request_args(call))
         except httpx.TransportError as exc:

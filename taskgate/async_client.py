@@ -13,7 +13,6 @@ Each call sends the same request and decodes the same reply as `Client`'s (taskg
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -22,8 +21,8 @@ import httpx
 
 from taskgate import _api
 from taskgate._http import AsyncConnection, Day
-from taskgate._waiting import FIRST_PAUSE, STREAM_BROKEN, next_pause, rate_limit_pause
-from taskgate.errors import RateLimited, WaitTimeout
+from taskgate._waiting import STREAM_BROKEN, Polling, Reading, deliver
+from taskgate.errors import RateLimited
 from taskgate.models import (
     AlgorithmSet,
     HeartbeatReply,
@@ -47,15 +46,7 @@ from taskgate.models import (
     TaskSummary,
     WebhookDeliveries,
 )
-from taskgate.streaming import (
-    READ_TIMEOUT_S,
-    DoneEvent,
-    OutputEvent,
-    ServerSentEvent,
-    SseDecoder,
-    StreamState,
-    TaskEvent,
-)
+from taskgate.streaming import OutputEvent, TaskEvent
 
 __all__ = ["AsyncClient"]
 
@@ -102,35 +93,32 @@ class AsyncClient:
         wait: float | None = None,
     ) -> TaskCreated | Task:
         """A `TaskCreated` when `async_` and no `wait`; otherwise the `Task` as it stands."""
-        call = _api.create_task(
-            type,
-            payload,
-            priority,
-            capabilities=capabilities,
-            async_=async_,
-            timeout=timeout,
-            webhook=webhook,
-            idempotency_key=idempotency_key,
-            wait=wait,
+        return await self._http.send(
+            _api.create_task(
+                type,
+                payload,
+                priority,
+                capabilities=capabilities,
+                async_=async_,
+                timeout=timeout,
+                webhook=webhook,
+                idempotency_key=idempotency_key,
+                wait=wait,
+            )
         )
-        created: TaskCreated | Task = await self._http.send(call)
-        return created
 
     async def get_task(self, task_id: str) -> Task:
-        task: Task = await self._http.send(_api.get_task(task_id))
-        return task
+        return await self._http.send(_api.get_task(task_id))
 
     async def get_task_json(self, task_id: str) -> dict[str, Any]:
         """The task exactly as the gateway sent it: every field, also those of a newer
         gateway that this client's `Task` does not know."""
-        body: dict[str, Any] = await self._http.send(_api.get_task(task_id, as_sent=True))
-        return body
+        return await self._http.send(_api.get_task_json(task_id))
 
     async def list_tasks(
         self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
     ) -> TaskPage:
-        page: TaskPage = await self._http.send(_api.list_tasks(status, limit, cursor))
-        return page
+        return await self._http.send(_api.list_tasks(status, limit, cursor))
 
     async def iter_tasks(
         self, *, status: str | None = None, page_size: int | None = None
@@ -145,16 +133,13 @@ class AsyncClient:
             cursor = page.next_cursor
 
     async def cancel_task(self, task_id: str) -> TaskAction:
-        reply: TaskAction = await self._http.send(_api.cancel_task(task_id))
-        return reply
+        return await self._http.send(_api.cancel_task(task_id))
 
     async def retry_task(self, task_id: str) -> TaskAction:
-        reply: TaskAction = await self._http.send(_api.retry_task(task_id))
-        return reply
+        return await self._http.send(_api.retry_task(task_id))
 
     async def webhook_deliveries(self, task_id: str) -> WebhookDeliveries:
-        reply: WebhookDeliveries = await self._http.send(_api.webhook_deliveries(task_id))
-        return reply
+        return await self._http.send(_api.webhook_deliveries(task_id))
 
     async def update_task(
         self,
@@ -166,15 +151,14 @@ class AsyncClient:
         error: Any = None,
         message: str | None = None,
     ) -> Task:
-        call = _api.update_task(
-            task_id, status=status, progress=progress, result=result, error=error, message=message
+        return await self._http.send(
+            _api.update_task(
+                task_id, status=status, progress=progress, result=result, error=error, message=message
+            )
         )
-        task: Task = await self._http.send(call)
-        return task
 
     async def append_output(self, task_id: str, data: Any) -> OutputAccepted:
-        reply: OutputAccepted = await self._http.send(_api.append_output(task_id, data))
-        return reply
+        return await self._http.send(_api.append_output(task_id, data))
 
     async def wait(
         self,
@@ -182,59 +166,39 @@ class AsyncClient:
         timeout: float | None = 300.0,
         on_progress: Callable[[Task], object] | None = None,
     ) -> Task:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = FIRST_PAUSE
-        seen: tuple[str, int] | None = None
+        polling = Polling(timeout, on_progress)
         while True:
             try:
                 task = await self.get_task(task_id)
             except RateLimited as exc:
-                await asyncio.sleep(rate_limit_pause(exc, deadline))
+                await asyncio.sleep(polling.rate_limited(exc))
                 continue
-            if (task.status, task.progress) != seen:
-                seen = (task.status, task.progress)
-                if on_progress is not None:
-                    on_progress(task)
-            if task.is_finished:
+            pause = polling.read(task)
+            if pause is None:
                 return task
-            sleep_s = pause
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    assert timeout is not None
-                    raise WaitTimeout(task, timeout)
-                sleep_s = min(pause, left)
-            await asyncio.sleep(sleep_s)
-            pause = next_pause(pause)
+            await asyncio.sleep(pause)
 
     async def stream(
         self, task_id: str, *, last_event_id: str | None = None, timeout: float | None = None
     ) -> AsyncIterator[TaskEvent]:
-        state = StreamState(task_id, last_event_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        path = _api.stream_path(task_id)
+        reading = Reading(task_id, last_event_id, timeout)
         while True:
-            left = READ_TIMEOUT_S if deadline is None else deadline - time.monotonic()
             try:
-                async with self._http.stream(
-                    path, state.headers(), max(0.1, min(READ_TIMEOUT_S, left))
-                ) as lines:
+                async with self._http.stream(*reading.request()) as lines:
                     try:
-                        async for line_event in _events(lines):
-                            event = state.read(line_event)
-                            if event is not None:
+                        async for line in lines:
+                            for event in reading.feed(line):
                                 yield event
-                            if state.done:
+                            if reading.done:
                                 return
                     except STREAM_BROKEN:
                         pass  # read again from the last event
             except RateLimited as exc:
-                await asyncio.sleep(rate_limit_pause(exc, deadline))
+                await asyncio.sleep(reading.rate_limited(exc))
                 continue
-            await asyncio.sleep(state.reconnect_s)
-            if deadline is not None and time.monotonic() >= deadline:
-                assert timeout is not None
-                raise WaitTimeout(await self.get_task(task_id), timeout)
+            await asyncio.sleep(reading.reconnect_s)
+            if reading.up():
+                raise reading.timed_out(await self.get_task(task_id))
 
     async def output(self, task_id: str, *, timeout: float | None = None) -> AsyncIterator[Any]:
         async for event in self.stream(task_id, timeout=timeout):
@@ -250,13 +214,9 @@ class AsyncClient:
         on_output: Callable[[OutputEvent], object] | None = None,
     ) -> Task:
         async for event in self.stream(task_id, timeout=timeout):
-            if isinstance(event, OutputEvent):
-                if on_output is not None:
-                    on_output(event)
-            elif on_progress is not None:
-                on_progress(event.task)
-            if isinstance(event, DoneEvent):
-                return event.task
+            finished = deliver(event, on_progress, on_output)
+            if finished is not None:
+                return finished
         raise AssertionError("a stream ends with its done event")  # pragma: no cover
 
     # -- servers -------------------------------------------------------------------------
@@ -273,26 +233,24 @@ class AsyncClient:
         groups: Sequence[str] | None = None,
         priority: int | None = None,
     ) -> ServerRegistered:
-        call = _api.register_server(
-            name,
-            endpoints,
-            id=id,
-            api_key=api_key,
-            max_concurrent=max_concurrent,
-            capabilities=capabilities,
-            groups=groups,
-            priority=priority,
+        return await self._http.send(
+            _api.register_server(
+                name,
+                endpoints,
+                id=id,
+                api_key=api_key,
+                max_concurrent=max_concurrent,
+                capabilities=capabilities,
+                groups=groups,
+                priority=priority,
+            )
         )
-        reply: ServerRegistered = await self._http.send(call)
-        return reply
 
     async def list_servers(self, *, status: str | None = None, group: str | None = None) -> list[Server]:
-        servers: list[Server] = (await self._http.send(_api.list_servers(status, group))).servers
-        return servers
+        return (await self._http.send(_api.list_servers(status, group))).servers
 
     async def get_server_metrics(self, server_id: str) -> ServerMetrics:
-        reply: ServerMetrics = await self._http.send(_api.server_metrics(server_id))
-        return reply
+        return await self._http.send(_api.server_metrics(server_id))
 
     async def heartbeat(
         self,
@@ -302,42 +260,32 @@ class AsyncClient:
         active_tasks: int | None = None,
         metrics: Mapping[str, Any] | None = None,
     ) -> HeartbeatReply:
-        reply: HeartbeatReply = await self._http.send(
-            _api.heartbeat(server_id, status, active_tasks, metrics)
-        )
-        return reply
+        return await self._http.send(_api.heartbeat(server_id, status, active_tasks, metrics))
 
     async def unregister_server(self, server_id: str) -> ServerUnregistered:
-        reply: ServerUnregistered = await self._http.send(_api.unregister_server(server_id))
-        return reply
+        return await self._http.send(_api.unregister_server(server_id))
 
     async def set_maintenance(
         self, server_id: str, maintenance: bool = True, *, reason: str | None = None
     ) -> MaintenanceReply:
-        reply: MaintenanceReply = await self._http.send(_api.set_maintenance(server_id, maintenance, reason))
-        return reply
+        return await self._http.send(_api.set_maintenance(server_id, maintenance, reason))
 
     async def rotate_server_token(self, server_id: str) -> ServerToken:
-        reply: ServerToken = await self._http.send(_api.rotate_server_token(server_id))
-        return reply
+        return await self._http.send(_api.rotate_server_token(server_id))
 
     # -- statistics and load balancing ----------------------------------------------------
 
     async def task_stats(self, date: Day | None = None) -> TaskStats:
-        reply: TaskStats = await self._http.send(_api.task_stats(date))
-        return reply
+        return await self._http.send(_api.task_stats(date))
 
     async def hourly_report(self, date: Day | None = None) -> HourlyReport:
-        reply: HourlyReport = await self._http.send(_api.hourly_report(date))
-        return reply
+        return await self._http.send(_api.hourly_report(date))
 
     async def server_stats(self, server_id: str, date: Day | None = None) -> ServerStats:
-        reply: ServerStats = await self._http.send(_api.server_stats(server_id, date))
-        return reply
+        return await self._http.send(_api.server_stats(server_id, date))
 
     async def queue_stats(self) -> QueueSummary:
-        reply: QueueSummary = await self._http.send(_api.queue_stats())
-        return reply
+        return await self._http.send(_api.queue_stats())
 
     async def overview(
         self,
@@ -350,21 +298,10 @@ class AsyncClient:
         """What the dashboard shows, in one request: the queue, a page of tasks, the servers
         (admins), statistics over `days` days (1-31) ending with `end` (UTC; default today),
         and the load distribution."""
-        reply: Overview = await self._http.send(_api.overview(status, limit, days, end))
-        return reply
+        return await self._http.send(_api.overview(status, limit, days, end))
 
     async def load_balancer(self) -> LoadBalancerStatus:
-        reply: LoadBalancerStatus = await self._http.send(_api.load_balancer())
-        return reply
+        return await self._http.send(_api.load_balancer())
 
     async def set_algorithm(self, algorithm: str) -> AlgorithmSet:
-        reply: AlgorithmSet = await self._http.send(_api.set_algorithm(algorithm))
-        return reply
-
-
-async def _events(lines: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent]:
-    decoder = SseDecoder()
-    async for line in lines:
-        event = decoder.feed(line)
-        if event is not None:
-            yield event
+        return await self._http.send(_api.set_algorithm(algorithm))

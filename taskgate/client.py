@@ -164,37 +164,34 @@ class Client(Following):
         `idempotency_key` is sent as the `Idempotency-Key` header: the same key and body
         within 24 h return the first task instead of creating another.
         """
-        call = _api.create_task(
-            type,
-            payload,
-            priority,
-            capabilities=capabilities,
-            async_=async_,
-            timeout=timeout,
-            webhook=webhook,
-            idempotency_key=idempotency_key,
-            wait=wait,
+        return self._http.send(
+            _api.create_task(
+                type,
+                payload,
+                priority,
+                capabilities=capabilities,
+                async_=async_,
+                timeout=timeout,
+                webhook=webhook,
+                idempotency_key=idempotency_key,
+                wait=wait,
+            )
         )
-        created: TaskCreated | Task = self._http.send(call)
-        return created
 
     def get_task(self, task_id: str) -> Task:
-        task: Task = self._http.send(_api.get_task(task_id))
-        return task
+        return self._http.send(_api.get_task(task_id))
 
     def get_task_json(self, task_id: str) -> dict[str, Any]:
         """The task exactly as the gateway sent it: every field, also those of a newer
         gateway that this client's `Task` does not know."""
-        body: dict[str, Any] = self._http.send(_api.get_task(task_id, as_sent=True))
-        return body
+        return self._http.send(_api.get_task_json(task_id))
 
     def list_tasks(
         self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
     ) -> TaskPage:
         """One page of tasks, newest first (a user's own; an admin's: everyone's), of this
         status if given; `limit` 1-200 (default 50); `cursor` is a page's `next_cursor`."""
-        page: TaskPage = self._http.send(_api.list_tasks(status, limit, cursor))
-        return page
+        return self._http.send(_api.list_tasks(status, limit, cursor))
 
     def iter_tasks(self, *, status: str | None = None, page_size: int | None = None) -> Iterator[TaskSummary]:
         """Every task, newest first, fetching page after page as it is iterated."""
@@ -208,18 +205,15 @@ class Client(Following):
 
     def cancel_task(self, task_id: str) -> TaskAction:
         """Cancel a PENDING or PROCESSING task; a finished one is a `Conflict`."""
-        reply: TaskAction = self._http.send(_api.cancel_task(task_id))
-        return reply
+        return self._http.send(_api.cancel_task(task_id))
 
     def retry_task(self, task_id: str) -> TaskAction:
         """Queue a FAILED, TIMEOUT or CANCELLED task again; any other status is a `Conflict`."""
-        reply: TaskAction = self._http.send(_api.retry_task(task_id))
-        return reply
+        return self._http.send(_api.retry_task(task_id))
 
     def webhook_deliveries(self, task_id: str) -> WebhookDeliveries:
         """The task's webhook deliveries, each with its attempts (owner or admin)."""
-        reply: WebhookDeliveries = self._http.send(_api.webhook_deliveries(task_id))
-        return reply
+        return self._http.send(_api.webhook_deliveries(task_id))
 
     def update_task(
         self,
@@ -233,16 +227,15 @@ class Client(Following):
     ) -> Task:
         """A backend's report on its task (PUT, with the task's callback token); backends
         written with `taskgate.backend` make it for you."""
-        call = _api.update_task(
-            task_id, status=status, progress=progress, result=result, error=error, message=message
+        return self._http.send(
+            _api.update_task(
+                task_id, status=status, progress=progress, result=result, error=error, message=message
+            )
         )
-        task: Task = self._http.send(call)
-        return task
 
     def append_output(self, task_id: str, data: Any) -> OutputAccepted:
         """A backend appends a chunk (any JSON value) to its running task's streamed output."""
-        reply: OutputAccepted = self._http.send(_api.append_output(task_id, data))
-        return reply
+        return self._http.send(_api.append_output(task_id, data))
 
     # -- servers (admin, except a server's own heartbeat) ---------------------------------
 
@@ -262,28 +255,26 @@ class Client(Following):
         optional). Left out, `id` is chosen by the gateway and the rest take the gateway's
         defaults (max_concurrent 10, priority 1). The reply's `token` is the server's own
         service token, for its heartbeats."""
-        call = _api.register_server(
-            name,
-            endpoints,
-            id=id,
-            api_key=api_key,
-            max_concurrent=max_concurrent,
-            capabilities=capabilities,
-            groups=groups,
-            priority=priority,
+        return self._http.send(
+            _api.register_server(
+                name,
+                endpoints,
+                id=id,
+                api_key=api_key,
+                max_concurrent=max_concurrent,
+                capabilities=capabilities,
+                groups=groups,
+                priority=priority,
+            )
         )
-        reply: ServerRegistered = self._http.send(call)
-        return reply
 
     def list_servers(self, *, status: str | None = None, group: str | None = None) -> list[Server]:
         """Every registered server, or those with this status (online, degraded, offline,
         maintenance) and/or in this group."""
-        servers: list[Server] = self._http.send(_api.list_servers(status, group)).servers
-        return servers
+        return self._http.send(_api.list_servers(status, group)).servers
 
     def get_server_metrics(self, server_id: str) -> ServerMetrics:
-        reply: ServerMetrics = self._http.send(_api.server_metrics(server_id))
-        return reply
+        return self._http.send(_api.server_metrics(server_id))
 
     def heartbeat(
         self,
@@ -294,45 +285,37 @@ class Client(Following):
         metrics: Mapping[str, Any] | None = None,
     ) -> HeartbeatReply:
         """Report the server's health (as that server, with its service token, or as admin)."""
-        reply: HeartbeatReply = self._http.send(_api.heartbeat(server_id, status, active_tasks, metrics))
-        return reply
+        return self._http.send(_api.heartbeat(server_id, status, active_tasks, metrics))
 
     def unregister_server(self, server_id: str) -> ServerUnregistered:
         """Remove the server; its PROCESSING tasks go back to the queue."""
-        reply: ServerUnregistered = self._http.send(_api.unregister_server(server_id))
-        return reply
+        return self._http.send(_api.unregister_server(server_id))
 
     def set_maintenance(
         self, server_id: str, maintenance: bool = True, *, reason: str | None = None
     ) -> MaintenanceReply:
         """Enable (or with `maintenance=False` disable) maintenance: no new tasks go to it."""
-        reply: MaintenanceReply = self._http.send(_api.set_maintenance(server_id, maintenance, reason))
-        return reply
+        return self._http.send(_api.set_maintenance(server_id, maintenance, reason))
 
     def rotate_server_token(self, server_id: str) -> ServerToken:
         """A new service token for the server (`POST /api/servers/:id/token`); the old one ends."""
-        reply: ServerToken = self._http.send(_api.rotate_server_token(server_id))
-        return reply
+        return self._http.send(_api.rotate_server_token(server_id))
 
     # -- statistics and load balancing ----------------------------------------------------
 
     def task_stats(self, date: Day | None = None) -> TaskStats:
         """That UTC day's counts (default today); `pending_tasks` is the backlog now."""
-        reply: TaskStats = self._http.send(_api.task_stats(date))
-        return reply
+        return self._http.send(_api.task_stats(date))
 
     def hourly_report(self, date: Day | None = None) -> HourlyReport:
-        reply: HourlyReport = self._http.send(_api.hourly_report(date))
-        return reply
+        return self._http.send(_api.hourly_report(date))
 
     def server_stats(self, server_id: str, date: Day | None = None) -> ServerStats:
-        reply: ServerStats = self._http.send(_api.server_stats(server_id, date))
-        return reply
+        return self._http.send(_api.server_stats(server_id, date))
 
     def queue_stats(self) -> QueueSummary:
         """The queue now: backlog (per priority), tasks in flight, slots online."""
-        reply: QueueSummary = self._http.send(_api.queue_stats())
-        return reply
+        return self._http.send(_api.queue_stats())
 
     def overview(
         self,
@@ -345,14 +328,11 @@ class Client(Following):
         """What the dashboard shows, in one request: the queue, a page of tasks, the servers
         (admins), statistics over `days` days (1-31) ending with `end` (UTC; default today),
         and the load distribution."""
-        reply: Overview = self._http.send(_api.overview(status, limit, days, end))
-        return reply
+        return self._http.send(_api.overview(status, limit, days, end))
 
     def load_balancer(self) -> LoadBalancerStatus:
-        reply: LoadBalancerStatus = self._http.send(_api.load_balancer())
-        return reply
+        return self._http.send(_api.load_balancer())
 
     def set_algorithm(self, algorithm: str) -> AlgorithmSet:
         """round-robin, least-connections, weighted-round-robin, random, response-time or p2c."""
-        reply: AlgorithmSet = self._http.send(_api.set_algorithm(algorithm))
-        return reply
+        return self._http.send(_api.set_algorithm(algorithm))

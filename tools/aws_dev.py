@@ -277,7 +277,6 @@ def run(args: argparse.Namespace) -> int:
         os.environ["PAYLOAD_BUCKET"] = PAYLOAD_BUCKET
 
         from core.aws.context import build_context
-        from core.domain import auth
         from handlers import stats_stream, sweeper
         from handlers._http import create_app
         from handlers.routes import ROUTES
@@ -317,18 +316,13 @@ def run(args: argparse.Namespace) -> int:
             worker.start()
 
         def announce() -> None:
-            token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
             print(f"taskgate dev --aws: {base}")
             print("  AWS code path: DynamoDB and SQS emulated by moto in-process (in memory, gone at exit)")
             print(
                 f"  table {TABLE_NAME}, queue {queue_url}; dispatcher fed SQS events, sweeper schedule events,"
             )
             print("  statistics fed the table's stream")
-            print(f"  health:  {base}/health")
-            print(f"  dashboard: {base}/dashboard  (paste the token below)")
-            print(f"  admin token (7 days): {token}")
-            print("  webhooks: loopback receivers allowed (development only; a deployed stack refuses them)")
-            print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+            serving.announce_dev(ctx.jwt_secret, base, docs=False, refused_by="a deployed stack")
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         for quiet in ("httpx", "botocore", "urllib3"):

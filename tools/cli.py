@@ -38,15 +38,9 @@ def _serve(args: argparse.Namespace, *, dev: bool) -> int:
     def announce() -> None:
         if not dev:
             return
-        token = auth.mint(ctx.jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
         base = ctx.config.public_url
         print(f"taskgate dev: {base}  (database {args.db})")
-        print(f"  health:  {base}/health")
-        print(f"  docs:    {base}/docs")
-        print(f"  dashboard: {base}/dashboard  (paste the token below)")
-        print(f"  admin token (7 days): {token}")
-        print("  webhooks: loopback receivers allowed (development only; `taskgate serve` refuses them)")
-        print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
+        serving.announce_dev(ctx.jwt_secret, base, docs=True, refused_by="`taskgate serve`")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -17,6 +17,8 @@ from typing import Any
 
 import uvicorn
 
+from core.domain import auth
+
 EXIT_CANNOT_LISTEN = 1
 GRACEFUL_SHUTDOWN_S = 5
 
@@ -34,6 +36,19 @@ def cannot_listen(command: str, host: str, port: int, exc: OSError) -> str:
             "stop it or choose another with --port"
         )
     return f"{command}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def announce_dev(jwt_secret: str, base: str, *, docs: bool, refused_by: str) -> None:
+    """The lines `taskgate dev` and `dev --aws` print under their first: where to look, an
+    admin token for the dashboard and the API (7 days), and a request to try."""
+    token = auth.mint(jwt_secret, sub="dev-admin", roles=[auth.ADMIN], ttl_s=7 * 86_400)
+    print(f"  health:  {base}/health")
+    if docs:
+        print(f"  docs:    {base}/docs")
+    print(f"  dashboard: {base}/dashboard  (paste the token below)")
+    print(f"  admin token (7 days): {token}")
+    print(f"  webhooks: loopback receivers allowed (development only; {refused_by} refuses them)")
+    print(f'  try:     curl -H "Authorization: Bearer $TOKEN" {base}/api/servers', flush=True)
 
 
 class _Server(uvicorn.Server):

@@ -13,13 +13,11 @@ import aiohttp
 from core.domain import protocol
 from core.domain.models import Server, Task
 from core.domain.protocol import BackendRequest, Outcome
+from core.http import guard
 from core.http.guard import Pinned, Refusal, cancel_request, failure_kind, pin_backend, pin_webhook
 from core.services.webhook_delivery import WebhookOutcome, WebhookRequest
 
 log = logging.getLogger(__name__)
-
-# Read at most this much of a webhook receiver's answer: only its status is recorded.
-_ANSWER_LIMIT = 64 * 1024
 
 
 def _call(
@@ -100,7 +98,7 @@ async def send_async(client: aiohttp.ClientSession, request: WebhookRequest) -> 
         async with _call(
             client, pinned, "POST", timeout_s=request.timeout_s, headers=request.headers, body=request.body
         ) as response:
-            await response.content.read(_ANSWER_LIMIT)
+            await response.content.read(guard.ANSWER_LIMIT)
             return WebhookOutcome(response.status, None, _elapsed_ms(started))
     except TimeoutError:
         return WebhookOutcome(None, f"timed out after {request.timeout_s:g} s", _elapsed_ms(started))

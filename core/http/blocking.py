@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from core.domain import protocol
 from core.domain.models import Server, Task
 from core.domain.protocol import BackendRequest, Outcome
+from core.http import guard
 from core.http.guard import Pinned, Refusal, cancel_request, failure_kind, pin_backend, pin_webhook
 from core.services.webhook_delivery import WebhookOutcome, WebhookRequest
 
@@ -19,9 +20,6 @@ if TYPE_CHECKING:  # imported on the first call: a cold start that makes none sk
     import urllib3
 
 log = logging.getLogger(__name__)
-
-# Read at most this much of a webhook receiver's answer: only its status is recorded.
-_ANSWER_LIMIT = 64 * 1024
 
 
 def _open(
@@ -55,9 +53,14 @@ def _open(
     )
 
 
-def predict_sync(pool: urllib3.PoolManager, request: BackendRequest) -> Outcome:
+def _timeout(timeout_s: float) -> urllib3.Timeout:
+    """A call's timeout: `timeout_s` to read, at most 5 s of it to connect."""
     import urllib3
 
+    return urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s)
+
+
+def predict_sync(pool: urllib3.PoolManager, request: BackendRequest) -> Outcome:
     pinned = pin_backend(request.url)
     if isinstance(pinned, Refusal):
         return protocol.refused_call(pinned.reason, pinned.final, request.server_id)
@@ -68,7 +71,7 @@ def predict_sync(pool: urllib3.PoolManager, request: BackendRequest) -> Outcome:
             "POST",
             headers=request.headers,
             body=request.body,
-            timeout=urllib3.Timeout(connect=min(5.0, request.timeout_s), read=request.timeout_s),
+            timeout=_timeout(request.timeout_s),
         )
     except Exception as exc:
         log.info("predict call to %s failed: %r", request.url, exc, extra={"server_id": request.server_id})
@@ -122,10 +125,10 @@ def send_sync(pool: urllib3.PoolManager, request: WebhookRequest) -> WebhookOutc
             "POST",
             headers=request.headers,
             body=request.body,
-            timeout=urllib3.Timeout(connect=min(5.0, request.timeout_s), read=request.timeout_s),
+            timeout=_timeout(request.timeout_s),
             preload_content=False,
         )
-        response.read(_ANSWER_LIMIT)
+        response.read(guard.ANSWER_LIMIT)
         response.close()  # not back to the pool: the rest of a long answer is not read
     except urllib3.exceptions.TimeoutError:
         return WebhookOutcome(None, f"timed out after {request.timeout_s:g} s", _elapsed_ms(started))

@@ -21,6 +21,9 @@ from core.errors import ValidationError
 
 Refuse = Callable[[IPAddress], "str | None"]
 
+# Read at most this much of a webhook receiver's answer: only its status is recorded.
+ANSWER_LIMIT = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Pinned:

@@ -344,10 +344,15 @@ def hourly_report(ctx: Context, principal: Principal, date_text: str | None) -> 
     day = parse_day(date_text, ctx.now())
     hours = hour_keys(day)
     found = read_counters(ctx, hours)
-    report = []
+    return {"date": day.isoformat(), "hours": hour_rows(hours, found)}
+
+
+def hour_rows(hours: Sequence[str], found: Mapping[str, Mapping[str, int]]) -> list[dict[str, int]]:
+    """A day's report, hour by hour, from its hourly counters (the keys `hour_keys` gives)."""
+    rows = []
     for hour, key in enumerate(hours):
         counts = found.get(key, {})
-        report.append(
+        rows.append(
             {
                 "hour": hour,
                 "created": counts.get("created", 0),
@@ -356,7 +361,7 @@ def hourly_report(ctx: Context, principal: Principal, date_text: str | None) -> 
                 "averageTime": average(counts.get("processing_ms", 0), counts.get("completed", 0)),
             }
         )
-    return {"date": day.isoformat(), "hours": report}
+    return rows
 
 
 def server_stats(ctx: Context, principal: Principal, server_id: str, date_text: str | None) -> dict[str, Any]:

@@ -51,20 +51,7 @@ def range_stats(ctx: Context, end: date, days: int, servers: list[Server]) -> di
         if view["tasksProcessed"]:
             ranked.append(view)
     ranked.sort(key=lambda v: (-v["tasksProcessed"], v["serverId"]))
-    hourly = None
-    if days == 1:
-        hourly = []
-        for hour, key in enumerate(hour_keys[end]):
-            counts = found.get(key, {})
-            hourly.append(
-                {
-                    "hour": hour,
-                    "created": counts.get("created", 0),
-                    "completed": counts.get("completed", 0),
-                    "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
-                    "averageTime": stats.average(counts.get("processing_ms", 0), counts.get("completed", 0)),
-                }
-            )
+    hourly = stats.hour_rows(hour_keys[end], found) if days == 1 else None
     return {
         "start": dates[0].isoformat(),
         "end": end.isoformat(),

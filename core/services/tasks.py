@@ -279,15 +279,7 @@ def expire_pending(ctx: Context, task: Task, reason: str) -> Task:
     """Queue timeout: a PENDING task that found no server in QUEUE_TIMEOUT."""
     now = ctx.now()
     changes: dict[str, Any] = {**_finished(ctx, TaskStatus.TIMEOUT, now), "error": reason}
-    timed_out = ctx.store.update_task(
-        task.id,
-        changes,
-        from_status={PENDING},
-        attempts=task.attempts,
-        delivery=_delivery(ctx, task, changes),
-    )
-    ctx.events.publish(timed_out, task.status)
-    return timed_out
+    return _finish_pending(ctx, task, changes)
 
 
 def backoff_ms(ctx: Context, attempt: int) -> int:
@@ -312,6 +304,20 @@ def _delivery(ctx: Context, task: Task, changes: dict[str, Any]) -> WebhookDeliv
     if task.webhook is None or "status" not in changes:
         return None
     return webhook_delivery.for_finish(ctx, msgspec.structs.replace(task, **changes))
+
+
+def _finish_pending(ctx: Context, task: Task, changes: dict[str, Any]) -> Task:
+    """A PENDING task finished (timed out or cancelled) in one write with its webhook delivery:
+    it holds no slot to free."""
+    finished = ctx.store.update_task(
+        task.id,
+        changes,
+        from_status={PENDING},
+        attempts=task.attempts,
+        delivery=_delivery(ctx, task, changes),
+    )
+    ctx.events.publish(finished, task.status)
+    return finished
 
 
 def _release(
@@ -386,15 +392,7 @@ def cancel_task(ctx: Context, principal: Principal, task_id: str) -> Task:
             if task.status is PROCESSING:
                 changes["history"] = attempts.closed(task, now, attempts.CANCELLED, changes["error"])
             if task.status is PENDING:
-                cancelled = ctx.store.update_task(
-                    task.id,
-                    changes,
-                    from_status={PENDING},
-                    attempts=task.attempts,
-                    delivery=_delivery(ctx, task, changes),
-                )
-                ctx.events.publish(cancelled, PENDING)
-                return cancelled
+                return _finish_pending(ctx, task, changes)
             return _release(ctx, task, changes, {}, {})
         except StaleWriteError as exc:
             task = auth.owned_task(principal, _current(exc), task_id)

@@ -187,6 +187,21 @@ _ENTER_PENDING = """
 END;
 """
 
+# A task leaves its (queue, priority, owner) line: one fewer pending, the next head found
+# (when it was the head), and the line gone when empty; by an update or a delete alike.
+_LEAVE_PENDING = """\
+    UPDATE owner_queues SET pending = pending - 1
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner;
+    UPDATE owner_queues SET (head_ready, head_id) = (
+        SELECT MAX(queued_at, not_before), id FROM tasks INDEXED BY tasks_owner_queue
+        WHERE status = 'PENDING' AND queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner
+        ORDER BY MAX(queued_at, not_before), id LIMIT 1)
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND head_id = OLD.id;
+    DELETE FROM owner_queues
+    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND pending <= 0;
+END;
+"""
+
 _STEP_5: tuple[str, ...] = (
     "ALTER TABLE tasks ADD COLUMN queue TEXT NOT NULL DEFAULT ''",
     "UPDATE tasks SET queue = taskgate_queue_key(capabilities)",
@@ -222,31 +237,13 @@ WHEN NEW.status = 'PENDING' AND OLD.status <> 'PENDING' BEGIN
     """
 CREATE TRIGGER tasks_leave_pending AFTER UPDATE OF status ON tasks
 WHEN OLD.status = 'PENDING' AND NEW.status <> 'PENDING' BEGIN
-    UPDATE owner_queues SET pending = pending - 1
-    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner;
-    UPDATE owner_queues SET (head_ready, head_id) = (
-        SELECT MAX(queued_at, not_before), id FROM tasks INDEXED BY tasks_owner_queue
-        WHERE status = 'PENDING' AND queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner
-        ORDER BY MAX(queued_at, not_before), id LIMIT 1)
-    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND head_id = OLD.id;
-    DELETE FROM owner_queues
-    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND pending <= 0;
-END;
-""",
+"""
+    + _LEAVE_PENDING,
     """
 CREATE TRIGGER tasks_delete_pending AFTER DELETE ON tasks
 WHEN OLD.status = 'PENDING' BEGIN
-    UPDATE owner_queues SET pending = pending - 1
-    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner;
-    UPDATE owner_queues SET (head_ready, head_id) = (
-        SELECT MAX(queued_at, not_before), id FROM tasks INDEXED BY tasks_owner_queue
-        WHERE status = 'PENDING' AND queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner
-        ORDER BY MAX(queued_at, not_before), id LIMIT 1)
-    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND head_id = OLD.id;
-    DELETE FROM owner_queues
-    WHERE queue = OLD.queue AND priority = OLD.priority AND owner = OLD.owner AND pending <= 0;
-END;
-""",
+"""
+    + _LEAVE_PENDING,
     """
 CREATE TRIGGER tasks_enter_processing AFTER UPDATE OF status ON tasks
 WHEN NEW.status = 'PROCESSING' AND OLD.status <> 'PROCESSING' BEGIN
